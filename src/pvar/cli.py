@@ -1,0 +1,162 @@
+"""The ``pvar`` command: one verb per pipeline stage. Thin: parse, call the library, render."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pvar import render
+from pvar.errors import ConfigError, PvarError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Find the prompts worth paying for in preference optimization, by preference variance.",
+)
+
+In = Annotated[Path, typer.Argument(help="Input rows: .jsonl, .parquet, or a datasets folder/name.")]
+Out = Annotated[Path, typer.Option("-o", "--output", help="Output file (.jsonl or .parquet), written atomically.")]
+Format = Annotated[str, typer.Option("--format", help="Input schema: auto | pipeline | ultrafeedback.")]
+Rating = Annotated[str, typer.Option("--rating", help="UltraFeedback reward: overall | aspects.")]
+Scale = Annotated[float, typer.Option("--scale", help="Reward scale s in sigmoid(s * (r_i - r_j)).")]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    """Global options (handled in ``main``)."""
+
+
+@app.command()
+def measure(
+    input: In, output: Out, scale: Scale = 1.0, format: Format = "auto", rating: Rating = "overall",
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the PVar interval.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+) -> None:
+    """Add pvar, pvar_low/high (95% bootstrap interval) and reward mean/std/range/n_valid."""
+    from pvar.pipeline import measure as stage
+
+    cfg = stage.MeasureConfig.make(scale=scale, n_boot=n_boot, seed=seed, format=format, rating=rating)
+    with render.progress("measure", input) as tick:
+        summary = stage.run(input, output, cfg, tick)
+    render.pool_summary(summary, title=f"PVar over {input.name} -> {output}")
+
+
+@app.command()
+def select(
+    input: In, output: Out,
+    by: Annotated[str, typer.Option(help="Score column to rank by.")] = "pvar",
+    top: Annotated[float | None, typer.Option(help="Keep the top fraction F in (0, 1].")] = None,
+    bottom: Annotated[float | None, typer.Option(help="Keep the bottom fraction F.")] = None,
+    random: Annotated[float | None, typer.Option(help="Keep a random fraction F (same pool).")] = None,
+    min: Annotated[float | None, typer.Option("--min", help="Keep prompts with score >= X.")] = None,
+    count: Annotated[int | None, typer.Option(help="Budget as a count (caps the fraction).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --random.")] = 0,
+) -> None:
+    """Keep a subset by any score: top / bottom / random / threshold; ties broken by prompt_id."""
+    from pvar.pipeline import select as stage
+
+    given = {k: v for k, v in {"top": top, "bottom": bottom, "random": random, "min": min}.items()
+             if v is not None}
+    if len(given) != 1:
+        raise ConfigError("give exactly one of --top F, --bottom F, --random F, --min X")
+    (flag, value), = given.items()
+    if flag != "min" and not 0 < value <= 1:
+        raise ConfigError(f"--{flag}: fraction must be in (0, 1], got {value}")
+    mode = "threshold" if flag == "min" else flag
+    cfg = stage.SelectConfig.make(
+        by=by, mode=mode, seed=seed, count=count,
+        fraction=None if mode == "threshold" else value, minimum=value if mode == "threshold" else None,
+    )
+    with render.progress("select", input) as tick:
+        s = stage.run(input, output, cfg, tick)
+    render.key_values(f"select {mode} by {by} -> {output}", {
+        "prompts": s.n_prompts, f"with a finite {by}": s.n_eligible, "kept": s.n_kept,
+        f"kept {by} min": s.kept_min, f"kept {by} max": s.kept_max,
+    })
+
+
+@app.command()
+def pairs(
+    input: In, output: Out,
+    rule: Annotated[str, typer.Option(help="best-worst | best-random | all.")] = "best-worst",
+    max_pairs: Annotated[int, typer.Option(help="Cap per prompt for --rule all.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of best-random.")] = 0,
+    scale: Scale = 1.0, format: Format = "auto", rating: Rating = "overall",
+) -> None:
+    """Build TRL preference rows: prompt, chosen, rejected (+ prompt_id, pvar, rewards)."""
+    from pvar.pipeline import pairs as stage
+
+    cfg = stage.PairsConfig.make(rule=rule, max_pairs=max_pairs, seed=seed, scale=scale,
+                                 format=format, rating=rating)
+    with render.progress("pairs", input) as tick:
+        s = stage.run(input, output, cfg, tick)
+    render.key_values(f"pairs ({rule}) -> {output}", {
+        "prompts": s.n_prompts, "prompts with a pair": s.n_prompts_paired,
+        "skipped (tie or < 2 valid rewards)": s.n_prompts - s.n_prompts_paired, "pairs": s.n_pairs,
+    })
+
+
+@app.command()
+def stats(
+    input: In,
+    plot: Annotated[Path | None, typer.Option(help="Save a PNG: PVar histogram and PVar vs reward std.")] = None,
+    scale: Scale = 1.0, format: Format = "auto", rating: Rating = "overall",
+) -> None:
+    """Summarise a pool: counts, PVar quantiles, Spearman with reward std, histogram."""
+    from pvar.pipeline import stats as stage
+
+    cfg = stage.StatsConfig.make(scale=scale, format=format, rating=rating)
+    cols, summary = stage.run(input, cfg)
+    render.pool_summary(summary, title=f"PVar over {input}")
+    render.text_histogram(cols["pvar"])
+    if plot is not None:
+        from pvar.plots import pvar_overview
+
+        render.out.print(f"figure: {pvar_overview(cols['pvar'], cols['reward_std'], plot)}")
+
+
+@app.command()
+def run(
+    preset: Annotated[str, typer.Option(help="Built-in run: ultrafeedback.")] = "ultrafeedback",
+    output: Annotated[Path, typer.Option("-o", "--output", help="Run folder.")] = Path("runs/ultrafeedback"),
+    top: Annotated[float, typer.Option(help="Fraction of prompts kept by PVar.")] = 0.25,
+) -> None:
+    """Run the pipeline on a built-in preset: measure -> select top PVar -> pairs."""
+    from pvar.pipeline import presets
+
+    result = presets.run_ultrafeedback(output, top=top) if preset == "ultrafeedback" else None
+    if result is None:
+        raise ConfigError(f"preset: unknown preset {preset!r}; choose one of: ultrafeedback")
+    render.pool_summary(result.pool, title=f"PVar over {result.source}")
+    render.text_histogram(result.pvar)
+    render.key_values(f"top {top:.0%} by PVar, then best-worst pairs", result.table)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2 (``--debug``: raise)."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app()
+    except PvarError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Shared base for stage configs: frozen, unknown keys refused, errors that name the key."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pvar.errors import ConfigError
+
+
+class StageConfig(BaseModel):
+    """Frozen pydantic model; ``make`` turns validation errors into one-line ``ConfigError``s."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def make(cls, **values: Any) -> Self:
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"]) or cls.__name__
+            given = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+            raise ConfigError(f"{key}: {err['msg']}{given}") from None
+
+    def fingerprint(self) -> str:
+        """Stable hash of the settings, for manifests and caches."""
+        import hashlib
+
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]

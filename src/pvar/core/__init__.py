@@ -1,0 +1,1 @@
+"""Numeric core: numpy only, vectorized over prompts, ragged n handled by NaN padding."""

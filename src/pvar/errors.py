@@ -1,0 +1,37 @@
+"""Errors users see: each renders as one line naming the file, line (or row) and field."""
+
+from __future__ import annotations
+
+
+class PvarError(Exception):
+    """Base class for errors caused by the user's input or settings (shown without traceback)."""
+
+
+class InputError(PvarError, ValueError):
+    """Bad input data: names the source, the line (JSONL) or row (Parquet/datasets) and field."""
+
+    def __init__(
+        self,
+        source: str,
+        message: str,
+        *,
+        line: int | None = None,
+        row: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.source, self.line, self.row, self.field = source, line, row, field
+        where = source
+        if line is not None:
+            where += f":{line}"
+        elif row is not None:
+            where += f": row {row}"
+        what = f"field '{field}': " if field else ""
+        super().__init__(f"{where}: {what}{message}")
+
+
+class ConfigError(PvarError, ValueError):
+    """A bad setting: names the setting and the value that was refused."""
+
+
+class ResumeMismatch(PvarError):
+    """An existing output was made with a different config or input; refuse to mix them."""

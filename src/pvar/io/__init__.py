@@ -1,0 +1,1 @@
+"""Reading and writing pipeline rows (JSONL, Parquet, Hugging Face datasets), with validation."""

@@ -1,0 +1,1 @@
+"""Pipeline stages: one module per verb, each a documented config plus a ``run`` function."""

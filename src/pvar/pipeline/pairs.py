@@ -1,0 +1,107 @@
+"""pairs: turn scored prompt rows into TRL preference rows (prompt, chosen, rejected).
+
+Rows load unchanged into ``trl.DPOTrainer``: text prompts give text chosen/rejected; chat
+prompts (lists of messages) give conversational chosen/rejected (one assistant message each).
+Built with Arrow ``take`` on the flattened responses: no Python object per response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from pvar.config import StageConfig
+from pvar.core import pairs as rules
+from pvar.core.seeding import prompt_uniforms
+from pvar.core.stats import preference_variance
+from pvar.io.arrow import combine, float_column, list_lengths, list_to_padded, to_numpy_float
+from pvar.io.rows import read_rows
+from pvar.io.schema import MESSAGES
+from pvar.io.writers import atomic_rows
+
+
+class PairsConfig(StageConfig):
+    rule: Literal["best-worst", "best-random", "all"] = Field("best-worst", description=(
+        "best-worst: highest vs lowest reward; best-random: highest vs a random lower one; "
+        "all: every pair with r_i > r_j, largest gap first, capped by max_pairs."))
+    max_pairs: int = Field(8, ge=1, description="Cap on pairs per prompt for rule 'all'.")
+    seed: int = Field(0, description="Seed of best-random's draw (per prompt, from prompt_id).")
+    scale: float = Field(1.0, gt=0, description="Reward scale for PVar when the rows lack a pvar column.")
+    format: Literal["auto", "pipeline", "ultrafeedback"] = "auto"
+    rating: Literal["overall", "aspects"] = "overall"
+
+
+@dataclass(frozen=True)
+class PairsSummary:
+    n_prompts: int
+    n_pairs: int
+    n_prompts_paired: int
+
+
+def _index(data: pa.RecordBatch, cfg: PairsConfig, rewards: np.ndarray) -> rules.PairIndex:
+    if cfg.rule == "best-worst":
+        return rules.best_worst(rewards)
+    if cfg.rule == "best-random":
+        ids = data.column("prompt_id").to_pylist()
+        return rules.best_random(rewards, prompt_uniforms(cfg.seed, ids))
+    return rules.all_pairs(rewards, cfg.max_pairs)
+
+
+def _as_assistant(texts: pa.Array) -> pa.Array:
+    n = len(texts)
+    msgs = pa.StructArray.from_arrays([pa.array(["assistant"] * n), texts], names=["role", "content"])
+    return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), msgs, type=MESSAGES)
+
+
+def pairs_batch(data: pa.RecordBatch, cfg: PairsConfig) -> pa.RecordBatch:
+    """One output row per pair; columns prompt, chosen, rejected, prompt_id, pvar, rewards."""
+    rewards = list_to_padded(data.column("rewards"))
+    idx = _index(data, cfg, rewards)
+    responses = combine(data.column("responses"))
+    starts = np.concatenate([[0], np.cumsum(list_lengths(responses))])[:-1]
+    flat = pc.list_flatten(responses)
+    chosen = flat.take(pa.array(starts[idx.prompt] + idx.chosen))
+    rejected = flat.take(pa.array(starts[idx.prompt] + idx.rejected))
+    prompt = combine(data.column("prompt")).take(pa.array(idx.prompt))
+    if pa.types.is_list(prompt.type):
+        chosen, rejected = _as_assistant(chosen), _as_assistant(rejected)
+    if "pvar" in data.schema.names:
+        pvar = to_numpy_float(data.column("pvar"))
+    else:
+        pvar = preference_variance(rewards, cfg.scale)
+    return pa.RecordBatch.from_pydict({
+        "prompt": prompt,
+        "chosen": chosen,
+        "rejected": rejected,
+        "prompt_id": combine(data.column("prompt_id")).take(pa.array(idx.prompt)),
+        "pvar": float_column(pvar[idx.prompt]),
+        "chosen_reward": float_column(rewards[idx.prompt, idx.chosen]),
+        "rejected_reward": float_column(rewards[idx.prompt, idx.rejected]),
+    })
+
+
+def run(
+    source: str | Path,
+    output: str | Path,
+    cfg: PairsConfig,
+    progress: Callable[[int], None] | None = None,
+) -> PairsSummary:
+    n_prompts = n_pairs = n_paired = 0
+    with atomic_rows(output) as writer:
+        for batch in read_rows(source, fmt=cfg.format, rating=cfg.rating,
+                               require=("prompt_id", "prompt", "responses", "rewards")):
+            out = pairs_batch(batch.data, cfg)
+            writer.write(out)
+            n_prompts += batch.data.num_rows
+            n_pairs += out.num_rows
+            n_paired += len(set(out.column("prompt_id").to_pylist()))
+            if progress:
+                progress(batch.data.num_rows)
+    return PairsSummary(n_prompts, n_pairs, n_paired)

@@ -1,0 +1,102 @@
+"""Terminal rendering (rich): summaries to stdout, progress to stderr."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from pvar.core.summary import PoolSummary, histogram
+
+out = Console()
+err = Console(stderr=True)
+
+
+class RateColumn(ProgressColumn):
+    """Prompts per second (rich's own speed column speaks in bytes)."""
+
+    def render(self, task: Any) -> Text:
+        return Text(f"{task.speed:,.0f} prompts/s" if task.speed else "", style="progress.data.speed")
+
+
+def _rows_hint(path: str | Path) -> int | None:
+    """Row count from Parquet metadata, so the bar has a total; None otherwise."""
+    if str(path).endswith((".parquet", ".pq")) and Path(path).exists():
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return None
+
+
+@contextmanager
+def progress(label: str, source: str | Path | None = None, total: int | None = None) -> Iterator[Any]:
+    """A rich progress bar (prompts done, rate, ETA) on stderr; yields ``tick(n_rows)``."""
+    total = total if total is not None else (_rows_hint(source) if source else None)
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+        disable=not err.is_terminal,
+    )
+    with bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def pool_summary(s: PoolSummary, title: str = "PVar over the pool") -> None:
+    t = Table(title=title, show_header=True, header_style="bold")
+    t.add_column("statistic")
+    t.add_column("value", justify="right")
+    t.add_row("prompts", f"{s.n_prompts:,}")
+    t.add_row("with PVar", f"{s.n_with_pvar:,}")
+    t.add_row("lacking PVar (< 2 valid rewards)", f"{s.n_lacking:,}")
+    names = {0.0: "min", 0.1: "p10", 0.25: "p25", 0.5: "median", 0.75: "p75", 0.9: "p90", 1.0: "max"}
+    for q, v in s.quantiles.items():
+        t.add_row(f"PVar {names.get(q, q)}", _fmt(v))
+    t.add_row("PVar mean", _fmt(s.mean_pvar))
+    t.add_row("Spearman(PVar, reward std)", _fmt(s.spearman_pvar_std, 3))
+    if np.isfinite(s.median_interval_width):
+        t.add_row("median width of PVar 95% interval", _fmt(s.median_interval_width))
+    out.print(t)
+
+
+def text_histogram(values: np.ndarray, title: str = "PVar histogram", width: int = 40) -> None:
+    counts, edges = histogram(values)
+    if counts.size == 0:
+        return
+    t = Table(title=title, show_header=True, header_style="bold")
+    t.add_column("PVar bin")
+    t.add_column("count", justify="right")
+    t.add_column("")
+    top = max(int(counts.max()), 1)
+    for c, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True):
+        t.add_row(f"{lo:.4f}-{hi:.4f}", f"{int(c):,}", "█" * int(round(width * c / top)))
+    out.print(t)
+
+
+def key_values(title: str, rows: dict[str, Any]) -> None:
+    t = Table(title=title, show_header=False)
+    t.add_column("key", style="bold")
+    t.add_column("value", justify="right")
+    for k, v in rows.items():
+        t.add_row(k, _fmt(v) if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
+    out.print(t)
