@@ -89,7 +89,7 @@ def text_histogram(values: np.ndarray, title: str = "PVar histogram", width: int
     t.add_column("")
     top = max(int(counts.max()), 1)
     for c, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True):
-        t.add_row(f"{lo:.4f}-{hi:.4f}", f"{int(c):,}", "█" * int(round(width * c / top)))
+        t.add_row(f"{lo:.4f}-{hi:.4f}", f"{int(c):,}", "█" * round(width * c / top))
     out.print(t)
 
 

@@ -130,7 +130,9 @@ def test_concurrent_processes_build_once(tmp_path: Path) -> None:
 
 
 def test_other_names_pass_through() -> None:
-    assert assets.resolve_policy("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert (
+        assets.resolve_policy("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    )
     assert assets.resolve_policy("/models/my-policy") == "/models/my-policy"
     assert assets.resolve_sentence_model("/models/encoder") == "/models/encoder"
     assert assets.resolve_sentence_model("sentence-transformers/x") == "sentence-transformers/x"
@@ -239,7 +241,9 @@ def test_real_sentence_models_load(name: str, dim: int) -> None:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(assets.resolve_sentence_model(name), device="cpu")
-    embeddings = model.encode(["a cat sat on the mat", "a kitten on a rug", "tax law"], normalize_embeddings=True)
+    embeddings = model.encode(
+        ["a cat sat on the mat", "a kitten on a rug", "tax law"], normalize_embeddings=True
+    )
     assert embeddings.shape == (3, dim)
     sims = embeddings @ embeddings.T
     assert sims[0, 1] > sims[0, 2]

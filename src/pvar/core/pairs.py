@@ -62,6 +62,8 @@ def best_random(rewards: RewardsLike, uniforms: np.ndarray) -> PairIndex:
         raise ValueError(f"need one uniform per prompt: {x.shape[0]}, got {uniforms.shape}")
     best, _, ok = _extremes(x)
     rows = np.flatnonzero(ok)
+    if rows.size == 0:
+        return PairIndex(rows, rows.copy(), rows.copy())
     xr = x[rows]
     below = xr < xr[np.arange(rows.size), best[rows]][:, None]  # NaN compares False
     target = np.floor(uniforms[rows] * below.sum(axis=1)).astype(np.int64)

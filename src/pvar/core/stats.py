@@ -118,22 +118,31 @@ class RewardStats:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def _baselines(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, population std and range over the non-NaN entries; NaN where fewer than two."""
-    x = padded.astype(np.float64, copy=False)
-    valid = ~np.isnan(x)
-    nv = valid.sum(axis=1)
-    filled = np.where(valid, x, 0.0)
+def _baselines(xt: np.ndarray, nan: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """Mean, population std, range and n_valid of each column of ``xt`` (n x prompts).
+
+    Works on the transposed chunk so every reduction runs across contiguous prompt rows;
+    NaN where fewer than two values are valid.
+    """
+    x = xt.astype(np.float64)
+    n = x.shape[0]
+    if nan is None:
+        nv = np.full(x.shape[1], n, dtype=np.int64)
+        mean = x.sum(axis=0) / n if n else np.full(x.shape[1], np.nan)
+        dev = x - mean
+        hi, lo = (x.max(axis=0), x.min(axis=0)) if n else (mean, mean)
+    else:
+        nv = n - nan.sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(nan, 0.0, x).sum(axis=0) / nv
+        dev = np.where(nan, 0.0, x - mean)
+        hi = np.where(nan, -np.inf, x).max(axis=0)
+        lo = np.where(nan, np.inf, x).min(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = filled.sum(axis=1) / nv
-        dev = np.where(valid, x - mean[:, None], 0.0)
-        std = np.sqrt((dev * dev).sum(axis=1) / nv)
-        hi = np.where(valid, x, -np.inf).max(axis=1, initial=-np.inf)
-        lo = np.where(valid, x, np.inf).min(axis=1, initial=np.inf)
-        rng = hi - lo
+        std = np.sqrt(np.einsum("ij,ij->j", dev, dev) / nv)
+    rng = hi - lo
     few = nv < 2
-    for arr in (mean, std, rng):
-        arr[few] = np.nan
+    mean, std, rng = (np.where(few, np.nan, a) for a in (mean, std, rng))
     return mean, std, rng, nv.astype(np.int64)
 
 
@@ -146,12 +155,15 @@ def reward_stats(rewards: RewardsLike, scale: float = 1.0) -> RewardStats:
     """
     padded = to_padded(rewards)
     scale = _check_scale(scale)
-    pvar = _pvar_padded(padded, scale)
-    parts = [_baselines(padded[rows]) for rows in _chunks(padded.shape[0])]
-    if not parts:
-        empty = np.empty(0)
-        return RewardStats(pvar, empty, empty.copy(), empty.copy(), np.empty(0, dtype=np.int64))
-    mean, std, rng, nv = (np.concatenate(p) for p in zip(*parts, strict=True))
+    n_rows = padded.shape[0]
+    pvar, mean, std, rng = (np.empty(n_rows) for _ in range(4))
+    nv = np.empty(n_rows, dtype=np.int64)
+    for rows in _chunks(n_rows):
+        xt = np.ascontiguousarray(padded[rows].T)
+        nan = np.isnan(xt)
+        nan = nan if nan.any() else None
+        mean[rows], std[rows], rng[rows], nv[rows] = _baselines(xt, nan)
+        pvar[rows] = _pvar_from_tanh2(_pair_tanh2(xt, scale / 2.0), nv[rows])
     return RewardStats(pvar, mean, std, rng, nv)
 
 

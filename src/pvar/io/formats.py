@@ -48,7 +48,7 @@ def _aspect_mean(annotations: Any, field: str) -> float | None:
         try:
             scores.append(float(rating))
         except (TypeError, ValueError):
-            raise FormatError(f"{field}.{aspect}.Rating", f"expected '1'..'5' or 'N/A', got {rating!r}")
+            raise FormatError(f"{field}.{aspect}.Rating", f"expected '1'..'5' or 'N/A', got {rating!r}") from None
     return sum(scores) / len(scores) if scores else None
 
 

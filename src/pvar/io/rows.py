@@ -60,6 +60,7 @@ def read_rows(
     require: tuple[str, ...] = ("prompt_id", "prompt"),
     batch_size: int = 65536,
     columns: list[str] | None = None,
+    unique_ids: bool = True,
 ) -> Iterator[Batch]:
     """Yield validated batches of pipeline rows from a JSONL/Parquet file or a datasets source.
 
@@ -80,7 +81,8 @@ def read_rows(
             continue
         require_columns(batch, require)
         check_rewards(batch)
-        ids.check(batch)
+        if unique_ids:  # one row per prompt; pair files hold several rows per prompt
+            ids.check(batch)
         seen_rows += batch.data.num_rows
         yield batch
     if seen_rows == 0:

@@ -125,8 +125,9 @@ def rows_to_batch(raw: RawRows, rows: list[dict[str, Any]] | None = None) -> Bat
         values = [r.get(name) for r in coerced]
         typ = KNOWN_TYPES.get(name)
         if name == "prompt":
-            typ = pa.string() if all(isinstance(v, str) for v in values) else MESSAGES
-            if typ == MESSAGES and any(isinstance(v, str) for v in values):
+            texts = [isinstance(v, str) for v in values if v is not None]
+            typ = pa.string() if all(texts) else MESSAGES
+            if typ == MESSAGES and any(texts):
                 line = raw.lines[next(i for i, v in enumerate(values) if isinstance(v, str))]
                 raise InputError(raw.source, "mixes text prompts and message prompts", line=line,
                                  field="prompt")

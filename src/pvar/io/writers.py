@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -38,7 +37,7 @@ class RowWriter:
         self.tmp, self.kind, self.rows = tmp, kind, 0
         self._schema: pa.Schema | None = None
         self._pq: pq.ParquetWriter | None = None
-        self._fh: Any = open(tmp, "w", encoding="utf-8") if kind == "jsonl" else None
+        self._fh: Any = open(tmp, "w", encoding="utf-8") if kind == "jsonl" else None  # noqa: SIM115 (closed in close)
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self._schema is None:

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Literal, Self
 
 import numpy as np
+import pyarrow as pa
 from pydantic import Field, model_validator
 
 from pvar.config import StageConfig
 from pvar.core import select as sel
-from pvar.io.arrow import to_numpy_float
 from pvar.errors import InputError
-from pvar.io.readers import kind_of, read_column_names
+from pvar.io.arrow import to_numpy_float
+from pvar.io.readers import kind_of
 from pvar.io.rows import read_rows
 from pvar.io.writers import atomic_rows
 from pvar.pipeline.measure import COLUMNS as MEASURE_COLUMNS
@@ -67,13 +68,17 @@ def choose(scores: np.ndarray, ids: np.ndarray, cfg: SelectConfig) -> np.ndarray
 
 
 def _read_scores(source: str, by: str) -> tuple[np.ndarray, np.ndarray]:
-    if kind_of(source) != "datasets" and Path(source).exists() and by not in read_column_names(source):
-        hint = " (run `pvar measure` first)" if by in MEASURE_COLUMNS else ""
-        raise InputError(source, f"no score column {by!r}{hint}", field=by)
+    """All prompt ids and scores; a null score (e.g. no PVar) reads as NaN: not eligible."""
     scores, ids = [], []
     batch_size = 1 << 18 if kind_of(source) == "parquet" else 65536
-    for batch in read_rows(source, require=("prompt_id", by), batch_size=batch_size,
+    for batch in read_rows(source, require=("prompt_id",), batch_size=batch_size,
                            columns=["prompt_id", by]):
+        if by not in batch.data.schema.names:
+            hint = " (run `pvar measure` first)" if by in MEASURE_COLUMNS else ""
+            raise InputError(source, f"no score column {by!r}{hint}", field=by)
+        typ = batch.data.schema.field(by).type
+        if not (pa.types.is_floating(typ) or pa.types.is_integer(typ) or pa.types.is_null(typ)):
+            raise InputError(source, f"score column must be numeric, got {typ}", field=by)
         scores.append(to_numpy_float(batch.data.column(by)))
         ids.append(batch.data.column("prompt_id").to_numpy(zero_copy_only=False))
     return np.concatenate(scores), np.concatenate(ids)
