@@ -121,6 +121,96 @@ def stats(
         render.out.print(f"figure: {pvar_overview(cols['pvar'], cols['reward_std'], plot)}")
 
 
+Engine = Annotated[str, typer.Option(help="local (this process) | ray (Ray Data actor pool).")]
+ShardSize = Annotated[int, typer.Option(help="Prompts per shard: the unit of resuming.")]
+Force = Annotated[bool, typer.Option(help="Discard an existing output made with other settings.")]
+RayAddress = Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local Ray).")]
+Workers = Annotated[int, typer.Option(help="Ray actors (each loads the model once).")]
+
+
+@app.command()
+def prompts(
+    source: Annotated[str, typer.Argument(help="Prompt source: sharegpt.")],
+    output: Out,
+    count: Annotated[int, typer.Option(help="Number of prompts.")] = 64,
+    split: Annotated[str, typer.Option(help="pool (for selection) | eval (held out; never overlaps pool).")] = "pool",
+    seed: Annotated[int, typer.Option(help="Which prompts of the split to take.")] = 0,
+) -> None:
+    """Write real prompts with reference answers (offline: ShareGPT from PyPI)."""
+    from pvar.pipeline.prompts import write_prompts
+
+    n = write_prompts(source, output, count=count, split=split, seed=seed)
+    render.out.print(f"wrote {n:,} {source} prompts ({split} split) to {output}")
+
+
+@app.command()
+def generate(
+    input: In, output: Out,
+    model: Annotated[str, typer.Option(help="Policy: hub name, local folder, or smollm2.")] = "smollm2",
+    n: Annotated[int, typer.Option(help="Responses per prompt.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="Token cap per response.")] = 128,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.8,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
+    seed: Annotated[int, typer.Option(help="Run seed (per prompt: with prompt_id).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Sequences per model call.")] = 64,
+    backend: Annotated[str, typer.Option(help="hf | vllm | fake.")] = "hf",
+    device: Annotated[str, typer.Option(help="torch device (hf backend).")] = "cpu",
+    engine: Engine = "local", shard_size: ShardSize = 64, force: Force = False,
+    ray_address: RayAddress = None, workers: Workers = 2,
+) -> None:
+    """Sample n responses per prompt: sharded, resumable, seeded per prompt."""
+    from pvar.pipeline import stages
+
+    cfg = stages.GenerateConfig.make(model=model, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+                                     top_p=top_p, seed=seed, batch_size=batch_size, backend=backend, device=device)
+    report = stages.run("generate", cfg, input, output, engine=engine, shard_size=shard_size, force=force,
+                        ray_address=ray_address, num_workers=workers)
+    render.run_report("generate", report)
+
+
+@app.command()
+def reward(
+    input: In, output: Out,
+    reward: Annotated[str, typer.Option(help="minilm-ref | mpnet-ref | hf:NAME | column:NAME | module:function.")]
+    = "minilm-ref",
+    batch_size: Annotated[int, typer.Option(help="Texts per model call.")] = 64,
+    max_length: Annotated[int, typer.Option(help="Token cap for hf: reward models.")] = 1024,
+    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    engine: Engine = "local", shard_size: ShardSize = 64, force: Force = False,
+    ray_address: RayAddress = None, workers: Workers = 2,
+) -> None:
+    """Score every response (raw scores, never sigmoid-ed): sharded and resumable."""
+    from pvar.pipeline import stages
+
+    cfg = stages.RewardConfig.make(reward=reward, batch_size=batch_size, max_length=max_length, device=device)
+    report = stages.run("reward", cfg, input, output, engine=engine, shard_size=shard_size, force=force,
+                        ray_address=ray_address, num_workers=workers)
+    render.run_report("reward", report)
+
+
+@app.command()
+def score(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Run folder.")] = Path("runs/score"),
+    count: Annotated[int, typer.Option(help="ShareGPT pool prompts.")] = 64,
+    n: Annotated[int, typer.Option(help="Responses per prompt.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="Token cap per response.")] = 64,
+    model: Annotated[str, typer.Option(help="Policy.")] = "smollm2",
+    reward: Annotated[str, typer.Option(help="Reward spec.")] = "minilm-ref",
+    scale: Annotated[float, typer.Option(help="Reward scale (cosine rewards need ~10).")] = 10.0,
+    backend: Annotated[str, typer.Option(help="hf | vllm | fake.")] = "hf",
+    engine: Engine = "local", seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+) -> None:
+    """Embedded default: ShareGPT prompts -> generate -> reward -> measure, then the PVar summary."""
+    from pvar.pipeline.score import ScoreConfig, run_score
+
+    cfg = ScoreConfig.make(count=count, n=n, max_new_tokens=max_new_tokens, model=model, reward=reward,
+                           scale=scale, backend=backend, seed=seed)
+    result = run_score(cfg, output, engine=engine)
+    render.pool_summary(result.pool, title=f"PVar over {count} ShareGPT prompts ({model}, {reward}, scale {scale})")
+    render.text_histogram(result.pvar)
+    render.out.print(f"measured rows: {result.measured}")
+
+
 @app.command()
 def run(
     preset: Annotated[str, typer.Option(help="Built-in run: ultrafeedback.")] = "ultrafeedback",

@@ -28,34 +28,40 @@ err = Console(stderr=True)
 
 
 class RateColumn(ProgressColumn):
-    """Prompts per second (rich's own speed column speaks in bytes)."""
+    """Prompts per second, and tokens per second when the stage counts tokens."""
 
     def render(self, task: Any) -> Text:
-        return Text(f"{task.speed:,.0f} prompts/s" if task.speed else "", style="progress.data.speed")
-
-
-def _rows_hint(path: str | Path) -> int | None:
-    """Row count from Parquet metadata, so the bar has a total; None otherwise."""
-    if str(path).endswith((".parquet", ".pq")) and Path(path).exists():
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
-    return None
+        elapsed = task.elapsed or 0.0
+        parts = [f"{task.speed:,.1f} prompts/s"] if task.speed else []
+        tokens = task.fields.get("tokens", 0)
+        if tokens and elapsed > 0:
+            parts.append(f"{tokens / elapsed:,.0f} tokens/s")
+        return Text("  ".join(parts), style="progress.data.speed")
 
 
 @contextmanager
 def progress(label: str, source: str | Path | None = None, total: int | None = None) -> Iterator[Any]:
-    """A rich progress bar (prompts done, rate, ETA) on stderr; yields ``tick(n_rows)``."""
-    total = total if total is not None else (_rows_hint(source) if source else None)
+    """A rich progress bar on stderr (prompts done, rates, ETA); yields ``tick(rows, counters)``."""
+    if total is None and source is not None:
+        from pvar.io.readers import count_rows
+
+        try:
+            total = count_rows(source)
+        except Exception:  # a bad source is reported by the stage itself, with file and line
+            total = None
     bar = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
         disable=not err.is_terminal,
     )
     with bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+        task = bar.add_task(label, total=total, tokens=0)
+
+        def tick(rows: int, counters: dict[str, int] | None = None) -> None:
+            bar.update(task, advance=rows, **({"tokens": counters["tokens"]} if counters and "tokens" in counters
+                                              else {}))
+
+        yield tick
 
 
 def _fmt(x: float, digits: int = 4) -> str:
@@ -100,3 +106,19 @@ def key_values(title: str, rows: dict[str, Any]) -> None:
     for k, v in rows.items():
         t.add_row(k, _fmt(v) if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
     out.print(t)
+
+
+def run_report(stage: str, report: Any) -> None:
+    """Summary of a sharded stage run (what was computed now vs resumed)."""
+    rows = {
+        "prompts": report.rows,
+        "shards": report.shards,
+        "shards computed now": report.shards_run,
+        "shards already done (resumed)": report.shards - report.shards_run,
+        "seconds": round(report.seconds, 1),
+    }
+    for k, v in report.counters.items():
+        rows[k] = v
+    if report.counters.get("tokens") and report.seconds > 0:
+        rows["tokens/s"] = round(report.counters["tokens"] / report.seconds, 1)
+    key_values(f"{stage} -> {report.output}", rows)

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from pvar.errors import InputError
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+MANIFEST = "_manifest.json"  # marks a pvar stage folder of Parquet shards
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -52,7 +53,9 @@ class RawRows:
 
 
 def kind_of(path: str | Path) -> str:
-    """'jsonl', 'parquet' or 'datasets' (a saved folder or a hub name)."""
+    """'jsonl', 'parquet', 'shards' (a pvar stage folder) or 'datasets' (a saved folder or a hub name)."""
+    if (Path(path) / MANIFEST).is_file():
+        return "shards"
     suffix = Path(path).suffix.lower()
     if suffix in JSONL_SUFFIXES:
         return "jsonl"
@@ -105,6 +108,26 @@ def iter_parquet(
         first += rb.num_rows
 
 
+def shard_files(shard_dir: Path) -> list[Path]:
+    """The shard files of a complete stage folder, in order (an incomplete one is an error)."""
+    manifest = json.loads((Path(shard_dir) / MANIFEST).read_text())
+    if not manifest.get("complete"):
+        raise InputError(str(shard_dir), f"stage output is incomplete ({len(manifest.get('shards', {}))} shards "
+                                         "done); re-run that stage to finish it")
+    return [Path(shard_dir) / v["file"] for _, v in sorted(manifest["shards"].items())]
+
+
+def iter_shards(
+    shard_dir: str | Path, batch_size: int = 65536, columns: list[str] | None = None
+) -> Iterator[Batch]:
+    """Rows of a stage folder, shard after shard; row numbers run on across shards."""
+    first = 1
+    for f in shard_files(Path(shard_dir)):
+        for batch in iter_parquet(f, batch_size, columns):
+            yield Batch(batch.data, str(shard_dir), first_row=first)
+            first += batch.data.num_rows
+
+
 def _load_datasets(name: str) -> Any:
     try:
         import datasets
@@ -138,9 +161,26 @@ def iter_datasets(name: str, batch_size: int = 65536) -> Iterator[Batch]:
         first += rb.num_rows
 
 
+def count_rows(path: str | Path) -> int | None:
+    """Rows in a source without parsing them (None for datasets names): sizes progress bars."""
+    kind = kind_of(path)
+    if kind == "parquet" and Path(path).exists():
+        return pq.ParquetFile(path).metadata.num_rows
+    if kind == "shards":
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+        return sum(v["rows"] for v in manifest.get("shards", {}).values())
+    if kind == "jsonl" and Path(path).exists():
+        with open(path, "rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    return None
+
+
 def read_column_names(path: str | Path) -> list[str]:
     """Column names without reading rows (JSONL: the keys of the first object)."""
     kind = kind_of(path)
+    if kind == "shards":
+        files = shard_files(Path(path))
+        return list(pq.ParquetFile(files[0]).schema_arrow.names) if files else []
     if kind == "parquet":
         return list(pq.ParquetFile(path).schema_arrow.names)
     if kind == "jsonl":
@@ -152,5 +192,5 @@ def read_column_names(path: str | Path) -> list[str]:
 
 def check_exists(path: str | Path) -> None:
     p = Path(path)
-    if kind_of(p) != "datasets" and not p.exists():
+    if kind_of(p) in ("jsonl", "parquet") and not p.exists():
         raise InputError(str(p), "no such file")

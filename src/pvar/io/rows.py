@@ -9,7 +9,16 @@ import pyarrow as pa
 
 from pvar.errors import InputError
 from pvar.io import formats
-from pvar.io.readers import Batch, RawRows, check_exists, iter_datasets, iter_jsonl, iter_parquet, kind_of
+from pvar.io.readers import (
+    Batch,
+    RawRows,
+    check_exists,
+    iter_datasets,
+    iter_jsonl,
+    iter_parquet,
+    iter_shards,
+    kind_of,
+)
 from pvar.io.schema import UniqueIds, check_rewards, normalize_arrow, require_columns, rows_to_batch
 
 
@@ -34,8 +43,12 @@ def _batches(
             use = formats.detect(list(raw.rows[0])) if fmt == "auto" else fmt
             yield _adapt(raw, use, rating)
         return
-    typed = (iter_parquet(path, batch_size, columns) if kind == "parquet"
-             else iter_datasets(path, batch_size))
+    if kind == "parquet":
+        typed = iter_parquet(path, batch_size, columns)
+    elif kind == "shards":
+        typed = iter_shards(path, batch_size, columns)
+    else:
+        typed = iter_datasets(path, batch_size)
     for batch in typed:
         use = formats.detect(batch.data.schema.names) if fmt == "auto" else fmt
         if use == "ultrafeedback":  # nested ratings: adapt in Python, keep row numbers

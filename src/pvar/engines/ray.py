@@ -1,0 +1,123 @@
+"""The Ray engine: the same stage, shards and manifest as ``local``, run by a Ray Data actor pool.
+
+The driver stages each pending input shard as Parquet in the output folder (shared storage on a
+cluster). Ray Data maps shard indices through an actor pool (``map_batches`` with
+``ActorPoolStrategy``): each actor builds the stage once (``setup()`` loads the model once per
+actor), reads its shard, runs it through the same ``process_shard`` as the local engine, and
+commits the output shard atomically. The driver enters each finished shard in the manifest as it
+streams back, so a killed run resumes exactly like a local one.
+
+Cluster use: start Ray on the nodes (``ray start --head`` / ``ray start --address=HEAD:6379``),
+put the run folder on storage every node sees, and pass ``--engine ray --ray-address HEAD:6379``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from pvar.engines.base import Stage, Tick, process_shard
+from pvar.engines.local import RunReport, identity
+from pvar.engines.shards import Layout, Manifest, assemble, iter_input_shards, write_shard
+
+STAGED = "_input"
+
+
+class _ShardWorker:
+    """One per actor: holds a ready stage and turns staged input shards into output shards."""
+
+    def __init__(self, stage: Stage, shard_dir: str) -> None:
+        self.stage = stage
+        self.stage.setup()
+        self.shard_dir = Path(shard_dir)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        shards, rows, seconds, tokens = [], [], [], []
+        for k in batch["shard"]:
+            k = int(k)
+            t0 = time.perf_counter()
+            table = pq.read_table(self.shard_dir / STAGED / f"{k:05d}.parquet")
+            before = self.stage.counters().get("tokens", 0)
+            out = process_shard(self.stage, table)
+            rows.append(write_shard(self.shard_dir, k, out))
+            shards.append(k)
+            seconds.append(round(time.perf_counter() - t0, 3))
+            tokens.append(self.stage.counters().get("tokens", 0) - before)
+        return {"shard": shards, "rows": rows, "seconds": seconds, "tokens": tokens}
+
+
+def _stage_inputs(source: str | Path, shard_size: int, require: tuple[str, ...], manifest: Manifest,
+                  staged: Path, tick: Tick | None) -> tuple[list[int], int, int]:
+    """Write each pending input shard to ``staged``; returns (pending, total shards, total rows)."""
+    staged.mkdir(parents=True, exist_ok=True)
+    pending, n_shards, n_rows = [], 0, 0
+    for k, table in iter_input_shards(source, shard_size, require):
+        n_shards, n_rows = k + 1, n_rows + table.num_rows
+        if manifest.done(k):
+            if tick:
+                tick(table.num_rows, {})
+            continue
+        target = staged / f"{k:05d}.parquet"
+        tmp = staged / f".{k:05d}.tmp-{os.getpid()}"
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+        pending.append(k)
+    return pending, n_shards, n_rows
+
+
+def run_ray(
+    stage: Stage,
+    source: str | Path,
+    output: str | Path,
+    *,
+    shard_size: int,
+    require: tuple[str, ...] = ("prompt_id", "prompt"),
+    force: bool = False,
+    tick: Tick | None = None,
+    address: str | None = None,
+    num_workers: int = 2,
+) -> RunReport:
+    try:
+        import ray
+    except ImportError:
+        from pvar.errors import ConfigError
+
+        raise ConfigError("engine ray needs Ray Data: pip install 'pvar[ray]'") from None
+    layout = Layout.for_output(output)
+    manifest = Manifest.open(layout.shard_dir, identity(stage, source, shard_size), force=force)
+    report = RunReport(str(output))
+    start = time.perf_counter()
+    staged = layout.shard_dir / STAGED
+    pending, report.shards, report.rows = _stage_inputs(source, shard_size, require, manifest, staged, tick)
+    tokens = 0
+    if pending:
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                     **({} if address else {"num_cpus": max(2, num_workers)}))
+        ray.data.DataContext.get_current().enable_progress_bars = False  # ours is on the driver
+        ds = ray.data.from_items([{"shard": k} for k in pending], override_num_blocks=len(pending))
+        done = ds.map_batches(
+            _ShardWorker, fn_constructor_args=(stage, str(layout.shard_dir)), batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=max(1, min(num_workers, len(pending)))), num_cpus=1,
+        )
+        sizes = {k: pq.ParquetFile(staged / f"{k:05d}.parquet").metadata.num_rows for k in pending}
+        for row in done.iter_rows():  # streams: each shard enters the manifest as soon as it lands
+            k = int(row["shard"])
+            manifest.commit(k, int(row["rows"]), {"seconds": float(row["seconds"])})
+            tokens += int(row["tokens"])
+            report.shards_run += 1
+            if tick:
+                tick(sizes[k], {"tokens": tokens})
+    manifest.finish(report.shards)
+    for f in staged.glob("*.parquet"):
+        f.unlink()
+    staged.rmdir()
+    assemble(layout)
+    report.seconds = time.perf_counter() - start
+    report.counters = {"tokens": tokens} if tokens else {}
+    return report

@@ -1,0 +1,150 @@
+"""Shard bookkeeping shared by the engines: layout, manifest, resumable commits.
+
+A stage's output is a folder of ``shard-00000.parquet``, ... of ``shard_size`` input rows each,
+plus ``_manifest.json``. A shard is written to a temp name and renamed, and only then entered in
+the manifest (itself replaced atomically), so a killed run leaves every shard either complete and
+listed, or unlisted and redone: nothing lost, nothing duplicated. The manifest records the stage
+config, the input's fingerprint and the shard size; resuming into an output made differently is
+refused (``--force`` starts over). An output path ending in .parquet/.jsonl gets its shards in a
+hidden folder beside it and is assembled from them at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pvar.errors import ResumeMismatch
+from pvar.io.readers import JSONL_SUFFIXES, MANIFEST, PARQUET_SUFFIXES, shard_files
+from pvar.io.rows import read_rows
+from pvar.io.writers import atomic_rows, atomic_write_text
+
+MANIFEST_VERSION = 1
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:05d}.parquet"
+
+
+def fingerprint_source(source: str | Path) -> str:
+    """Content hash of an input file, or of a stage folder's manifest (which pins its shards)."""
+    p = Path(source)
+    h = hashlib.sha256()
+    if p.is_dir() and (p / MANIFEST).exists():
+        manifest = json.loads((p / MANIFEST).read_text())
+        h.update(json.dumps({k: manifest.get(k) for k in ("stage", "config", "input", "shards")},
+                            sort_keys=True).encode())
+    elif p.is_file():
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    else:
+        h.update(str(source).encode())  # a datasets name: trust the name
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Layout:
+    """Where shards go and what (if anything) is assembled from them."""
+
+    shard_dir: Path
+    final: Path | None  # a single .parquet/.jsonl file assembled at the end
+
+    @classmethod
+    def for_output(cls, output: str | Path) -> Layout:
+        out = Path(output)
+        if out.suffix.lower() in JSONL_SUFFIXES + PARQUET_SUFFIXES:
+            return cls(out.parent / f".{out.name}.shards", out)
+        return cls(out, None)
+
+
+class Manifest:
+    """The stage folder's ``_manifest.json``: identity of the run plus the shards committed."""
+
+    def __init__(self, shard_dir: Path, identity: dict[str, Any]) -> None:
+        self.path = shard_dir / MANIFEST
+        self.identity = identity
+        self.shards: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def open(cls, shard_dir: Path, identity: dict[str, Any], *, force: bool) -> Manifest:
+        """Load an existing manifest for resuming, refusing one made with another identity."""
+        m = cls(shard_dir, identity)
+        if m.path.exists() and not force:
+            old = json.loads(m.path.read_text())
+            diff = [k for k in identity if old.get(k) != identity[k]]
+            if diff:
+                raise ResumeMismatch(
+                    f"{shard_dir}: existing output was made with a different {', '.join(diff)}; "
+                    "use --force to discard it and start over, or choose another output"
+                )
+            m.shards = {k: v for k, v in old.get("shards", {}).items() if (shard_dir / v["file"]).exists()}
+        elif shard_dir.exists() and force:
+            shutil.rmtree(shard_dir)
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        m.save()
+        return m
+
+    def done(self, k: int) -> bool:
+        return f"{k:05d}" in self.shards
+
+    def commit(self, k: int, rows: int, info: dict[str, Any] | None = None) -> None:
+        self.shards[f"{k:05d}"] = {"file": shard_name(k), "rows": rows, **(info or {})}
+        self.save()
+
+    def finish(self, n_shards: int) -> None:
+        self.identity = {**self.identity, "n_shards": n_shards}
+        self.save(complete=True)
+
+    def save(self, complete: bool = False) -> None:
+        body = {"version": MANIFEST_VERSION, **self.identity, "complete": complete,
+                "shards": dict(sorted(self.shards.items()))}
+        atomic_write_text(self.path, json.dumps(body, indent=1))
+
+
+def write_shard(shard_dir: Path, k: int, table: pa.Table) -> int:
+    """Write one shard atomically (temp + rename); returns its row count."""
+    target = shard_dir / shard_name(k)
+    tmp = shard_dir / f".{target.name}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, target)
+    return table.num_rows
+
+
+def iter_input_shards(
+    source: str | Path, shard_size: int, require: tuple[str, ...]
+) -> Iterator[tuple[int, pa.Table]]:
+    """Validated input rows cut into consecutive shards of ``shard_size`` rows."""
+    buf: list[pa.RecordBatch] = []
+    held = k = 0
+    for batch in read_rows(source, require=require, batch_size=max(shard_size, 1024)):
+        data = batch.data
+        while data.num_rows:
+            take = min(shard_size - held, data.num_rows)
+            buf.append(data.slice(0, take))
+            held += take
+            data = data.slice(take)
+            if held == shard_size:
+                yield k, pa.Table.from_batches(buf)
+                buf, held, k = [], 0, k + 1
+    if held:
+        yield k, pa.Table.from_batches(buf)
+
+
+def assemble(layout: Layout) -> None:
+    """Concatenate the shards into the single output file (atomic), in shard order."""
+    if layout.final is None:
+        return
+    with atomic_rows(layout.final) as writer:
+        for f in shard_files(layout.shard_dir):
+            for rb in pq.ParquetFile(f).iter_batches():
+                writer.write(rb)

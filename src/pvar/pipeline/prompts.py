@@ -1,0 +1,31 @@
+"""prompts: write prompt rows (with reference answers) from a built-in offline source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from pvar.errors import ConfigError
+from pvar.io.writers import atomic_rows
+
+SOURCES = ("sharegpt",)
+
+
+def write_prompts(source: str, output: str | Path, *, count: int, split: str = "pool", seed: int = 0) -> int:
+    """Write ``count`` prompts of ``split`` (pool and eval never overlap) atomically; returns the count."""
+    if source not in SOURCES:
+        raise ConfigError(f"source: unknown prompt source {source!r}; choose one of {', '.join(SOURCES)}")
+    if split not in ("pool", "eval"):
+        raise ConfigError(f"split: must be pool or eval, got {split!r}")
+    if count < 1:
+        raise ConfigError(f"count: must be >= 1, got {count}")
+    from pvar.prompts import sharegpt_prompts
+
+    try:
+        rows = sharegpt_prompts(count, split, seed)
+    except ValueError as exc:
+        raise ConfigError(f"count: {exc}") from None
+    with atomic_rows(output) as writer:
+        writer.write(pa.RecordBatch.from_pylist(rows))
+    return len(rows)
