@@ -1,0 +1,139 @@
+"""Sampling throughput: HFPolicy against the per-prompt loop a user would write, on SmolLM2 (CPU, fp32).
+
+    python bench/generate.py [--quick] [--batch-sizes 32,64,128] [--prompts 32] [--n 4] [--tokens 64]
+
+Measures in one process, on the same weights: (a) one ``model.generate(do_sample=True,
+num_return_sequences=n)`` per prompt; (b) ``HFPolicy.generate`` over all prompts at each batch
+size. Tokens count each sequence up to and including its EOS. Also measures fp32 matmul GFLOP/s
+to estimate a compute ceiling of GFLOP/s / (2 x params) generated tokens per second.
+Target on a 2-core CPU: (b) >= 2x (a). ``--quick``: 8 prompts, 32 tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from pvar.backends.base import Generation
+from pvar.backends.hf_policy import HFPolicy
+from pvar.core.seeding import prompt_seed
+from pvar.prompts import sharegpt_prompts
+
+TEMPERATURE, TOP_P = 0.8, 0.95
+
+
+def load_note() -> str:
+    """The 1-minute load average: other processes on a 2-core machine skew every figure."""
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+def matmul_gflops(size: int = 2048, repeat: int = 5) -> float:
+    """Best fp32 matmul rate over a few repeats, in GFLOP/s (2 n^3 FLOPs per product)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+    torch.matmul(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def tokens_to_eos(new: torch.Tensor, eos: set[int]) -> int:
+    """Generated tokens, each row counted up to and including its first EOS."""
+    total = 0
+    for row in new.tolist():
+        hit = next((k for k, t in enumerate(row) if t in eos), None)
+        total += len(row) if hit is None else hit + 1
+    return total
+
+
+def plain_loop(policy: HFPolicy, prompts: list[str], n: int, tokens: int) -> tuple[float, int]:
+    """(a): one sampling ``generate`` per prompt, n return sequences, as the HF docs show it."""
+    model, tok = policy.model, policy.tokenizer
+    eos = policy._eos_ids
+    torch.manual_seed(0)
+    total, start = 0, time.perf_counter()
+    for prompt in prompts:
+        inputs = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                         return_tensors="pt", return_dict=True)
+        with torch.inference_mode():
+            out = model.generate(**inputs, do_sample=True, temperature=TEMPERATURE, top_p=TOP_P,
+                                 num_return_sequences=n, max_new_tokens=tokens, pad_token_id=tok.pad_token_id)
+        total += tokens_to_eos(out[:, inputs["input_ids"].shape[1]:], eos)
+    return time.perf_counter() - start, total
+
+
+def run_policy(policy: HFPolicy, prompts: list[str], n: int, seeds: list[int],
+               batch_size: int) -> tuple[float, Generation]:
+    """(b): all prompts through HFPolicy at one batch size."""
+    policy.batch_size = batch_size
+    start = time.perf_counter()
+    gen = policy.generate(prompts, n, seeds)
+    return time.perf_counter() - start, gen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 8 prompts, 32 tokens")
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--n", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--batch-sizes", default="32,64,128")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.prompts, args.tokens = 8, 32
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+    rows = sharegpt_prompts(args.prompts, "pool")
+    prompts = [r["prompt"] for r in rows]
+    seeds = [prompt_seed(0, r["prompt_id"]) for r in rows]
+    policy = HFPolicy("smollm2", max_new_tokens=args.tokens, temperature=TEMPERATURE, top_p=TOP_P)
+    policy.setup()
+    n_params = sum(p.numel() for p in policy.model.parameters())
+    print(f"SmolLM2: {n_params / 1e6:.1f}M params, {args.prompts} prompts x {args.n} samples x {args.tokens} tokens, "
+          f"fp32, torch threads {torch.get_num_threads()}")
+
+    gflops = matmul_gflops()
+    ceiling = gflops * 1e9 / (2 * n_params)
+    print(f"fp32 matmul 2048^2: {gflops:.0f} GFLOP/s -> ceiling {ceiling:.0f} generated tokens/s "
+          f"({2 * n_params / 1e9:.2f} GFLOP/token, prefill not counted)  [{load_note()}]")
+
+    # warm-up: first calls allocate and pick kernels
+    plain_loop(policy, prompts[:1], 2, 4)
+    policy.max_new_tokens = 4
+    run_policy(policy, prompts[:2], 2, seeds[:2], 4)
+    policy.max_new_tokens = args.tokens
+
+    seconds, tokens = plain_loop(policy, prompts, args.n, args.tokens)
+    base = tokens / seconds
+    print(f"(a) plain loop, 1 generate/prompt:  {tokens:6d} tokens in {seconds:7.1f} s = {base:6.1f} tok/s  "
+          f"({base / ceiling:5.1%} of ceiling)  [{load_note()}]")
+    results, outputs = {}, {}
+    for bs in batch_sizes:
+        seconds, gen = run_policy(policy, prompts, args.n, seeds, bs)
+        tokens, outputs[bs] = gen.new_tokens, gen.responses
+        rate = tokens / seconds
+        results[bs] = rate
+        print(f"(b) HFPolicy batch_size={bs:<4d}:       {tokens:6d} tokens in {seconds:7.1f} s = {rate:6.1f} tok/s  "
+              f"({rate / ceiling:5.1%} of ceiling)  ratio {rate / base:4.2f}x  [{load_note()}]")
+    first = outputs[batch_sizes[0]]
+    for bs in batch_sizes[1:]:
+        same = sum(a == b for x, y in zip(first, outputs[bs], strict=True) for a, b in zip(x, y, strict=True))
+        print(f"samples identical at batch_size={bs} and {batch_sizes[0]}: {same}/{args.prompts * args.n}")
+    best = max(results, key=results.get)
+    print(f"best batch_size {best}: {results[best]:.1f} tok/s, {results[best] / base:.2f}x the plain loop "
+          "(target >= 2x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""Sampling from a transformers causal LM, seeded per sample so batching cannot change the samples.
+
+HF's ``do_sample=True`` draws every row from one global RNG, so a sample would depend on which
+other prompts share its batch, the batch size and the order. Here generation runs greedy
+(``do_sample=False``) over scores that `GumbelSampler` has already filtered (temperature, top-p)
+and perturbed with Gumbel noise drawn from one `torch.Generator` per sequence, seeded from
+(prompt seed, sample index). The argmax of ``logits / T + Gumbel`` over the nucleus is an exact
+draw from the top-p-filtered ``softmax(logits / T)`` (the Gumbel-max trick), and each row's noise
+depends on its own seed only.
+
+The noise is exactly reproducible; the logits are reproducible up to floating point: a different
+batch shape or padding can move a logit by an ulp, which changes a token only when two perturbed
+scores (or the nucleus boundary) tie to within that ulp.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pvar.backends.base import Generation, Prompt
+
+if TYPE_CHECKING:
+    import torch
+
+SEED_MULTIPLIER = 1_000_003
+_U_EPS = 1e-12  # keeps -log(-log(u)) finite for u drawn as 0
+
+
+def sample_seed(seed: int, j: int) -> int:
+    """The generator seed of sample ``j`` of a prompt whose seed is ``seed`` (fits torch's int64)."""
+    return (int(seed) * SEED_MULTIPLIER + int(j)) % 2**63
+
+
+def _gumbel_(u: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise -log(-log(u)) from uniforms, in place (u = 0 is moved to a tiny value)."""
+    return u.clamp_(min=_U_EPS).log_().neg_().log_().neg_()
+
+
+class GumbelSampler:
+    """A logits processor that turns greedy decoding into seeded top-p sampling, one RNG per row.
+
+    ``seeds[r]`` seeds row r's generator; every call draws one uniform vector per row (so the
+    draw for step t depends on the row's seed and t only). Returns the perturbed, filtered scores:
+    filtered tokens are -inf, so argmax never picks them. ``greedy=True`` returns the scores unchanged.
+
+    Duck-types transformers' ``LogitsProcessor`` (which `LogitsProcessorList` calls as
+    ``processor(input_ids, scores)``), so this module stays importable without transformers.
+    """
+
+    # top-p needs the sorted prefix whose mass reaches top_p. A top-k of the first size almost always
+    # holds it; rows where it does not retry with the next size, and finally a full sort (~100 ms for
+    # 32 rows of a 49k vocabulary on a 2-core CPU, against ~3 ms for the top-64).
+    TOPK_STEPS = (64, 2048)
+
+    def __init__(self, seeds: Sequence[int], *, temperature: float = 1.0, top_p: float = 1.0,
+                 greedy: bool = False) -> None:
+        import torch
+
+        if not greedy and temperature <= 0:
+            raise ValueError(f"temperature must be > 0 for sampling, not {temperature} (use greedy=True)")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.greedy = greedy
+        self.generators = [] if greedy else [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.rows = len(seeds)
+        self._uniforms: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        if self.greedy:
+            return scores
+        if scores.shape[0] != self.rows:
+            raise RuntimeError(f"GumbelSampler was built for {self.rows} rows but got {scores.shape[0]}")
+        logits = scores.float() / self.temperature if self.temperature != 1.0 else scores.float()
+        uniforms = self.uniforms(logits.shape[-1])  # every row's stream advances by one vector per step
+        if self.top_p >= 1.0:
+            return logits + _gumbel_(uniforms.to(logits.device))
+        # Only nucleus tokens can win, so only they need noise: the logs run on a few hundred
+        # entries per row instead of the whole vocabulary. Same draws, same result.
+        rows, cols = self.nucleus(logits).nonzero(as_tuple=True)
+        perturbed = torch.full_like(logits, -math.inf)
+        noise = _gumbel_(uniforms[rows.cpu(), cols.cpu()]).to(logits.device)
+        perturbed[rows, cols] = logits[rows, cols] + noise
+        return perturbed
+
+    def uniforms(self, vocab: int) -> torch.Tensor:
+        """One uniform vector per row, drawn from that row's generator (CPU, float32, reused buffer)."""
+        import torch
+
+        if self._uniforms is None or self._uniforms.shape[1] != vocab:
+            self._uniforms = torch.empty(self.rows, vocab, dtype=torch.float32)
+        for row, gen in enumerate(self.generators):
+            torch.rand(vocab, generator=gen, out=self._uniforms[row])
+        return self._uniforms
+
+    def nucleus(self, logits: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of the top-p nucleus: the most likely tokens until their mass reaches top_p.
+
+        A token is kept when the mass of the tokens ranked strictly above it is below top_p (the
+        same set as transformers' TopPLogitsWarper); the most likely token is always kept.
+        """
+        import torch
+
+        probs = torch.softmax(logits, dim=-1)
+        vocab = probs.shape[-1]
+        keep = probs.new_zeros(0, dtype=torch.bool)
+        todo: torch.Tensor | None = None  # rows still to resolve (None: all)
+        for k in (*(k for k in self.TOPK_STEPS if k < vocab), vocab):
+            sub = probs if todo is None else probs[todo]
+            top, idx = torch.topk(sub, k, dim=-1, sorted=True)
+            above = top.cumsum(-1) - top  # mass ranked strictly above each token
+            inside = above < self.top_p
+            inside[:, 0] = True
+            done = (top.sum(-1) >= self.top_p) | (k == vocab)
+            part = torch.zeros_like(sub, dtype=torch.bool).scatter_(1, idx, inside & done[:, None])
+            if todo is None:
+                keep = part
+            else:
+                keep[todo] = part
+            if bool(done.all()):
+                break
+            todo = (torch.arange(len(probs)) if todo is None else todo)[~done]
+        return keep
+
+
+class HFPolicy:
+    """A transformers causal LM as a `Policy`: batched, length-sorted, per-sample seeded generation.
+
+    ``model`` is a local folder or a built-in name ("smollm2"); ``batch_size`` counts sequences
+    (prompt × sample) per ``model.generate`` call. ``greedy=True`` decodes without noise (evaluation).
+    """
+
+    def __init__(self, model: str, *, max_new_tokens: int = 128, temperature: float = 0.8, top_p: float = 0.95,
+                 batch_size: int = 64, device: str = "cpu", dtype: str = "float32", greedy: bool = False) -> None:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, not {max_new_tokens}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, not {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+        self.model_name = model
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.greedy = greedy or temperature == 0  # temperature 0 means greedy, as in vLLM
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._eos_ids: set[int] = set()
+        self._gen_config: Any = None
+        self.share_prompt = True  # prefill each prompt once for its n samples (see _generate_batch)
+
+    def setup(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from pvar.backends.assets import resolve_policy
+
+        if self.model is not None:
+            return
+        path = resolve_policy(self.model_name)
+        tok = AutoTokenizer.from_pretrained(path)
+        tok.padding_side = "left"
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype))
+        model.to(self.device).eval()
+
+        eos = model.generation_config.eos_token_id
+        if eos is None:
+            eos = tok.eos_token_id
+        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        if not eos_ids:
+            raise ValueError(f"{path}: neither the generation config nor the tokenizer names an EOS token")
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
+
+        cfg = model.generation_config.__class__.from_dict(model.generation_config.to_dict())
+        cfg.do_sample = False
+        cfg.num_beams = 1
+        cfg.num_return_sequences = 1
+        cfg.max_new_tokens = self.max_new_tokens
+        cfg.max_length = None
+        cfg.pad_token_id = pad
+        cfg.eos_token_id = eos_ids
+        cfg.use_cache = True
+        # Sampling and shaping happen in GumbelSampler only: neutralise every processor HF would add.
+        for name in ("temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
+                     "no_repeat_ngram_size", "min_length", "min_new_tokens", "bad_words_ids", "suppress_tokens",
+                     "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "sequence_bias",
+                     "exponential_decay_length_penalty", "guidance_scale", "epsilon_cutoff", "eta_cutoff"):
+            if hasattr(cfg, name):
+                setattr(cfg, name, None)
+        self.model, self.tokenizer, self._gen_config, self._eos_ids = model, tok, cfg, set(eos_ids)
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt as the model sees it (chat template with generation prompt if any)."""
+        tok = self.tokenizer
+        if tok.chat_template:
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+        else:
+            text = prompt if isinstance(prompt, str) else "\n\n".join(m["content"] for m in prompt)
+            ids = tok(text)["input_ids"]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and len(ids) > limit - self.max_new_tokens:  # keep the end: it holds the question
+            ids = ids[len(ids) - (limit - self.max_new_tokens):]
+        return ids
+
+    def generate(self, prompts: list[Prompt], n: int, seeds: list[int]) -> Generation:
+        """``n`` samples per prompt; sample j of prompt i depends only on (seeds[i], j) and the model."""
+        if len(prompts) != len(seeds):
+            raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, not {n}")
+        if self.model is None:
+            self.setup()
+        ids = [self.prompt_ids(p) for p in prompts]
+        # One row per (prompt, sample); sorting by length keeps padding (wasted compute) small.
+        rows = sorted(((i, j) for i in range(len(prompts)) for j in range(n)), key=lambda r: (len(ids[r[0]]), r))
+        texts: list[list[str]] = [[""] * n for _ in prompts]
+        stopped: list[list[bool]] = [[False] * n for _ in prompts]
+        total = 0
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start:start + self.batch_size]
+            out, counts, ended = self._generate_batch(batch, ids, [sample_seed(seeds[i], j) for i, j in batch])
+            for (i, j), text, count, end in zip(batch, out, counts, ended, strict=True):
+                texts[i][j], stopped[i][j] = text, end
+                total += count
+        return Generation(texts, stopped, total)
+
+    def _generate_batch(self, rows: list[tuple[int, int]], ids: list[list[int]],
+                        row_seeds: list[int]) -> tuple[list[str], list[int], list[bool]]:
+        """One left-padded ``model.generate`` call over ``rows`` (prompt, sample), adjacent by prompt.
+
+        With ``share_prompt`` the prompts are run once each (all but their last token) and the KV
+        cache is copied to their samples' rows: the n samples of a prompt do not pay its prefill n
+        times. Returns the texts, the token counts up to and including EOS, and the EOS flags.
+        """
+        import torch
+        from transformers import LogitsProcessorList
+
+        prompts = list(dict.fromkeys(i for i, _ in rows))  # distinct prompts, in row order
+        slot = {i: k for k, i in enumerate(prompts)}
+        width = max(len(ids[i]) for i in prompts)
+        pad = self._gen_config.pad_token_id
+        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for k, i in enumerate(prompts):
+            input_ids[k, width - len(ids[i]):] = torch.tensor(ids[i], dtype=torch.long)
+            mask[k, width - len(ids[i]):] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        index = torch.tensor([slot[i] for i, _ in rows], device=self.device)
+        kwargs: dict[str, Any] = {}
+        self._gen_config.max_new_tokens = self.max_new_tokens  # may have been changed since setup()
+        sampler = GumbelSampler(row_seeds, temperature=self.temperature or 1.0, top_p=self.top_p, greedy=self.greedy)
+        with torch.inference_mode():
+            if self.share_prompt and width > 1 and len(prompts) < len(rows):
+                kwargs["cache"] = self._prompt_cache(input_ids[:, :-1], mask[:, :-1], index)
+            out = self.model.generate(
+                input_ids=input_ids[index], attention_mask=mask[index], generation_config=self._gen_config,
+                logits_processor=LogitsProcessorList([sampler]), **kwargs,
+            )
+        new = out[:, width:].cpu()
+        is_eos = torch.zeros_like(new, dtype=torch.bool)
+        for e in self._eos_ids:
+            is_eos |= new == e
+        has_eos = is_eos.any(dim=1)
+        first = torch.where(has_eos, is_eos.int().argmax(dim=1), new.shape[1])
+        counts = torch.where(has_eos, first + 1, first).tolist()
+        ends = first.tolist()
+        seqs = [new[r, :ends[r]].tolist() for r in range(len(rows))]
+        texts = [t.strip() for t in self.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
+        return texts, counts, has_eos.tolist()
+
+    def _prompt_cache(self, input_ids: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> Any:
+        """KV cache of the distinct prompts (left-padded), with its batch rows repeated as ``index`` says."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate computes them from the mask
+        self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                   logits_to_keep=1)
+        cache.batch_select_indices(index)
+        return cache
