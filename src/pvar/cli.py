@@ -212,6 +212,89 @@ def score(
 
 
 @app.command()
+def train(
+    pairs: Annotated[Path, typer.Argument(help="Pairs file from `pvar pairs` (.jsonl or .parquet).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint folder.")],
+    model: Annotated[str, typer.Option(help="Policy to train: hub name, folder, or smollm2.")] = "smollm2",
+    algo: Annotated[str, typer.Option(help="dpo | ipo | simpo | orpo | kto (all through TRL).")] = "dpo",
+    beta: Annotated[float, typer.Option(help="The algorithm's beta.")] = 0.1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-5,
+    epochs: Annotated[float, typer.Option(help="Passes over the pairs (when --max-steps is -1).")] = 1.0,
+    max_steps: Annotated[int, typer.Option(help="Optimizer steps; -1 = by epochs.")] = -1,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 4,
+    lora: Annotated[bool, typer.Option("--lora/--full", help="LoRA adapter (default) or full fine-tune.")] = True,
+    max_length: Annotated[int, typer.Option(help="Token cap on prompt + completion.")] = 512,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    weight_by: Annotated[str | None, typer.Option(help="Scale each pair's loss by this column (e.g. pvar).")] = None,
+    ref_cache: Annotated[Path | None, typer.Option(help="Folder caching reference log-probs across runs.")] = None,
+) -> None:
+    """Train on pairs with TRL (DPO and cousins); writes the checkpoint and train_log.jsonl."""
+    from pvar.train import TrainConfig
+    from pvar.train import train as run_train
+
+    cfg = TrainConfig.make(model=model, algo=algo, beta=beta, lr=lr, epochs=epochs, max_steps=max_steps,
+                           batch_size=batch_size, lora=lora, max_length=max_length, seed=seed, weight_by=weight_by)
+    r = run_train(pairs, output, cfg, ref_cache=ref_cache)
+    render.key_values(f"train {algo} -> {output}", {
+        "pairs": r.n_pairs, "steps": r.steps, "first loss": r.first_loss, "final loss": r.final_loss,
+        "seconds": round(r.seconds, 1), "peak RSS (MB)": round(r.peak_rss_mb),
+        **({"reference log-probs computed / reused": f"{r.ref_computed} / {r.ref_reused}"}
+           if r.ref_computed is not None else {}),
+    })
+
+
+@app.command()
+def theory(
+    pool: Annotated[Path, typer.Argument(help="A measured pool (rows with responses, rewards, pvar).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")],
+    model: Annotated[str, typer.Option(help="Policy at initialisation.")] = "smollm2",
+    beta: Annotated[float, typer.Option(help="DPO beta.")] = 0.1,
+    prompts: Annotated[int, typer.Option(help="Prompts to check.")] = 32,
+    scale: Annotated[float | None, typer.Option(help="Reward scale the pool was measured with (default: infer).")]
+    = None,
+    pick: Annotated[str, typer.Option(help="first | spread (evenly over PVar quantiles).")] = "spread",
+    params: Annotated[str, typer.Option(help="all | last-layers | last-layers:K | re:PATTERN.")] = "all",
+) -> None:
+    """Expected DPO gradient at init vs PVar: Spearman rho, bound violations, scatter plot."""
+    from pvar.theory import TheoryConfig, run_theory
+
+    cfg = TheoryConfig.make(model=model, beta=beta, prompts=prompts, scale=scale, pick=pick, params=params)
+    r = run_theory(pool, output, cfg)
+    render.key_values(f"theory check -> {output}", {
+        "prompts": r.n_prompts, "parameters": r.n_params, "reward scale": f"{r.scale} ({r.scale_source})",
+        "Spearman(PVar, ||E grad||)": r.spearman_pvar, "Spearman(reward std, ||E grad||)": r.spearman_reward_std,
+        "violations of the exact bound": r.violations_exact,
+        "violations of beta*sqrt(2 trF)*sqrt(PVar)": r.violations_fisher,
+        "max ||E grad|| / exact bound": r.max_ratio_exact, "seconds": round(r.seconds, 1),
+    })
+
+
+@app.command(name="eval")
+def eval_(
+    policy: Annotated[str, typer.Option(help="Trained policy folder (full model or LoRA adapter) or name.")],
+    prompts: Annotated[Path, typer.Option(help="Held-out prompts (prompt_id, prompt, reference).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")],
+    baseline: Annotated[str, typer.Option(help="Baseline policy (usually the base model).")] = "smollm2",
+    judge: Annotated[str, typer.Option(help="Judge spec; must differ from the selection reward.")] = "mpnet-ref",
+    max_new_tokens: Annotated[int, typer.Option(help="Token cap per answer (greedy decoding).")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Sequences per generate call.")] = 32,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples (hard and soft win rates).")] = 2000,
+    soft_scale: Annotated[float, typer.Option(help="Scale of the soft win rate sigmoid(s * score gap).")] = 10.0,
+    selection_reward: Annotated[str | None, typer.Option(help="The selection reward, refused as judge.")] = None,
+    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+) -> None:
+    """Judge policy vs baseline on held-out prompts: win rates with 95% bootstrap intervals, LC win rate."""
+    from pvar.evaluate import EvalConfig, evaluate, render_markdown
+
+    cfg = EvalConfig.make(policy=policy, prompts=str(prompts), baseline=baseline, judge=judge,
+                          max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, n_boot=n_boot,
+                          soft_scale=soft_scale, selection_reward=selection_reward, device=device)
+    result = evaluate(cfg, output)
+    render.out.print(render_markdown(result, cfg))
+
+
+@app.command()
 def run(
     preset: Annotated[str, typer.Option(help="Built-in run: ultrafeedback.")] = "ultrafeedback",
     output: Annotated[Path, typer.Option("-o", "--output", help="Run folder.")] = Path("runs/ultrafeedback"),

@@ -1,0 +1,227 @@
+"""Train a policy on pvar's preference pairs with TRL: DPO, IPO, SimPO, ORPO or KTO.
+
+    from pvar.train import TrainConfig, train
+    result = train("pairs.jsonl", "runs/dpo", TrainConfig.make(algo="dpo"), ref_cache="runs/ref_logps")
+
+The pairs are the rows ``pvar pairs`` writes (prompt, chosen, rejected, prompt_id, pvar, ...), as
+JSONL or Parquet; prompts may be text or chat messages. TRL does the training (no loop of ours):
+
+- dpo   -> ``DPOTrainer``, loss_type "sigmoid"
+- ipo   -> ``DPOTrainer``, loss_type "ipo" (TRL normalises by completion length; beta is IPO's tau)
+- simpo -> ``trl.experimental.cpo.CPOTrainer`` with loss_type "simpo", cpo_alpha 0 (no reference model)
+- orpo  -> ``trl.experimental.orpo.ORPOTrainer`` (no reference model; beta is ORPO's lambda)
+- kto   -> ``KTOTrainer`` on the pairs unpaired with TRL's ``unpair_preference_dataset`` (then shuffled
+  with the seed, because KTO reads its data in order and unpairing puts all chosen rows first)
+
+Two additions over plain TRL, both for dpo/ipo (see :mod:`pvar.training`):
+
+- ``ref_cache=FOLDER``: reference log-probs are stored per (model, pair, max_length) in Parquet and
+  reused, so training one pool under several selections runs the reference model once per pair in
+  total; TRL then trains with ``precompute_ref_log_probs=True`` and keeps no reference model.
+- ``weight_by=COLUMN``: each pair's loss is scaled by that column (e.g. ``pvar``), normalised to mean 1
+  over the training set.
+
+``out_dir`` receives the checkpoint (full fine-tune: model + tokenizer; LoRA: the adapter folder,
+``adapter_config.json`` + weights, plus the tokenizer), ``train_log.jsonl`` (one JSON object per
+logging step; every step is logged) and ``train_config.json``. Files of an earlier run there are
+overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from pvar.config import StageConfig
+from pvar.errors import ConfigError, InputError
+
+ALGOS = ("dpo", "ipo", "simpo", "orpo", "kto")
+REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
+LOG_FILE = "train_log.jsonl"
+CONFIG_FILE = "train_config.json"
+
+# TRL settings that TrainConfig owns: set them through its fields, not through trl_args.
+_OWNED = {
+    "learning_rate": "lr", "num_train_epochs": "epochs", "max_steps": "max_steps",
+    "per_device_train_batch_size": "batch_size", "beta": "beta", "max_length": "max_length", "seed": "seed",
+    "output_dir": "out_dir (an argument of train)",
+}
+
+
+class TrainConfig(StageConfig):
+    """Settings of ``pvar train``. Defaults suit a LoRA run on CPU."""
+
+    model: str = Field("smollm2", description="Policy to train: a local transformers folder, or 'smollm2' (built in).")
+    algo: Literal["dpo", "ipo", "simpo", "orpo", "kto"] = Field(
+        "dpo", description="dpo/ipo: TRL DPOTrainer (loss sigmoid/ipo); simpo: CPOTrainer (loss simpo, cpo_alpha 0); "
+        "orpo: ORPOTrainer; kto: KTOTrainer on the unpaired pairs.")
+    beta: float = Field(0.1, gt=0, description="The algorithm's beta: DPO's KL weight, IPO's tau, SimPO's reward "
+                        "scale (its paper uses ~2), ORPO's lambda, KTO's beta.")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate (linear decay). 5e-5 suits LoRA (the default); "
+                      "use ~5e-6 for a full fine-tune (lora=False).")
+    epochs: float = Field(1.0, gt=0, description="Passes over the pairs, when max_steps is -1.")
+    max_steps: int = Field(-1, ge=-1, description="Optimizer steps to run; -1 = as many as `epochs` takes.")
+    batch_size: int = Field(4, ge=1, description="Pairs per step (KTO: unpaired rows per step, at least 2).")
+    lora: bool = Field(True, description="Train a LoRA adapter on all linear layers (lm_head excluded) instead of "
+                       "every weight.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = lora_alpha / lora_r).")
+    max_length: int = Field(512, ge=8, description="Cap on prompt + completion tokens; longer sequences are cut "
+                            "at the end, pairs whose prompt alone fills it are dropped (dpo/ipo).")
+    seed: int = Field(0, description="Seed for data order, LoRA init and dropout.")
+    weight_by: str | None = Field(None, description="Column of the pairs file (e.g. 'pvar') that scales each pair's "
+                                  "loss, normalised to mean 1; dpo and ipo only. None = unweighted.")
+    trl_args: dict[str, Any] = Field(default_factory=dict, description="Extra fields of the TRL config "
+                                     "(DPOConfig, CPOConfig, ORPOConfig or KTOConfig), applied last.")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _kto_batch(cls, value: int, info: ValidationInfo) -> int:
+        if info.data.get("algo") == "kto" and value < 2:
+            raise ValueError("kto estimates its KL term within a batch, so it needs batch_size >= 2")
+        return value
+
+    @field_validator("weight_by")
+    @classmethod
+    def _weighted_algos(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            if not value.strip():
+                raise ValueError("give a column name, or leave weight_by unset")
+            algo = info.data.get("algo")
+            if algo not in ("dpo", "ipo"):
+                raise ValueError(f"per-pair weights are implemented for algo dpo and ipo, not {algo!r}")
+        return value
+
+    @field_validator("trl_args")
+    @classmethod
+    def _not_owned(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key in _OWNED:
+                raise ValueError(f"{key!r} is set by {_OWNED[key]}, not through trl_args")
+        try:
+            json.dumps(value)
+        except TypeError as exc:
+            raise ValueError(f"values must be JSON-serialisable ({exc})") from None
+        return value
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run did. ``peak_rss_mb`` is this process's peak resident memory so far (getrusage)."""
+
+    out_dir: str
+    steps: int
+    first_loss: float | None
+    final_loss: float | None
+    seconds: float  # the whole call: loading, reference log-probs, training, saving
+    train_seconds: float  # trainer.train() only
+    peak_rss_mb: float
+    n_pairs: int  # pairs read from the file (kto trains on twice as many unpaired rows)
+    ref_computed: int | None = None  # pairs whose reference log-probs this run computed (ref_cache only)
+    ref_reused: int | None = None  # pairs whose reference log-probs came from ref_cache
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def train(
+    pairs_path: str | Path, out_dir: str | Path, cfg: TrainConfig | None = None, *, ref_cache: str | Path | None = None
+) -> TrainResult:
+    """Train ``cfg.model`` on the pairs with the TRL trainer of ``cfg.algo``; write the checkpoint to ``out_dir``.
+
+    ``ref_cache`` (dpo/ipo): a folder of cached reference log-probs shared between runs on the same model;
+    only pairs missing from it are run through the reference model. None = TRL's own precompute (its
+    cache is keyed by the whole dataset, so a different selection recomputes every pair). For the
+    other algorithms it is not used (simpo/orpo have no reference model; kto uses TRL's own path).
+    Raises ConfigError / InputError (one line) for bad settings or pairs.
+    """
+    from pvar.training.trainers import build_trainer
+
+    start = time.perf_counter()
+    cfg = cfg or TrainConfig()
+    out = Path(out_dir)
+    built = build_trainer(pairs_path, out, cfg, ref_cache=ref_cache)
+    trainer = built.trainer
+    earlier_run = (out / CONFIG_FILE).is_file()
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / CONFIG_FILE, built.manifest)
+    log_rows = built.log_rows
+
+    t0 = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - t0
+    _save_checkpoint(trainer, built.tokenizer, out, clean=earlier_run)
+
+    losses = [row["loss"] for row in log_rows if isinstance(row.get("loss"), float)]
+    return TrainResult(
+        out_dir=str(out),
+        steps=int(trainer.state.global_step),
+        first_loss=losses[0] if losses else None,
+        final_loss=losses[-1] if losses else None,
+        seconds=time.perf_counter() - start,
+        train_seconds=train_seconds,
+        peak_rss_mb=peak_rss_mb(),
+        n_pairs=built.n_pairs,
+        ref_computed=getattr(trainer, "pvar_ref_computed", None),
+        ref_reused=getattr(trainer, "pvar_ref_reused", None),
+    )
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB, macOS bytes)."""
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+# Checkpoint files of the other kind, removed when an earlier pvar train run left them in out_dir.
+_FULL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+               "model-*.safetensors", "pytorch_model*.bin")
+_LORA_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def _save_checkpoint(trainer: Any, tokenizer: Any, out: Path, *, clean: bool) -> None:
+    """Full fine-tune: model weights + config; LoRA: the adapter folder. The tokenizer goes beside either."""
+    from accelerate.utils import is_peft_model
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    lora = is_peft_model(model)
+    if clean:  # out_dir holds an earlier pvar train output: drop a checkpoint of the other kind
+        for pattern in _FULL_FILES if lora else _LORA_FILES:
+            for stale in out.glob(pattern):
+                stale.unlink()
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def jsonable(value: Any) -> Any:
+    """Log values as plain JSON: NaN/inf become null, tensors and numpy scalars become numbers."""
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+__all__ = ["ALGOS", "ConfigError", "InputError", "TrainConfig", "TrainResult", "peak_rss_mb", "train"]

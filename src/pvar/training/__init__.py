@@ -1,0 +1,4 @@
+"""Internals of :mod:`pvar.train`: pairs loading, the reference log-prob cache, TRL trainer subclasses.
+
+Heavy libraries (torch, transformers, trl, peft, datasets) are imported inside functions only.
+"""
