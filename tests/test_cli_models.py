@@ -49,7 +49,7 @@ def test_train_eval_theory_commands(tiny, cli):
 
 
 def test_judge_equal_to_selection_reward_is_refused(tiny, cli):
-    tmp, model, rows = tiny
+    tmp, model, _ = tiny
     prompts = write_jsonl(tmp / "eval2.jsonl", [{"prompt_id": "a", "prompt": "x", "reference": "y"}])
     code, _, err = cli("eval", "--policy", model, "--prompts", prompts, "--judge", "minilm-ref",
                        "--selection-reward", "minilm-ref", "-o", tmp / "e2")
