@@ -69,6 +69,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from pvar.backends.base import generation_prompt_ids
 from pvar.config import StageConfig
 from pvar.core.stats import preference_variance, spearman
 from pvar.errors import ConfigError, InputError
@@ -371,13 +372,7 @@ def sequence_ids(tokenizer: Any, prompt: Any, response: str, *, max_length: int,
     ``max_length`` the response is cut to leave at least one prompt token, then the prompt is cut
     from the left (its end holds the question and the assistant header).
     """
-    if tokenizer.chat_template:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    else:
-        text = prompt if isinstance(prompt, str) else "\n\n".join(m["content"] for m in prompt)
-        prompt_ids = tokenizer(text)["input_ids"]
+    prompt_ids = generation_prompt_ids(tokenizer, prompt)
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     if append_eos and tokenizer.eos_token_id is not None:
         response_ids = [*response_ids, tokenizer.eos_token_id]

@@ -54,3 +54,22 @@ def prompt_text(prompt: Prompt) -> str:
         return prompt
     users = [m["content"] for m in prompt if m.get("role") == "user"]
     return users[-1] if users else prompt[-1]["content"]
+
+
+def generation_prompt(tokenizer: Any, prompt: Prompt) -> tuple[str, bool]:
+    """The text a policy continues, and whether it came from the chat template.
+
+    Chat models get their template with a generation prompt (a text prompt becomes one user
+    message); others get the raw text. Templated text already holds its special tokens, so the
+    caller must not add BOS again (the flag says so).
+    """
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), True
+    return (prompt if isinstance(prompt, str) else "\n\n".join(m["content"] for m in prompt)), False
+
+
+def generation_prompt_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """Token ids of ``generation_prompt`` (special tokens added only when no template was applied)."""
+    text, templated = generation_prompt(tokenizer, prompt)
+    return tokenizer(text, add_special_tokens=not templated)["input_ids"]

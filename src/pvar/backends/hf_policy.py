@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pvar.backends.base import Generation, Prompt
+from pvar.backends.base import Generation, Prompt, generation_prompt_ids
 
 if TYPE_CHECKING:
     import torch
@@ -203,14 +203,7 @@ class HFPolicy:
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt as the model sees it (chat template with generation prompt if any)."""
-        tok = self.tokenizer
-        if tok.chat_template:
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            ids = tok(text, add_special_tokens=False)["input_ids"]
-        else:
-            text = prompt if isinstance(prompt, str) else "\n\n".join(m["content"] for m in prompt)
-            ids = tok(text)["input_ids"]
+        ids = generation_prompt_ids(self.tokenizer, prompt)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit and len(ids) > limit - self.max_new_tokens:  # keep the end: it holds the question
             ids = ids[len(ids) - (limit - self.max_new_tokens):]

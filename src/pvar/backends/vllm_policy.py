@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvar.backends.base import Generation, Prompt
+from pvar.backends.base import Generation, Prompt, generation_prompt
 
 INSTALL_HINT = "pip install 'pvar[gpu]'"
 
@@ -94,10 +94,7 @@ class VLLMPolicy:
 
     def prompt_string(self, prompt: Prompt) -> str:
         """The text vLLM receives: the chat template with a generation prompt, or the raw text."""
-        if getattr(self.tokenizer, "chat_template", None):
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return prompt if isinstance(prompt, str) else "\n\n".join(m["content"] for m in prompt)
+        return generation_prompt(self.tokenizer, prompt)[0]
 
     def generate(self, prompts: list[Prompt], n: int, seeds: list[int]) -> Generation:
         """``n`` samples per prompt from one ``llm.generate`` call; outputs come back in request order."""
