@@ -152,7 +152,7 @@ def generate(
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.8,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
     seed: Annotated[int, typer.Option(help="Run seed (per prompt: with prompt_id).")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Sequences per model call.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Sequences per model call.")] = 128,
     backend: Annotated[str, typer.Option(help="hf | vllm | fake.")] = "hf",
     device: Annotated[str, typer.Option(help="torch device (hf backend).")] = "cpu",
     engine: Engine = "local", shard_size: ShardSize = 64, force: Force = False,

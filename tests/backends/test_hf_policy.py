@@ -82,6 +82,25 @@ def test_shared_prompt_cache_changes_nothing(tiny_model: str, batch_size: int) -
     assert shared.generate(*args) == plain.generate(*args)
 
 
+def test_each_prompt_is_prefilled_once(tiny_model: str) -> None:
+    p = policy(tiny_model, batch_size=8, max_new_tokens=3)
+    seen: list[tuple[tuple[int, ...], int]] = []
+
+    def record(module, args, kwargs):
+        cache = kwargs.get(p._cache_kwarg)
+        seen.append((tuple(kwargs["input_ids"].shape), 0 if cache is None else cache.get_seq_length()))
+
+    handle = p.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        p.generate([A, "the cat"], 3, [1, 2])
+    finally:
+        handle.remove()
+    width = len(p.prompt_ids(A))
+    assert seen[0] == ((2, width - 1), 0)  # the two distinct prompts, once each, all but the last token
+    assert seen[1] == ((6, 1), width - 1)  # then one token per sample row on the copied cache
+    assert all(shape == (6, 1) for shape, _ in seen[1:])
+
+
 def test_chat_prompt_equals_text_prompt(tiny_model: str) -> None:
     p = policy(tiny_model, batch_size=4)
     chat = [{"role": "user", "content": A}]

@@ -15,6 +15,7 @@ scores (or the nucleus boundary) tie to within that ulp.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -133,10 +134,14 @@ class HFPolicy:
 
     ``model`` is a local folder or a built-in name ("smollm2"); ``batch_size`` counts sequences
     (prompt × sample) per ``model.generate`` call. ``greedy=True`` decodes without noise (evaluation).
+
+    The default batch of 128 was the fastest on a 2-core CPU with SmolLM2 (bench/generate.py:
+    ~3-5 % over 64, ~40 % over 32); the KV cache grows with it (~46 KB per token and row for
+    SmolLM2), so lower it for long prompts or generations on small machines.
     """
 
     def __init__(self, model: str, *, max_new_tokens: int = 128, temperature: float = 0.8, top_p: float = 0.95,
-                 batch_size: int = 64, device: str = "cpu", dtype: str = "float32", greedy: bool = False) -> None:
+                 batch_size: int = 128, device: str = "cpu", dtype: str = "float32", greedy: bool = False) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, not {max_new_tokens}")
         if batch_size < 1:
@@ -157,6 +162,8 @@ class HFPolicy:
         self.tokenizer: Any = None
         self._eos_ids: set[int] = set()
         self._gen_config: Any = None
+        self._cache_kwarg = "cache"
+        self._logits_to_keep = False
         self.share_prompt = True  # prefill each prompt once for its n samples (see _generate_batch)
 
     def setup(self) -> None:
@@ -200,6 +207,10 @@ class HFPolicy:
             if hasattr(cfg, name):
                 setattr(cfg, name, None)
         self.model, self.tokenizer, self._gen_config, self._eos_ids = model, tok, cfg, set(eos_ids)
+        # transformers 5 renamed `past_key_values` to `cache`; support both spellings.
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._logits_to_keep = "logits_to_keep" in params
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt as the model sees it (chat template with generation prompt if any)."""
@@ -258,7 +269,7 @@ class HFPolicy:
         sampler = GumbelSampler(row_seeds, temperature=self.temperature or 1.0, top_p=self.top_p, greedy=self.greedy)
         with torch.inference_mode():
             if self.share_prompt and width > 1 and len(prompts) < len(rows):
-                kwargs["cache"] = self._prompt_cache(input_ids[:, :-1], mask[:, :-1], index)
+                kwargs[self._cache_kwarg] = self._prompt_cache(input_ids[:, :-1], mask[:, :-1], index)
             out = self.model.generate(
                 input_ids=input_ids[index], attention_mask=mask[index], generation_config=self._gen_config,
                 logits_processor=LogitsProcessorList([sampler]), **kwargs,
@@ -279,9 +290,14 @@ class HFPolicy:
         """KV cache of the distinct prompts (left-padded), with its batch rows repeated as ``index`` says."""
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=self.model.config)
+        try:
+            cache = DynamicCache(config=self.model.config)
+        except TypeError:  # older transformers
+            cache = DynamicCache()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate computes them from the mask
-        self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                   logits_to_keep=1)
+        extra: dict[str, Any] = {self._cache_kwarg: cache, "use_cache": True}
+        if self._logits_to_keep:
+            extra["logits_to_keep"] = 1
+        self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, **extra)
         cache.batch_select_indices(index)
         return cache

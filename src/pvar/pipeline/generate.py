@@ -24,7 +24,7 @@ class GenerateConfig(StageConfig):
     temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
     seed: int = Field(0, description="Run seed; each prompt's samples derive from it and the prompt_id.")
-    batch_size: int = Field(64, ge=1, description="Sequences per model call (hf) - a speed knob.")
+    batch_size: int = Field(128, ge=1, description="Sequences per model call (hf): a speed knob.")
     device: str = Field("cpu", description="torch device for the hf backend.")
 
 
