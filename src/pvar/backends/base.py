@@ -56,6 +56,18 @@ def prompt_text(prompt: Prompt) -> str:
     return users[-1] if users else prompt[-1]["content"]
 
 
+def check_sampling(*, max_new_tokens: int, temperature: float, top_p: float, batch_size: int) -> None:
+    """Refuse sampling settings no backend can honour (shared by every policy constructor)."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, not {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, not {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+
+
 def generation_prompt(tokenizer: Any, prompt: Prompt) -> tuple[str, bool]:
     """The text a policy continues, and whether it came from the chat template.
 

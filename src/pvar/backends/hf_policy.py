@@ -20,7 +20,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pvar.backends.base import Generation, Prompt, generation_prompt_ids
+from pvar.backends.base import Generation, Prompt, check_sampling, generation_prompt_ids
 
 if TYPE_CHECKING:
     import torch
@@ -142,14 +142,7 @@ class HFPolicy:
 
     def __init__(self, model: str, *, max_new_tokens: int = 128, temperature: float = 0.8, top_p: float = 0.95,
                  batch_size: int = 128, device: str = "cpu", dtype: str = "float32", greedy: bool = False) -> None:
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, not {max_new_tokens}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, not {temperature}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+        check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size)
         self.model_name = model
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvar.backends.base import Generation, Prompt, generation_prompt
+from pvar.backends.base import Generation, Prompt, check_sampling, generation_prompt
 
 INSTALL_HINT = "pip install 'pvar[gpu]'"
 
@@ -50,12 +50,7 @@ class VLLMPolicy:
                  batch_size: int = 64, device: str = "cuda", dtype: str = "auto", greedy: bool = False,
                  tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
                  max_model_len: int | None = None) -> None:
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, not {max_new_tokens}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, not {temperature}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+        check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size)
         self.model_name = model
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
