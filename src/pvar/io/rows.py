@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow as pa
-
 from pvar.errors import InputError
 from pvar.io import formats
 from pvar.io.readers import (
@@ -101,6 +99,3 @@ def read_rows(
     if seen_rows == 0:
         raise InputError(path, "empty file (no rows)")
 
-
-def empty_like(schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_pylist([], schema=schema)
