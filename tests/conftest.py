@@ -28,6 +28,18 @@ def cli(capsys, monkeypatch):
     return run
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny models run fastest on one thread, and 2 OpenMP threads stall badly on a busy 2-core
+    machine (a 2-layer forward measured 0.2 s instead of 2 ms); restores the setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     with open(path, "w") as fh:
         for r in rows:

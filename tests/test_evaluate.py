@@ -15,6 +15,8 @@ from pvar.errors import ConfigError, InputError  # noqa: E402
 from pvar.evaluate import EvalConfig, evaluate  # noqa: E402
 from pvar.testing import tiny_causal_lm  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # see tests/conftest.py
+
 TEXTS = [
     "the cat sat on the mat and looked at the dog",
     "a quick brown fox jumps over the lazy dog today",
@@ -24,14 +26,6 @@ TEXTS = [
 ]
 FILES = ("eval.json", "eval.md", "judgements.jsonl", "outputs_policy.jsonl", "outputs_baseline.jsonl",
          "alpaca_eval_policy.json", "alpaca_eval_baseline.json")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def scrambled(src: Path, dst: Path, scale: float = 0.5) -> str:

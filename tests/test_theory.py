@@ -23,6 +23,8 @@ from pvar.theory import (
 )
 from tests.conftest import write_jsonl
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # see tests/conftest.py
+
 TEXT = "the cat sat on a mat dog ran far away good bad answer question why how what is it yes no maybe"
 WORDS = TEXT.split(" ")
 SCALE = 2.0
@@ -39,17 +41,6 @@ def _rows(count: int = 7, n: int = 4) -> list[dict]:
     for row, pvar in zip(rows, preference_variance([r["rewards"] for r in rows], SCALE), strict=True):
         row["pvar"] = float(pvar)
     return rows
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The models here are tiny: one thread beats several, by far on a busy machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

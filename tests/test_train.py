@@ -10,6 +10,8 @@ pytest.importorskip("peft")
 from pvar.errors import ConfigError, InputError
 from pvar.train import ALGOS, TrainConfig, train
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # see tests/conftest.py
+
 TOPICS = ["cats", "dogs", "rain", "tea", "bread", "trains", "maps", "stars", "rivers", "clocks", "boats", "bees"]
 
 
@@ -56,17 +58,6 @@ def tiny(tmp_path_factory):
 
     texts = [f"{r['prompt']} {r['chosen']} {r['rejected']}" for r in make_rows(len(TOPICS))]
     return tiny_causal_lm(tmp_path_factory.mktemp("tiny"), texts)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run several times faster on one thread (and far faster on a busy machine)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def perturb(model, seed=1, scale=0.05):

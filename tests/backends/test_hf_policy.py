@@ -15,6 +15,8 @@ from pvar.backends.base import Generation  # noqa: E402
 from pvar.backends.hf_policy import GumbelSampler, HFPolicy, sample_seed  # noqa: E402
 from pvar.testing import tiny_causal_lm  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # see tests/conftest.py
+
 TEXTS = [
     "the cat sat on the mat and looked at the dog",
     "a quick brown fox jumps over the lazy dog today",
@@ -24,15 +26,6 @@ TEXTS = [
 ]
 A, B, C = "why is the sky blue", "tell me a story about a robot", "how do plants turn light into sugar"
 SEEDS = {A: 11, B: 22, C: 2**62 + 5}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and OpenMP threads stall badly on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -80,18 +80,6 @@ def test_backend_modules_import_light() -> None:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """Tiny models on a busy 2-core box: with 2 OpenMP threads each small op can wait ~10 ms on the
-    other thread (measured), so a 2-layer forward took 0.2 s instead of 2 ms."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def rm_folder(tmp_path_factory, one_thread) -> Path:
     from pvar.testing import tiny_reward_model
 
@@ -208,6 +196,8 @@ def test_hf_without_pad_token_or_chat_template(rm_folder, tmp_path) -> None:
 
 REWARD_FILE = """
 import numpy as np
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # see tests/conftest.py
 
 def by_length(prompts, responses, references):
     return [[float(len(r)) for r in resps] for resps in responses]
