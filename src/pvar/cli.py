@@ -296,19 +296,55 @@ def eval_(
 
 @app.command()
 def run(
-    preset: Annotated[str, typer.Option(help="Built-in run: ultrafeedback.")] = "ultrafeedback",
-    output: Annotated[Path, typer.Option("-o", "--output", help="Run folder.")] = Path("runs/ultrafeedback"),
-    top: Annotated[float, typer.Option(help="Fraction of prompts kept by PVar.")] = 0.25,
+    config: Annotated[Path | None, typer.Argument(help="Experiment config (YAML); keys on top of the preset.")] = None,
+    preset: Annotated[str | None, typer.Option(
+        help="Built-in config: quick (default, ~10 min CPU) | cpu-full (<= 75 min CPU) | paper (GPU + hub) | "
+             "ultrafeedback (rated data, no generation).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Run folder (default runs/NAME).")] = None,
+    engine: Annotated[str | None, typer.Option(help="Override: local | ray, for the sharded stages.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Override: hf | vllm | fake, for sampling.")] = None,
+    force: Annotated[bool, typer.Option(help="Continue a run folder made with a different config.")] = False,
 ) -> None:
-    """Run the pipeline on a built-in preset: measure -> select top PVar -> pairs."""
-    from pvar.pipeline import presets
+    """The experiment: score the pool once, then select, pair, train and judge every arm, then report.
 
-    result = presets.run_ultrafeedback(output, top=top) if preset == "ultrafeedback" else None
-    if result is None:
-        raise ConfigError(f"preset: unknown preset {preset!r}; choose one of: ultrafeedback")
-    render.pool_summary(result.pool, title=f"PVar over {result.source}")
-    render.text_histogram(result.pvar)
-    render.key_values(f"top {top:.0%} by PVar, then best-worst pairs", result.table)
+    Re-running the same command continues where a killed run stopped.
+    """
+    from pvar.experiment.presets import load_config
+    from pvar.experiment.runner import Experiment
+
+    overrides = {k: v for k, v in (("engine", engine), ("backend", backend)) if v is not None}
+    cfg = load_config(config, preset, overrides)
+    folder = output or Path("runs") / cfg.name
+    report_dir = Experiment(cfg, folder, force=force).run()
+    _print_headline(report_dir)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A `pvar run` folder.")],
+) -> None:
+    """Rebuild a run's report (Markdown, self-contained HTML, JSON) from its folder."""
+    from pvar.experiment.report import write_report
+
+    _print_headline(write_report(run_dir))
+
+
+def _print_headline(report_dir: Path) -> None:
+    import json
+
+    data = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+    rows = {}
+    for arm in data["arms"]:
+        hard = arm["eval"].get("hard")
+        rows[arm["name"]] = (f"{100 * hard['estimate']:.1f}% [{100 * hard['ci_low']:.1f}, {100 * hard['ci_high']:.1f}]"
+                             if hard else f"{arm['pairs'] if arm['pairs'] is not None else '-'} pairs")
+    render.key_values(f"{data['name']}: win rate vs base policy (95% CI)" if data["until"] == "eval"
+                      else f"{data['name']}: arms", rows)
+    for c in data["comparisons"]:
+        d = c["difference"]
+        render.out.print(f"{c['a']} vs {c['b']}: score diff {d['estimate']:+.4f} [{d['ci_low']:+.4f}, "
+                         f"{d['ci_high']:+.4f}]{'  (within noise)' if c['within_noise'] else ''}")
+    render.out.print(f"report: {report_dir / 'report.html'}")
 
 
 def main() -> None:

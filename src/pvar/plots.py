@@ -35,3 +35,73 @@ def pvar_overview(pvar: np.ndarray, reward_std: np.ndarray, path: str | Path) ->
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _save(fig, path: str | Path) -> Path:
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def pvar_selection(pvar: np.ndarray, reward_std: np.ndarray, chosen: dict[str, np.ndarray], path: str | Path) -> Path:
+    """PVar histogram, and PVar vs reward std with each selection's prompts marked.
+
+    ``chosen`` maps a label (e.g. 'top-pvar') to a boolean mask over the pool, shape (n,).
+    """
+    plt = _pyplot()
+    ok = np.isfinite(pvar)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    ax1.hist(pvar[ok], bins=30, color="#4C72B0")
+    for (label, mask), color in zip(chosen.items(), ("#C44E52", "#55A868", "#8172B2"), strict=False):
+        if mask.any():
+            ax1.axvline(np.nanmin(pvar[mask]), color=color, ls="--", lw=1, label=f"{label} cut-off")
+    ax1.set(xlabel="PVar", ylabel="prompts", title=f"PVar over {int(ok.sum()):,} prompts")
+    both = ok & np.isfinite(reward_std)
+    ax2.scatter(reward_std[both], pvar[both], s=7, alpha=0.35, color="#999999", label="pool")
+    for (label, mask), marker, color in zip(chosen.items(), ("o", "x", "+"), ("#C44E52", "#55A868", "#8172B2"),
+                                            strict=False):
+        m = mask & both
+        ax2.scatter(reward_std[m], pvar[m], s=16, marker=marker, color=color, label=label,
+                    facecolors="none" if marker == "o" else None)
+    ax2.set(xlabel="reward std", ylabel="PVar", title="PVar vs reward std")
+    for ax in (ax1, ax2):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def interval_rows(rows: list[tuple[str, float, float, float]], path: str | Path, *, xlabel: str, ref: float,
+                  title: str, extra: list[tuple[str, float]] | None = None) -> Path:
+    """A forest plot: one row per (label, estimate, low, high), a reference line at ``ref``.
+
+    ``extra`` adds a second marker per row (same order), e.g. the LC win rate beside the raw one.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.4), constrained_layout=True)
+    y = np.arange(len(rows))[::-1]
+    est = np.array([r[1] for r in rows])
+    lo = np.array([r[2] for r in rows])
+    hi = np.array([r[3] for r in rows])
+    ax.errorbar(est, y, xerr=[est - lo, hi - est], fmt="o", color="#4C72B0", capsize=3, label="estimate, 95% CI")
+    if extra:
+        ax.scatter([e[1] for e in extra], y, marker="D", color="#DD8452", s=22, zorder=3, label=extra[0][0])
+    ax.axvline(ref, color="#555555", lw=1, ls="--")
+    ax.set_yticks(y, [r[0] for r in rows])
+    ax.set(xlabel=xlabel, title=title)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def training_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
+                    ylabel: str = "training loss") -> Path:
+    """One line per arm: (steps, values)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4), constrained_layout=True)
+    for name, (steps, values) in curves.items():
+        ax.plot(steps, values, marker=".", lw=1.2, label=name, alpha=0.85)
+    ax.set(xlabel="optimizer step", ylabel=ylabel, title=f"{ylabel} per arm")
+    ax.legend(fontsize=8, ncol=2)
+    return _save(fig, path)

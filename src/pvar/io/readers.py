@@ -129,6 +129,7 @@ def iter_shards(
 
 
 def _load_datasets(name: str) -> Any:
+    """A saved dataset folder, or a hub dataset ``NAME`` (split train) or ``NAME:SPLIT``."""
     try:
         import datasets
     except ImportError:
@@ -141,8 +142,9 @@ def _load_datasets(name: str) -> Any:
         except Exception as exc:  # datasets raises several unrelated types here
             raise InputError(name, f"not a saved Hugging Face dataset folder ({exc})") from None
     else:
+        repo, _, split = name.partition(":")
         try:
-            ds = datasets.load_dataset(name, split="train")
+            ds = datasets.load_dataset(repo, split=split or "train")
         except Exception as exc:
             raise InputError(name, f"no such file, and loading it as a dataset name failed "
                                    f"({type(exc).__name__})") from None

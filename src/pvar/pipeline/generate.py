@@ -26,6 +26,9 @@ class GenerateConfig(StageConfig):
     seed: int = Field(0, description="Run seed; each prompt's samples derive from it and the prompt_id.")
     batch_size: int = Field(128, ge=1, description="Sequences per model call (hf): a speed knob.")
     device: str = Field("cpu", description="torch device for the hf backend.")
+    dtype: str = Field("auto", description="Weights dtype: auto = float32 for hf, the model's own for vllm. "
+                       "bfloat16 halves hf's time on GPUs and on CPUs with native bf16 (avx512_bf16/AMX); "
+                       "samples then differ from float32 ones.")
 
 
 def make_policy(cfg: GenerateConfig) -> Policy:
@@ -38,10 +41,10 @@ def make_policy(cfg: GenerateConfig) -> Policy:
     if cfg.backend == "vllm":
         from pvar.backends.vllm_policy import VLLMPolicy
 
-        return VLLMPolicy(cfg.model, **opts)
+        return VLLMPolicy(cfg.model, dtype="float32" if cfg.dtype == "auto" else cfg.dtype, **opts)
     from pvar.backends.hf_policy import HFPolicy
 
-    return HFPolicy(cfg.model, device=cfg.device, **opts)
+    return HFPolicy(cfg.model, device=cfg.device, dtype="float32" if cfg.dtype == "auto" else cfg.dtype, **opts)
 
 
 class GenerateStage:

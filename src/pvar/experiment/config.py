@@ -1,0 +1,212 @@
+"""The experiment's one config: what to score, which arms to compare, how to train and judge them.
+
+A run is fully described by a :class:`RunConfig` (YAML on disk, validated by pydantic: unknown keys
+and bad values are one-line errors naming the key). Presets are plain dicts of overrides on the
+defaults (:mod:`pvar.experiment.presets`), so ``pvar run my.yaml --preset cpu-full`` reads the
+preset first and the file on top.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pvar.errors import ConfigError, InputError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PromptsConfig(_Section):
+    source: str = Field("sharegpt", description="'sharegpt' (offline, built in) or a file/dataset of prompt rows "
+                        "(prompt_id, prompt; reference for *-ref rewards and judges).")
+    pool: int = Field(128, ge=2, description="Pool prompts to score and select from (sharegpt source).")
+    eval_source: str = Field("sharegpt", description="Held-out eval prompts: 'sharegpt' (its eval split, disjoint "
+                             "from the pool split) or a file of rows with prompt_id, prompt, reference.")
+    eval: int = Field(64, ge=2, description="Eval prompts (sharegpt eval source).")
+
+
+class ScoringConfig(_Section):
+    """Sampling from the policy and scoring with the selection reward: done once, shared by every arm."""
+
+    generate: bool = Field(True, description="Sample responses; False reads rated rows (UltraFeedback schema or "
+                           "rows with responses and rewards) from prompts.source instead.")
+    n: int = Field(4, ge=2, description="Responses per prompt.")
+    max_new_tokens: int = Field(64, ge=1, description="Cap on tokens per sampled response.")
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    batch_size: int = Field(128, ge=1, description="Sequences per model call while sampling (a speed knob).")
+    reward: str = Field("minilm-ref", description="Selection reward spec (see `pvar reward --help`).")
+    scale: float = Field(10.0, gt=0, description="Reward scale s of PVar (cosine rewards: ~10; reward-model "
+                         "logits: ~1; 1-10 ratings: ~1).")
+    shard_size: int = Field(32, ge=1, description="Prompts per resumable shard.")
+
+
+class ArmConfig(_Section):
+    """One selection of the pool. ``select: full`` keeps every scored prompt."""
+
+    name: str = Field(description="Folder-safe arm name (letters, digits, . _ -).")
+    select: Literal["top", "bottom", "random", "threshold", "full"] = Field(description="How prompts are kept.")
+    by: str = Field("pvar", description="Score column: pvar, reward_std, reward_range, reward_mean, pvar_low, ...")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Random arms: one arm per "
+                             "seed (named NAME-sSEED).")
+    fraction: float | None = Field(None, gt=0, le=1, description="Budget override for this arm.")
+    count: int | None = Field(None, ge=1, description="Budget override for this arm (a cap with fraction).")
+    minimum: float | None = Field(None, description="Threshold arms: keep prompts with score >= minimum.")
+    weight_by: str | None = Field(None, description="Pairs column scaling each pair's DPO loss (e.g. pvar).")
+
+    @field_validator("name")
+    @classmethod
+    def _folder_safe(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use letters, digits, '.', '_' or '-' (it names a folder)")
+        return value
+
+    @model_validator(mode="after")
+    def _threshold(self) -> Self:
+        if self.select == "threshold" and self.minimum is None:
+            raise ValueError("a threshold arm needs a minimum")
+        return self
+
+    def expand(self) -> list[tuple[str, int]]:
+        """(arm folder name, seed) of each run this arm stands for: one per seed for random arms."""
+        if self.select == "random":
+            return [(f"{self.name}-s{s}", s) for s in self.seeds]
+        return [(self.name, self.seeds[0])]
+
+
+def default_arms() -> list[ArmConfig]:
+    return [
+        ArmConfig(name="top-pvar", select="top", by="pvar"),
+        ArmConfig(name="bottom-pvar", select="bottom", by="pvar"),
+        ArmConfig(name="random", select="random", seeds=[0, 1, 2]),
+        ArmConfig(name="top-std", select="top", by="reward_std"),
+        ArmConfig(name="full", select="full"),
+    ]
+
+
+class TrainSection(_Section):
+    """Training of every arm: one TRL run each, same settings (see ``pvar train --help``)."""
+
+    algo: Literal["dpo", "ipo", "simpo", "orpo", "kto"] = "dpo"
+    beta: float = Field(0.1, gt=0)
+    lr: float = Field(5e-5, gt=0)
+    epochs: float = Field(1.0, gt=0, description="Passes over each arm's pairs (max_steps -1).")
+    max_steps: int = Field(-1, ge=-1, description="Optimizer steps per arm; -1 = epochs decides.")
+    batch_size: int = Field(4, ge=1)
+    lora: bool = True
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    max_length: int = Field(320, ge=8)
+    pair_rule: Literal["best-worst", "best-random", "all"] = Field("best-worst", description="Pairs per prompt.")
+    trl_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalSection(_Section):
+    judge: str = Field("mpnet-ref", description="Held-out judge; must differ from the selection reward.")
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1)
+    n_boot: int = Field(2000, ge=10)
+    lc_boot: int = Field(300, ge=10)
+    soft_scale: float = Field(10.0, gt=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class TheorySection(_Section):
+    prompts: int = Field(8, ge=0, description="Prompts for the gradient-norm check; 0 skips it.")
+    params: str = Field("all", description="Parameter subset (regex on names) or 'all'.")
+    max_length: int = Field(256, ge=2)
+
+
+class RunConfig(_Section):
+    """The whole experiment. ``until`` stops early: 'pairs' needs no training stack."""
+
+    name: str = Field("run", description="Label shown in the report.")
+    seed: int = Field(0, description="Run seed: prompts order, sampling, pair draws, training, bootstrap.")
+    policy: str = Field("smollm2", description="Policy sampled, trained and judged against: hub name, folder, "
+                        "or 'smollm2' (offline built-in).")
+    backend: Literal["hf", "vllm", "fake"] = Field("hf", description="Sampling backend.")
+    engine: Literal["local", "ray"] = Field("local", description="Engine of the sharded stages.")
+    device: str = Field("cpu", description="torch device for sampling, reward, training and eval.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of sampling and eval generation; auto = bfloat16 on GPUs and on CPUs with "
+        "native bf16 dot products (avx512_bf16/AMX: ~2x faster), else float32. Training stays float32.")
+    budget: float | int = Field(0.25, gt=0, description="Prompts per arm: a fraction (<= 1.0) of the scored pool, "
+                                "or a count (integer > 1).")
+    until: Literal["pairs", "train", "eval"] = Field("eval", description="Last stage to run.")
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    arms: list[ArmConfig] = Field(default_factory=default_arms, min_length=1)
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    theory: TheorySection = Field(default_factory=TheorySection)
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: float | int) -> float | int:
+        if isinstance(value, float) and value > 1:
+            raise ValueError("a fraction must be <= 1; give a whole number for a count")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        names = [n for arm in self.arms for n, _ in arm.expand()]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"arms: duplicate arm name(s) {', '.join(dup)}")
+        if self.until == "eval" and self.eval.judge.strip().lower() == self.scoring.reward.strip().lower():
+            raise ValueError(f"eval.judge {self.eval.judge!r} is the selection reward; judge with a held-out "
+                             "scorer (e.g. mpnet-ref when selecting with minilm-ref)")
+        return self
+
+    def arm_runs(self) -> list[tuple[str, ArmConfig, int]]:
+        """Every (folder name, arm, seed) the run trains, random arms expanded per seed."""
+        return [(name, arm, seed) for arm in self.arms for name, seed in arm.expand()]
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, nested dicts merged key by key (lists replace)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def validate(values: dict[str, Any], source: str = "config") -> RunConfig:
+    """A RunConfig from plain values; the first error becomes ``SOURCE: key.path: message``."""
+    try:
+        return RunConfig(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "config"
+        given = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], (dict, list)) else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{source}: {key}: {msg}{given}") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``; syntax errors name the file and line."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read config ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise InputError(str(path), f"invalid YAML ({getattr(exc, 'problem', None) or exc})", line=line) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(str(path), f"the config must be a mapping of keys, got {type(data).__name__}", line=1)
+    return data

@@ -1,0 +1,102 @@
+"""Built-in experiment configs, as overrides on the :class:`RunConfig` defaults.
+
+- ``quick``: the whole comparison on a laptop CPU in about ten minutes; too small to separate the
+  arms, big enough to exercise every step. The default of ``pvar run``.
+- ``cpu-full``: as many pool prompts, eval prompts and random seeds as a 2-core CPU finishes in
+  under 75 minutes (about 55 on the machine it was sized on); the arms are compared pairwise on
+  the same eval prompts, which is what gives the differences a chance to exceed the noise.
+- ``paper``: the GPU setting of the paper (8B policy sampled with vLLM, UltraFeedback prompts,
+  Skywork-Reward-V2 reward models, full DPO at the top 10 % by PVar). Needs a CUDA GPU, vLLM and
+  the hub.
+- ``ultrafeedback``: selection straight from rated data (the ratings are the rewards, nothing is
+  generated), offline, on the bundled UltraFeedback-schema sample; stops after the pairs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pvar.errors import ConfigError
+from pvar.experiment.config import RunConfig, merge, read_yaml, validate
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "name": "quick",
+        "prompts": {"pool": 96, "eval": 64},
+        "scoring": {"n": 4, "max_new_tokens": 48, "shard_size": 32},
+        "budget": 0.25,
+        "train": {"max_steps": 12, "batch_size": 4, "max_length": 256},
+        "eval": {"max_new_tokens": 48, "lc_boot": 200},
+        "theory": {"prompts": 6, "params": "last-layers"},
+    },
+    "cpu-full": {
+        "name": "cpu-full",
+        "prompts": {"pool": 512, "eval": 400},
+        "scoring": {"n": 4, "max_new_tokens": 48, "shard_size": 64},
+        "budget": 0.25,
+        "arms": [
+            {"name": "top-pvar", "select": "top", "by": "pvar"},
+            {"name": "bottom-pvar", "select": "bottom", "by": "pvar"},
+            {"name": "random", "select": "random", "seeds": [0, 1, 2]},
+            {"name": "top-std", "select": "top", "by": "reward_std"},
+            {"name": "full", "select": "full"},
+        ],
+        "train": {"max_steps": 32, "batch_size": 4, "max_length": 256},
+        "eval": {"max_new_tokens": 64},
+        "theory": {"prompts": 12, "params": "all"},
+    },
+    "paper": {
+        "name": "paper",
+        "policy": "meta-llama/Llama-3.1-8B-Instruct",
+        "backend": "vllm",
+        "device": "cuda",
+        "prompts": {"source": "HuggingFaceH4/ultrafeedback_binarized:train_prefs",
+                    "eval_source": "HuggingFaceH4/ultrafeedback_binarized:test_prefs"},
+        "scoring": {"n": 5, "max_new_tokens": 1024, "temperature": 0.8, "top_p": 0.95, "shard_size": 1024,
+                    "reward": "hf:Skywork/Skywork-Reward-V2-Llama-3.1-8B", "scale": 1.0},
+        "budget": 0.1,
+        "train": {"lora": False, "lr": 5e-7, "beta": 0.01, "batch_size": 8, "epochs": 1.0, "max_length": 2048,
+                  "trl_args": {"gradient_accumulation_steps": 16, "bf16": True, "gradient_checkpointing": True}},
+        "eval": {"judge": "hf:Skywork/Skywork-Reward-V2-Qwen3-8B", "max_new_tokens": 1024, "soft_scale": 1.0},
+        "theory": {"prompts": 0},
+    },
+    "ultrafeedback": {
+        "name": "ultrafeedback",
+        "prompts": {"source": "@bundled/ultrafeedback_sample.jsonl"},
+        "scoring": {"generate": False, "scale": 1.0},
+        "budget": 0.25,
+        "until": "pairs",
+        "theory": {"prompts": 0},
+    },
+}
+DEFAULT_PRESET = "quick"
+
+
+def _resolve_bundled(values: dict[str, Any]) -> dict[str, Any]:
+    """``@bundled/NAME`` in a prompts source means a data file shipped with pvar."""
+    from pvar.pipeline.presets import bundled
+
+    prompts = dict(values.get("prompts") or {})
+    for key in ("source", "eval_source"):
+        value = prompts.get(key)
+        if isinstance(value, str) and value.startswith("@bundled/"):
+            prompts[key] = str(bundled(value.removeprefix("@bundled/")))
+    return {**values, "prompts": prompts} if prompts else values
+
+
+def load_config(path: str | Path | None = None, preset: str | None = None,
+                overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Preset (default ``quick`` when no file is given), then the YAML file, then ``overrides``."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    values: dict[str, Any] = dict(PRESETS[preset or DEFAULT_PRESET]) if preset or path is None else {}
+    source = f"preset {preset or DEFAULT_PRESET}"
+    if path is not None:
+        values = merge(values, read_yaml(path))
+        source = str(path)
+    values = merge(values, overrides or {})
+    return validate(_resolve_bundled(values), source)
+
+
+__all__ = ["DEFAULT_PRESET", "PRESETS", "RunConfig", "load_config"]

@@ -1,0 +1,417 @@
+"""``pvar report RUN_DIR``: the experiment's report, rebuilt from the run folder alone.
+
+Writes ``report/report.json`` (every number), ``report/report.md`` (figures beside it in
+``report/figures/``) and ``report/report.html`` (one self-contained page: figures inlined as PNG
+data URIs, no external assets). Works on a partial run: sections whose inputs are missing say so.
+The document is built once as a list of blocks and rendered twice, so both formats say the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pvar.experiment import analysis
+from pvar.io.writers import atomic_write_text
+
+Block = tuple  # ("h2", text) | ("p", text) | ("table", header, rows) | ("fig", key, caption) | ("pre", text)
+
+
+# -- collecting -----------------------------------------------------------------------------------
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _selected_ids(folder: Path, pool: analysis.Pool | None) -> np.ndarray | None:
+    sel = folder / "selected.parquet"
+    if sel.is_file():
+        import pyarrow.parquet as pq
+
+        return np.asarray(pq.read_table(sel, columns=["prompt_id"]).column("prompt_id").to_pylist(), dtype=object)
+    if (folder / "pairs.jsonl").is_file() and pool is not None:  # the full arm: every scored prompt
+        return pool.ids
+    return None
+
+
+def collect(run_dir: str | Path) -> dict[str, Any]:
+    """Everything the report shows, as plain JSON-able data."""
+    import yaml
+
+    from pvar.experiment.config import validate
+    from pvar.experiment.runner import load_state
+
+    root = Path(run_dir)
+    raw = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8")) or {}
+    cfg = validate(raw, str(root / "config.yaml"))
+    state = load_state(root)
+    steps = state.get("steps", {})
+    out: dict[str, Any] = {"run_dir": str(root), "name": cfg.name, "config": raw, "runs": state.get("runs", []),
+                           "timings": {k: v.get("seconds") for k, v in steps.items()}}
+    e = cfg.eval
+    boot = dict(n_boot=e.n_boot, confidence=e.confidence, seed=cfg.seed)
+
+    pool = analysis.read_pool(root / "scoring" / "measured.parquet") \
+        if (root / "scoring" / "measured.parquet").is_file() else None
+    arm_names = [n for n, _, _ in cfg.arm_runs()]
+    groups = {arm.name: [n for n, _ in arm.expand()] for arm in cfg.arms if arm.select == "random"}
+    group_of = {n: arm.name for arm in cfg.arms for n, _ in arm.expand()}
+    selections = {n: _selected_ids(root / "arms" / n, pool) for n in arm_names}
+
+    if pool is not None:
+        ok = np.isfinite(pool.pvar)
+        q = np.quantile(pool.pvar[ok], [0.1, 0.5, 0.9]).tolist() if ok.any() else [math.nan] * 3
+        k = next((len(s) for n, s in selections.items() if s is not None and n != "full" and len(s)), 0) or \
+            max(1, int(0.25 * ok.sum() + 0.5))
+        top_pvar, top_std = analysis.top_ids(pool.ids, pool.pvar, k), analysis.top_ids(pool.ids, pool.reward_std, k)
+        out["pool"] = {
+            "prompts": int(pool.ids.size), "scored": int(ok.sum()), "pvar_q10_q50_q90": q,
+            "scale": cfg.scoring.scale, "spearman_pvar_std": analysis.spearman(pool.pvar, pool.reward_std),
+            "budget_k": k, "top_overlap_pvar_std": analysis.overlap(top_pvar, top_std),
+            "scale_sweep": analysis.scale_sweep(pool, k),
+        }
+
+    judged: dict[str, analysis.Judged] = {}
+    arms = []
+    for name in arm_names:
+        folder = root / "arms" / name
+        summary = analysis.ArmSummary(name, group_of[name])
+        ids = selections[name]
+        if ids is not None:
+            summary.prompts = len(ids)
+            if pool is not None:
+                pos = {pid: i for i, pid in enumerate(pool.ids.tolist())}
+                vals = np.array([pool.pvar[pos[p]] for p in ids if p in pos], float)
+                summary.mean_pvar = analysis.mean_finite(vals)
+        pair_step = steps.get(f"pairs:{name}", {})
+        summary.pairs = pair_step.get("pairs")
+        train_step = steps.get(f"train:{name}", {})
+        summary.final_loss = train_step.get("final_loss")
+        summary.train_seconds = train_step.get("train_seconds")
+        ev = _json(folder / "eval" / "eval.json")
+        if ev is not None:
+            summary.eval = {**ev["win_rate"], "policy_mean_score": ev["policy"]["mean_score"],
+                            "baseline_mean_score": ev["baseline"]["mean_score"],
+                            "policy_mean_tokens": ev["policy"]["mean_tokens"], "n_prompts": ev["n_prompts"]}
+            judged[name] = analysis.read_judgements(folder / "eval" / "judgements.jsonl")
+        arms.append(summary.as_dict())
+    out["arms"] = arms
+
+    base = _json(root / "base" / "eval" / "eval.json")
+    if base is not None:
+        out["base"] = {"mean_score": base["policy"]["mean_score"], "mean_tokens": base["policy"]["mean_tokens"],
+                       "self_win_rate": base["win_rate"]["hard"]["estimate"], "n_prompts": base["n_prompts"],
+                       "judge": base["judge"]}
+    focus = arm_names[0]
+    comps = analysis.paired_comparisons(judged, focus, groups, **boot)
+    out["focus"] = focus
+    out["comparisons"] = [c.as_dict() for c in comps]
+
+    theory = _json(root / "theory" / "theory.json")
+    if theory is not None:
+        out["theory"] = {k: theory.get(k) for k in ("n_prompts", "spearman_pvar", "spearman_reward_std",
+                                                    "violations_exact", "beta", "scale", "n_params", "seconds")
+                         if k in theory}
+    out["curves"] = {n: [[r["step"], r["loss"]] for r in _jsonl(root / "arms" / n / "model" / "train_log.jsonl")
+                         if isinstance(r.get("loss"), (int, float))] for n in arm_names}
+    out["complete"] = bool(arms) and all(a["eval"] for a in arms) if cfg.until == "eval" else \
+        all(a["pairs"] is not None for a in arms)
+    out["until"] = cfg.until
+    return out
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+
+def draw(data: dict[str, Any], run_dir: Path, fig_dir: Path) -> dict[str, Path]:
+    """PNG figures for whatever the run has so far; {} without matplotlib."""
+    try:
+        from pvar import plots
+
+        plots._pyplot()
+    except Exception:
+        return {}
+    figs: dict[str, Path] = {}
+    measured = run_dir / "scoring" / "measured.parquet"
+    if measured.is_file():
+        pool = analysis.read_pool(measured)
+        chosen = {}
+        for arm in data["arms"]:
+            if arm["name"] in ("top-pvar", "top-std", "bottom-pvar"):
+                ids = _selected_ids(run_dir / "arms" / arm["name"], pool)
+                if ids is not None:
+                    chosen[arm["name"]] = np.isin(pool.ids, ids)
+        figs["pool"] = plots.pvar_selection(pool.pvar, pool.reward_std, chosen, fig_dir / "pvar_pool.png")
+    evald = [a for a in data["arms"] if a["eval"]]
+    if evald:
+        rows = [(a["name"], a["eval"]["hard"]["estimate"], a["eval"]["hard"]["ci_low"], a["eval"]["hard"]["ci_high"])
+                for a in evald]
+        lc = [("length-controlled", a["eval"]["length_controlled"]["estimate"]) for a in evald]
+        figs["win_rates"] = plots.interval_rows(rows, fig_dir / "win_rates.png", xlabel="win rate vs base policy",
+                                                ref=0.5, title="Each arm against the base policy", extra=lc)
+    if data["comparisons"]:
+        rows = [(f"vs {c['b']}", c["difference"]["estimate"], c["difference"]["ci_low"], c["difference"]["ci_high"])
+                for c in data["comparisons"]]
+        figs["paired"] = plots.interval_rows(rows, fig_dir / "paired.png", ref=0.0,
+                                             xlabel=f"mean judge-score difference ({data['focus']} - other)",
+                                             title=f"{data['focus']} against each arm on the same eval prompts")
+    curves = {n: (np.array([c[0] for c in pts]), np.array([c[1] for c in pts])) for n, pts in data["curves"].items()
+              if pts}
+    if curves:
+        figs["curves"] = plots.training_curves(curves, fig_dir / "training_curves.png")
+    theory_png = run_dir / "theory" / "theory.png"
+    if theory_png.is_file():
+        import shutil
+
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        figs["theory"] = Path(shutil.copyfile(theory_png, fig_dir / "theory.png"))
+    return figs
+
+
+# -- the document ---------------------------------------------------------------------------------
+
+
+def _f(x: Any, fmt: str = ".3f") -> str:
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
+
+
+def _ci(block: dict[str, Any] | None, pct: bool = True) -> str:
+    if not block:
+        return "–"
+    s = 100 if pct else 1
+    fmt = ".1f" if pct else ".4f"
+    return f"{_f(s * block['estimate'], fmt)} [{_f(s * block['ci_low'], fmt)}, {_f(s * block['ci_high'], fmt)}]"
+
+
+def _verdicts(data: dict[str, Any]) -> list[str]:
+    comps = data["comparisons"]
+    if not comps:
+        return ["No paired comparison yet: the arms have not all been judged."]
+    focus = data["focus"]
+    sep = [c for c in comps if not c["within_noise"]]
+    noise = [c for c in comps if c["within_noise"]]
+    out = []
+    for c in sep:
+        d = c["difference"]
+        word = "better" if d["estimate"] > 0 else "worse"
+        out.append(f"**{focus} is {word} than {c['b']}** beyond noise: mean judge-score difference "
+                   f"{_f(d['estimate'], '+.4f')} (95% CI {_f(d['ci_low'], '+.4f')} to {_f(d['ci_high'], '+.4f')}), "
+                   f"head-to-head win rate {_ci(c['head_to_head'])}%.")
+    if noise:
+        out.append(f"Within noise (the 95% interval of the paired difference contains 0): {focus} vs "
+                   + ", ".join(c["b"] for c in noise) + ". These runs cannot tell those arms apart.")
+    return out
+
+
+def document(data: dict[str, Any]) -> list[Block]:
+    cfg = data["config"]
+    blocks: list[Block] = [("h1", f"pvar experiment report: {data['name']}")]
+    state = "complete" if data["complete"] else "partial (some steps have not run yet)"
+    last = data["runs"][-1] if data["runs"] else {}
+    blocks.append(("p", f"Run folder `{data['run_dir']}`; status: {state}. Policy `{cfg['policy']}`, selection "
+                        f"reward `{cfg['scoring']['reward']}` (scale {cfg['scoring']['scale']:g}), judge "
+                        f"`{cfg['eval']['judge']}`, budget {cfg['budget']} of the pool per arm, "
+                        f"{cfg['train']['algo']} with {'LoRA' if cfg['train']['lora'] else 'full fine-tuning'}."))
+
+    blocks.append(("h2", "Headline"))
+    base = data.get("base")
+    header = ["arm", "prompts", "pairs", "mean PVar", "win rate vs base, % [95% CI]", "LC win rate, %",
+              "mean judge score", f"score diff vs {data['focus']} [95% CI]"]
+    diff_of = {c["b"]: c for c in data["comparisons"]}
+    rows = []
+    for a in data["arms"]:
+        ev = a["eval"]
+        c = diff_of.get(a["name"])
+        rows.append([a["name"], _f(a["prompts"], "d"), _f(a["pairs"], "d"), _f(a["mean_pvar"], ".4f"),
+                     _ci(ev.get("hard")), _ci(ev.get("length_controlled")), _f(ev.get("policy_mean_score"), ".4f"),
+                     "(reference)" if a["name"] == data["focus"] else
+                     (_ci(c["difference"], pct=False) + (" ~noise" if c["within_noise"] else "")) if c else "–"])
+    if base:
+        rows.append(["base policy", "–", "–", "–", "50.0 (by definition)", "–", _f(base["mean_score"], ".4f"), "–"])
+    blocks.append(("table", header, rows))
+    for text in _verdicts(data):
+        blocks.append(("p", text))
+    rnd = [a for a in data["arms"] if a["group"] != a["name"] and a["eval"]]
+    if len(rnd) > 1:
+        w = [a["eval"]["hard"]["estimate"] for a in rnd]
+        blocks.append(("p", f"Random arms span {100 * min(w):.1f}–{100 * max(w):.1f}% win rate across "
+                            f"{len(rnd)} seeds: the seed-to-seed spread is the noise floor any selection must beat."))
+
+    blocks.append(("h2", "Paired comparisons on the same eval prompts"))
+    if data["comparisons"]:
+        blocks.append(("p", f"Per eval prompt, the judge scores of {data['focus']}'s answer and the other arm's "
+                            "answer are subtracted; the interval is a paired bootstrap over prompts "
+                            f"({cfg['eval']['n_boot']} resamples). Pairing cancels prompt difficulty, so these "
+                            "separate arms far better than the separate win rates against the base policy."))
+        blocks.append(("table", ["comparison", "prompts", "mean score difference [95% CI]",
+                                 "head-to-head win rate, % [95% CI]", "within noise?"],
+                       [[f"{c['a']} vs {c['b']}", str(c["n"]), _ci(c["difference"], pct=False),
+                         _ci(c["head_to_head"]), "yes" if c["within_noise"] else "**no**"]
+                        for c in data["comparisons"]]))
+        blocks.append(("fig", "paired", "Mean judge-score difference against each arm (0 = no difference)."))
+    else:
+        blocks.append(("p", "Not available yet."))
+    blocks.append(("fig", "win_rates", "Win rate of each arm against the base policy (hard, ties 1/2) with its "
+                                       "95% paired bootstrap interval; diamonds: length-controlled win rate."))
+
+    pool = data.get("pool")
+    blocks.append(("h2", "The pool: PVar and the reward-std baseline"))
+    if pool:
+        q = pool["pvar_q10_q50_q90"]
+        blocks.append(("p", f"{pool['scored']:,} of {pool['prompts']:,} pool prompts scored; PVar deciles "
+                            f"10/50/90%: {_f(q[0], '.4f')} / {_f(q[1], '.4f')} / {_f(q[2], '.4f')}. Spearman "
+                            f"correlation of PVar with the reward std at scale {pool['scale']:g}: "
+                            f"{_f(pool['spearman_pvar_std'])}; the top {pool['budget_k']} prompts by PVar and "
+                            f"by reward std overlap {_f(100 * pool['top_overlap_pvar_std'], '.0f')}%."))
+        blocks.append(("fig", "pool", "PVar histogram (dashed: each selection's cut-off) and PVar against the "
+                                      "reward std, selections marked."))
+        blocks.append(("p", "Where the two selections part: PVar is the mean of tanh²(s·Δ/2) over response pairs, "
+                            "which ranks like the reward std while s·Δ is small and saturates for large gaps."))
+        blocks.append(("table", ["reward scale s", "Spearman(PVar, std)", f"top-{pool['budget_k']} overlap"],
+                       [[f"{r['scale']:g}", _f(r["spearman"]), f"{_f(100 * r['top_overlap'], '.0f')}%"]
+                        for r in pool["scale_sweep"]]))
+    else:
+        blocks.append(("p", "The pool has not been measured yet."))
+
+    blocks.append(("h2", "Training"))
+    blocks.append(("table", ["arm", "pairs", "steps x batch", "final loss", "train seconds"],
+                   [[a["name"], _f(a["pairs"], "d"), f"{cfg['train']['max_steps']} x {cfg['train']['batch_size']}",
+                     _f(a["final_loss"], ".4f"), _f(a["train_seconds"], ".1f")] for a in data["arms"]]))
+    blocks.append(("fig", "curves", "DPO training loss per arm (every optimizer step)."))
+
+    th = data.get("theory")
+    blocks.append(("h2", "Theory check: gradient norm vs PVar at initialisation"))
+    if th:
+        blocks.append(("p", f"On {th.get('n_prompts')} pool prompts, the norm of the expected DPO gradient has "
+                            f"Spearman {_f(th.get('spearman_pvar'))} with PVar "
+                            f"({_f(th.get('spearman_reward_std'))} with the reward std); the bound "
+                            "β·sqrt(PVar)·sqrt(mean‖g_i − g_j‖²) was violated "
+                            f"{th.get('violations_exact')} times (any violation would be a bug)."))
+        blocks.append(("fig", "theory", "‖expected DPO gradient‖ against PVar, with its upper bound."))
+    else:
+        blocks.append(("p", "Not run for this config."))
+
+    blocks.append(("h2", "Run details"))
+    timing_rows = [[k, _f(v, ".1f")] for k, v in data["timings"].items()]
+    blocks.append(("table", ["step", "seconds (last computed)"], timing_rows))
+    if last:
+        blocks.append(("p", f"Last invocation: started {last.get('started')}, wall {_f(last.get('seconds'), '.0f')} s,"
+                            f" peak RSS {_f(last.get('peak_rss_mb'), '.0f')} MB. Invocations of this folder: "
+                            f"{len(data['runs'])} (more than one means it was resumed)."))
+        vers = last.get("versions", {})
+        blocks.append(("table", ["package", "version"], [[k, v] for k, v in vers.items()]))
+    import yaml
+
+    blocks.append(("h3", "Config"))
+    blocks.append(("pre", yaml.safe_dump(cfg, sort_keys=False)))
+    return blocks
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+
+def to_markdown(blocks: list[Block], figs: dict[str, Path], fig_rel: str = "figures") -> str:
+    out: list[str] = []
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append(f"{'#' * int(kind[1])} {b[1]}\n")
+        elif kind == "p":
+            out.append(b[1] + "\n")
+        elif kind == "table":
+            header, rows = b[1], b[2]
+            out.append("| " + " | ".join(header) + " |")
+            out.append("|" + "---|" * len(header))
+            out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+            out.append("")
+        elif kind == "fig" and b[1] in figs:
+            out.append(f"![{b[2]}]({fig_rel}/{figs[b[1]].name})\n\n*{b[2]}*\n")
+        elif kind == "pre":
+            out.append("```yaml\n" + b[1].rstrip() + "\n```\n")
+    return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    t = html.escape(text)
+    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", t)
+
+
+_CSS = """body{font:15px/1.5 system-ui,-apple-system,Segoe UI,sans-serif;max-width:1040px;margin:2em auto;padding:0 1em;
+color:#222}h1{font-size:1.6em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}table{border-collapse:collapse;
+margin:.8em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}th{background:#f4f4f4}
+tr:nth-child(even) td{background:#fafafa}figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:.9em}
+code,pre{background:#f5f5f5;border-radius:3px}pre{padding:.8em;overflow:auto;font-size:.85em}"""
+
+
+def to_html(blocks: list[Block], figs: dict[str, Path]) -> str:
+    body: list[str] = []
+    title = "pvar report"
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            title = b[1] if kind == "h1" else title
+            body.append(f"<{kind}>{_inline(b[1])}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{_inline(b[1])}</p>")
+        elif kind == "table":
+            head = "".join(f"<th>{_inline(str(h))}</th>" for h in b[1])
+            rows = "".join("<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in row) + "</tr>" for row in b[2])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif kind == "fig" and b[1] in figs:
+            data = base64.b64encode(figs[b[1]].read_bytes()).decode()
+            body.append(f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{_inline(b[2])}</figcaption></figure>")
+        elif kind == "pre":
+            body.append(f"<pre>{html.escape(b[1])}</pre>")
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def write_report(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> Path:
+    """Rebuild ``RUN_DIR/report/`` from the run folder; returns that folder."""
+    root = Path(run_dir)
+    from pvar.errors import InputError
+
+    if not (root / "config.yaml").is_file():
+        raise InputError(str(root), "not a pvar run folder (no config.yaml)")
+    out = root / "report"
+    data = collect(root)
+    figs = draw(data, root, out / "figures")
+    blocks = document(data)
+    atomic_write_text(out / "report.json", json.dumps(_json_safe(data), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "report.md", to_markdown(blocks, figs))
+    atomic_write_text(out / "report.html", to_html(blocks, figs))
+    if log:
+        log(f"[bold]report[/bold]: {out / 'report.html'} and {out / 'report.md'}")
+    return out

@@ -1,0 +1,440 @@
+"""``pvar run``: score the pool once, then select, pair, train and judge every arm, then report.
+
+Run folder (every file written atomically; ``state.json`` records finished steps)::
+
+    config.yaml                 the resolved config this folder belongs to
+    state.json                  finished steps: key, seconds, counters; one entry per invocation
+    prompts/pool.jsonl          pool prompts (ShareGPT pool split, or the configured file)
+    prompts/eval.jsonl          held-out prompts with references
+    scoring/generate/           sampled responses, one Parquet shard per `shard_size` prompts
+    scoring/reward/             selection-reward scores, sharded the same way
+    scoring/measured.parquet    PVar, its interval and the reward baselines per prompt
+    theory/                     gradient norm vs PVar at initialisation (theory.json/jsonl/png)
+    ref_cache/                  reference log-probs, computed once per pair for all arms
+    base/eval/                  the base policy's eval answers (the baseline of every arm), judged
+    arms/NAME/                  selected.parquet, pairs.jsonl, model/ (LoRA adapter + train_log.jsonl),
+                                eval/ (eval.json, judgements.jsonl, outputs_*.jsonl)
+    report/                     report.md, report.html (self-contained), report.json, figures/
+
+Resuming: a step is skipped when the ledger has it done under the same key; generate and reward
+also resume shard by shard inside the step; an arm killed mid-training is retrained from its
+start (arms are minutes each), and its eval reuses cached generations when they exist.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pvar import render
+from pvar.errors import ConfigError
+from pvar.experiment.config import ArmConfig, RunConfig
+from pvar.experiment.state import Ledger, digest
+from pvar.io.writers import atomic_write_text
+
+CONFIG_FILE = "config.yaml"
+BASE_EVAL = Path("base") / "eval"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each step of a run folder writes."""
+
+    root: Path
+
+    @property
+    def pool(self) -> Path:
+        return self.root / "prompts" / "pool.jsonl"
+
+    @property
+    def eval_prompts(self) -> Path:
+        return self.root / "prompts" / "eval.jsonl"
+
+    @property
+    def generated(self) -> Path:
+        return self.root / "scoring" / "generate"
+
+    @property
+    def rewarded(self) -> Path:
+        return self.root / "scoring" / "reward"
+
+    @property
+    def measured(self) -> Path:
+        return self.root / "scoring" / "measured.parquet"
+
+    def arm(self, name: str) -> Path:
+        return self.root / "arms" / name
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dumps."""
+    keys = sorted(set(old) | set(new))
+    out: list[str] = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+class Experiment:
+    """One run folder and its config; ``run()`` executes (or resumes) every step in order."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, *, force: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.paths = RunPaths(Path(run_dir))
+        self.force = force
+        self.log = log or (lambda msg: render.err.print(msg, highlight=False))
+        self.ledger: Ledger | None = None
+        self.keys: dict[str, str] = {}
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+
+    def _claim_folder(self) -> None:
+        """Write config.yaml, or check that the folder's config is this one (``--force`` overrides)."""
+        import yaml
+
+        root = self.paths.root
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / CONFIG_FILE
+        dump = self.cfg.model_dump(mode="json")
+        if path.is_file() and not self.force:
+            try:
+                old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError:
+                old = {}
+            changed = config_diff(old, dump)
+            if changed:
+                raise ConfigError(
+                    f"{root}: holds a run with a different config (differs in {', '.join(changed[:6])}"
+                    f"{' ...' if len(changed) > 6 else ''}); use another -o folder, or --force to continue it "
+                    "under the new config (steps whose settings changed are recomputed)")
+        atomic_write_text(path, yaml.safe_dump(dump, sort_keys=False, allow_unicode=True))
+
+    def _step(self, name: str, key: str, outputs: list[Path], fn: Callable[[], dict[str, Any] | None]) -> bool:
+        """Run ``fn`` unless done under ``key``; record it. Returns whether it ran."""
+        assert self.ledger is not None
+        self.keys[name] = key
+        if self.ledger.done(name, key, *outputs):
+            self.log(f"[dim]- {name}: done earlier, reused[/dim]")
+            return False
+        self.ledger.forget(name)
+        self.log(f"[bold]> {name}[/bold]")
+        t0 = time.perf_counter()
+        info = fn() or {}
+        seconds = time.perf_counter() - t0
+        self.ledger.record(name, key, seconds, **info)
+        self.log(f"[green]  {name} finished in {seconds:,.1f} s[/green]")
+        return True
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        """Every step up to ``cfg.until``, then the report. Returns the report folder."""
+        from pvar.train import peak_rss_mb
+
+        preflight(self.cfg)
+        self._claim_folder()
+        self.ledger = Ledger(self.paths.root)
+        self.ledger.start_run({"versions": versions(), "force": self.force})
+        t0 = time.perf_counter()
+        self.prompts()
+        self.scoring()
+        self.theory()
+        self.arms_pairs()
+        if self.cfg.until in ("train", "eval"):
+            if self.cfg.until == "eval":
+                self.base_eval()
+            for name, arm, _ in self.cfg.arm_runs():
+                self.train_arm(name, arm)
+                if self.cfg.until == "eval":
+                    self.eval_arm(name)
+        self.ledger.finish_run(time.perf_counter() - t0, peak_rss_mb())
+        from pvar.experiment.report import write_report
+
+        return write_report(self.paths.root, log=self.log)
+
+    def prompts(self) -> None:
+        c, p = self.cfg, self.paths
+        src = c.prompts
+
+        def pool() -> dict[str, Any]:
+            from pvar.pipeline.prompts import write_prompts
+
+            return {"prompts": write_prompts("sharegpt", p.pool, count=src.pool, split="pool", seed=c.seed)}
+
+        def held_out() -> dict[str, Any]:
+            from pvar.pipeline.prompts import write_prompts
+
+            return {"prompts": write_prompts("sharegpt", p.eval_prompts, count=src.eval, split="eval", seed=c.seed)}
+
+        if src.source == "sharegpt":
+            self._step("prompts", digest("sharegpt", src.pool, c.seed), [p.pool], pool)
+        else:
+            self.keys["prompts"] = digest(_file_identity(src.source))
+        if c.until == "eval":
+            if src.eval_source == "sharegpt":
+                self._step("eval-prompts", digest("sharegpt-eval", src.eval, c.seed), [p.eval_prompts], held_out)
+            else:
+                self.keys["eval-prompts"] = digest(_file_identity(src.eval_source))
+
+    def pool_source(self) -> str:
+        return str(self.paths.pool) if self.cfg.prompts.source == "sharegpt" else self.cfg.prompts.source
+
+    def eval_source(self) -> str:
+        src = self.cfg.prompts.eval_source
+        return str(self.paths.eval_prompts) if src == "sharegpt" else src
+
+    def scoring(self) -> None:
+        from pvar.pipeline import measure, stages
+
+        c, p, s = self.cfg, self.paths, self.cfg.scoring
+        scored = self.pool_source()
+        upstream = self.keys["prompts"]
+        if s.generate:
+            gen = stages.GenerateConfig.make(model=c.policy, backend=c.backend, n=s.n, max_new_tokens=s.max_new_tokens,
+                                             temperature=s.temperature, top_p=s.top_p, seed=c.seed,
+                                             batch_size=s.batch_size, device=c.device, dtype=_dtype(c))
+            rew = stages.RewardConfig.make(reward=s.reward, device=c.device)
+
+            def sharded(name: str, cfg: Any, source: str | Path, out: Path) -> Callable[[], dict[str, Any]]:
+                def go() -> dict[str, Any]:
+                    rep = stages.run(name, cfg, source, out, engine=c.engine, shard_size=s.shard_size,
+                                     force=self.force)
+                    return {"shards": rep.shards, "shards_run": rep.shards_run, "rows": rep.rows, **rep.counters}
+                return go
+
+            gen_key = digest(upstream, gen.fingerprint(), s.shard_size)
+            self._step("generate", gen_key, [p.generated], sharded("generate", gen, scored, p.generated))
+            rew_key = digest(gen_key, rew.fingerprint(), s.shard_size)
+            self._step("reward", rew_key, [p.rewarded], sharded("reward", rew, p.generated, p.rewarded))
+            scored, upstream = str(p.rewarded), rew_key
+        mcfg = measure.MeasureConfig.make(scale=s.scale, seed=c.seed)
+
+        def measure_pool() -> dict[str, Any]:
+            pool = measure.run(scored, p.measured, mcfg)
+            return {"prompts": pool.n_prompts}
+
+        self._step("measure", digest(upstream, mcfg.fingerprint()), [p.measured], measure_pool)
+
+    def theory(self) -> None:
+        t = self.cfg.theory
+        if t.prompts == 0 or not self.cfg.scoring.generate:
+            return
+        from pvar.theory import TheoryConfig, run_theory
+
+        tcfg = TheoryConfig.make(model=self.cfg.policy, prompts=t.prompts, pick="spread", params=t.params,
+                                 max_length=t.max_length, beta=self.cfg.train.beta, scale=self.cfg.scoring.scale,
+                                 device="auto" if self.cfg.device == "cpu" else self.cfg.device)
+        out = self.paths.root / "theory"
+
+        def go() -> dict[str, Any]:
+            res = run_theory(self.paths.measured, out, tcfg)
+            return {"spearman_pvar": res.spearman_pvar, "violations": res.violations_exact}
+
+        self._step("theory", digest(self.keys["measure"], tcfg.fingerprint()), [out / "theory.json"], go)
+
+    def arms_pairs(self) -> None:
+        from pvar.pipeline import pairs, select
+
+        c = self.cfg
+        for name, arm, seed in c.arm_runs():
+            folder = self.paths.arm(name)
+            selected, pair_file = folder / "selected.parquet", folder / "pairs.jsonl"
+            scfg = None if arm.select == "full" else select.SelectConfig.make(**_select_args(c, arm, seed))
+            pcfg = pairs.PairsConfig.make(rule=c.train.pair_rule, seed=c.seed, scale=c.scoring.scale)
+
+            def go(scfg: Any = scfg, pcfg: Any = pcfg, selected: Path = selected, pair_file: Path = pair_file,
+                   folder: Path = folder) -> dict[str, Any]:
+                folder.mkdir(parents=True, exist_ok=True)
+                source: Path = self.paths.measured
+                info: dict[str, Any] = {}
+                if scfg is not None:
+                    got = select.run(self.paths.measured, selected, scfg)
+                    source = selected
+                    info.update(kept=got.n_kept, eligible=got.n_eligible)
+                pr = pairs.run(source, pair_file, pcfg)
+                return {**info, "pairs": pr.n_pairs}
+
+            key = digest(self.keys["measure"], scfg.fingerprint() if scfg else "full", pcfg.fingerprint())
+            self._step(f"pairs:{name}", key, [pair_file], go)
+
+    def _train_config(self, arm: ArmConfig) -> Any:
+        from pvar.train import TrainConfig
+
+        t = self.cfg.train
+        return TrainConfig.make(model=self.cfg.policy, algo=t.algo, beta=t.beta, lr=t.lr, epochs=t.epochs,
+                                max_steps=t.max_steps, batch_size=t.batch_size, lora=t.lora, lora_r=t.lora_r,
+                                lora_alpha=t.lora_alpha, max_length=t.max_length, seed=self.cfg.seed,
+                                weight_by=arm.weight_by, trl_args=dict(t.trl_args))
+
+    def train_arm(self, name: str, arm: ArmConfig) -> None:
+        from pvar.train import train
+
+        folder = self.paths.arm(name)
+        tcfg = self._train_config(arm)
+        model = folder / "model"
+
+        def go() -> dict[str, Any]:
+            shutil.rmtree(model, ignore_errors=True)  # a run killed mid-training restarts this arm cleanly
+            res = train(folder / "pairs.jsonl", model, tcfg, ref_cache=self.paths.root / "ref_cache")
+            info = {k: v for k, v in res.to_dict().items() if k not in ("out_dir", "seconds")}
+            return {**info, "total_seconds": res.seconds}
+
+        self._step(f"train:{name}", digest(self.keys[f"pairs:{name}"], tcfg.fingerprint()),
+                   [model / "train_log.jsonl"], go)
+
+    def _eval_config(self, policy: str) -> Any:
+        from pvar.evaluate import EvalConfig
+
+        e = self.cfg.eval
+        return EvalConfig.make(policy=policy, baseline=self.cfg.policy, prompts=self.eval_source(), judge=e.judge,
+                               selection_reward=self.cfg.scoring.reward, max_new_tokens=e.max_new_tokens,
+                               batch_size=e.batch_size, seed=self.cfg.seed, n_boot=e.n_boot, lc_boot=e.lc_boot,
+                               confidence=e.confidence, soft_scale=e.soft_scale, device=self.cfg.device,
+                               dtype=_dtype(self.cfg))
+
+    def base_eval(self) -> None:
+        """The base policy against itself: generates the shared baseline answers once (and checks 50%)."""
+        from pvar.evaluate import evaluate
+
+        ecfg = self._eval_config(self.cfg.policy)
+        out = self.paths.root / BASE_EVAL
+
+        def go() -> dict[str, Any]:
+            res = evaluate(ecfg, out)
+            return {"win_rate": res.hard.estimate, "n_prompts": res.n_prompts}
+
+        self._step("eval:base", digest(self.keys["eval-prompts"], ecfg.fingerprint()), [out / "eval.json"], go)
+
+    def eval_arm(self, name: str) -> None:
+        from pvar.evaluate import evaluate
+
+        folder = self.paths.arm(name)
+        ecfg = self._eval_config(str(folder / "model"))
+        out = folder / "eval"
+
+        def go() -> dict[str, Any]:
+            out.mkdir(parents=True, exist_ok=True)
+            base = self.paths.root / BASE_EVAL
+            for f in ("outputs_baseline.jsonl", "outputs_baseline.key.json"):  # shared: generated once
+                if (base / f).is_file() and not (out / f).is_file():
+                    shutil.copyfile(base / f, out / f)
+            res = evaluate(ecfg, out)
+            shutil.rmtree(out / "merged-policy", ignore_errors=True)  # 0.5 GB per arm; outputs are cached
+            return {"win_rate": res.hard.estimate, "lc_win_rate": res.length_controlled.estimate,
+                    "n_prompts": res.n_prompts, "baseline_cached": res.baseline.cached}
+
+        key = digest(self.keys[f"train:{name}"], self.keys["eval-prompts"], ecfg.model_copy(update={"policy": name})
+                     .fingerprint())
+        self._step(f"eval:{name}", key, [out / "eval.json", out / "judgements.jsonl"], go)
+
+
+def _dtype(cfg: RunConfig) -> str:
+    """bfloat16 where the CPU has native bf16 dot products (2x faster sampling here), else float32."""
+    return cfg.dtype if cfg.dtype != "auto" else _auto_dtype(cfg.device)
+
+
+def _auto_dtype(device: str) -> str:
+    if device.startswith("cuda"):
+        return "bfloat16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
+def _select_args(cfg: RunConfig, arm: ArmConfig, seed: int) -> dict[str, Any]:
+    args: dict[str, Any] = {"by": arm.by, "mode": arm.select, "seed": seed}
+    if arm.select == "threshold":
+        return {**args, "minimum": arm.minimum}
+    if arm.fraction is not None or arm.count is not None:
+        return {**args, "fraction": arm.fraction, "count": arm.count}
+    budget = cfg.budget
+    return {**args, "count": int(budget)} if isinstance(budget, int) else {**args, "fraction": float(budget)}
+
+
+def _file_identity(path: str) -> dict[str, Any]:
+    src = Path(path)
+    if src.is_file():
+        return {"path": str(src.resolve()), "size": src.stat().st_size, "mtime": src.stat().st_mtime_ns}
+    return {"name": path}
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on (those installed)."""
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("pvar", "numpy", "pyarrow", "torch", "transformers", "trl", "peft", "sentence-transformers",
+                "ray", "vllm", "matplotlib"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Fail in seconds, before any work, when the config needs what this machine lacks."""
+    import importlib.util
+
+    if cfg.device.startswith("cuda") or cfg.backend == "vllm":
+        try:
+            import torch
+
+            has_gpu = torch.cuda.is_available()
+        except ImportError:
+            has_gpu = False
+        if not has_gpu:
+            what = "backend 'vllm'" if cfg.backend == "vllm" else f"device {cfg.device!r}"
+            raise ConfigError(f"{what} needs a CUDA GPU and none is visible here; use a CPU preset (quick, cpu-full)")
+    if cfg.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("backend 'vllm' needs vLLM: pip install 'pvar[gpu]'")
+    if cfg.engine == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("engine 'ray' needs Ray: pip install 'pvar[ray]'")
+    for what, spec in (("policy", cfg.policy), ("scoring.reward", cfg.scoring.reward), ("eval.judge", cfg.eval.judge)):
+        name = spec[3:] if spec.startswith("hf:") else spec if what == "policy" else None
+        if name and _is_hub_name(name):
+            _check_hub(what, name)
+
+
+def _is_hub_name(name: str) -> bool:
+    return "/" in name and not Path(name).exists() and not name.startswith((".", "/", "~"))
+
+
+def _check_hub(what: str, name: str) -> None:
+    """A hub model must be in the local cache or the hub reachable (checked with a short timeout)."""
+    import os
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        raise ConfigError(f"{what}: {name!r} is a hub model and huggingface_hub is not installed") from None
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise ConfigError(f"{what}: {name!r} is not in the local hub cache and HF_HUB_OFFLINE is set")
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        urllib.request.urlopen(f"{endpoint}/api/models/{name}", timeout=10).close()
+    except Exception as exc:  # DNS, refused, timeout, 401/404: all mean "cannot download it"
+        raise ConfigError(f"{what}: {name!r} is not cached and the hub ({endpoint}) cannot be reached "
+                          f"({type(exc).__name__}); download it first or point to a local folder") from None
+
+
+def load_state(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "state.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"steps": {}, "runs": []}

@@ -1,0 +1,97 @@
+"""The experiment config: presets, YAML files, one-line errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pvar.errors import ConfigError, InputError
+from pvar.experiment.config import RunConfig, merge
+from pvar.experiment.presets import PRESETS, load_config
+
+
+def test_no_file_no_preset_is_quick():
+    cfg = load_config()
+    assert cfg.name == "quick"
+    assert cfg.prompts.pool == PRESETS["quick"]["prompts"]["pool"]
+
+
+def test_file_overrides_preset_and_overrides_win(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("name: mine\nprompts:\n  pool: 40\ntrain:\n  lr: 1.0e-4\n")
+    cfg = load_config(f, "cpu-full", {"engine": "ray"})
+    assert (cfg.name, cfg.prompts.pool, cfg.train.lr, cfg.engine) == ("mine", 40, 1e-4, "ray")
+    assert cfg.prompts.eval == PRESETS["cpu-full"]["prompts"]["eval"]  # untouched keys keep the preset's value
+    assert cfg.train.max_steps == PRESETS["cpu-full"]["train"]["max_steps"]
+
+
+def test_file_alone_starts_from_defaults(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("budget: 10\n")
+    cfg = load_config(f)
+    assert cfg.budget == 10 and cfg.name == RunConfig().name
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("trian:\n  lr: 1\n", "trian: Extra inputs are not permitted"),
+    ("train:\n  lr: -1\n", "train.lr: Input should be greater than 0"),
+    ("budget: 1.5\n", "budget: a fraction must be <= 1"),
+    ("arms:\n  - name: a/b\n    select: top\n", "arms.0.name: use letters"),
+    ("arms:\n  - name: t\n    select: threshold\n", "arms.0: a threshold arm needs a minimum"),
+    ("arms:\n  - {name: x, select: top}\n  - {name: x, select: bottom}\n", "duplicate arm name(s) x"),
+    ("eval:\n  judge: minilm-ref\n", "is the selection reward"),
+    ("until: never\n", "until: Input should be"),
+])
+def test_bad_values_name_the_file_and_key(tmp_path, text, needle):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    msg = str(err.value)
+    assert msg.startswith(f"{f}: ") and needle in msg and "\n" not in msg
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("name: ok\ntrain:\n  lr: [1,\n")
+    with pytest.raises(InputError, match=rf"^{f}:\d+: invalid YAML"):
+        load_config(f)
+
+
+def test_a_list_is_not_a_config(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("- 1\n- 2\n")
+    with pytest.raises(InputError, match="must be a mapping"):
+        load_config(f)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; choose one of: quick, cpu-full, paper"):
+        load_config(preset="nope")
+
+
+def test_every_preset_validates():
+    for name in PRESETS:
+        cfg = load_config(preset=name)
+        assert cfg.name == name
+
+
+def test_random_arms_expand_per_seed_and_budget_applies():
+    cfg = load_config(overrides={"arms": [{"name": "rnd", "select": "random", "seeds": [3, 4]},
+                                          {"name": "top", "select": "top", "count": 5}]})
+    assert [(n, s) for n, _, s in cfg.arm_runs()] == [("rnd-s3", 3), ("rnd-s4", 4), ("top", 0)]
+
+
+def test_default_arms_cover_the_comparison():
+    names = [n for n, _, _ in RunConfig().arm_runs()]
+    assert names == ["top-pvar", "bottom-pvar", "random-s0", "random-s1", "random-s2", "top-std", "full"]
+
+
+def test_ultrafeedback_preset_points_at_the_bundled_sample():
+    cfg = load_config(preset="ultrafeedback")
+    assert Path(cfg.prompts.source).is_file() and not cfg.scoring.generate and cfg.until == "pairs"
+
+
+def test_merge_is_nested_and_lists_replace():
+    assert merge({"a": {"b": 1, "c": 2}, "l": [1, 2]}, {"a": {"b": 3}, "l": [9]}) == {"a": {"b": 3, "c": 2}, "l": [9]}
