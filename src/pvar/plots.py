@@ -57,7 +57,8 @@ def pvar_selection(pvar: np.ndarray, reward_std: np.ndarray, chosen: dict[str, n
     ax1.hist(pvar[ok], bins=30, color="#4C72B0")
     for (label, mask), color in zip(chosen.items(), ("#C44E52", "#55A868", "#8172B2"), strict=False):
         if mask.any():
-            ax1.axvline(np.nanmin(pvar[mask]), color=color, ls="--", lw=1, label=f"{label} cut-off")
+            edge = np.nanmax(pvar[mask]) if label.startswith("bottom") else np.nanmin(pvar[mask])
+            ax1.axvline(edge, color=color, ls="--", lw=1, label=f"{label} cut-off")
     ax1.set(xlabel="PVar", ylabel="prompts", title=f"PVar over {int(ok.sum()):,} prompts")
     both = ok & np.isfinite(reward_std)
     ax2.scatter(reward_std[both], pvar[both], s=7, alpha=0.35, color="#999999", label="pool")

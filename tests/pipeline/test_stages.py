@@ -130,8 +130,14 @@ def test_stats_table_and_plot(tmp_path, cli):
     assert code == 0 and "PVar median" in out2
 
 
-def test_run_demo_writes_all_stages(tmp_path, cli):
-    code, out, _ = cli("run", "-o", tmp_path / "demo")
-    assert code == 0 and "DPO pairs" in out
-    pairs = [json.loads(x) for x in (tmp_path / "demo" / "03-pairs.jsonl").read_text().splitlines()]
-    assert 5 <= len(pairs) <= 10 and all(p["chosen_reward"] > p["rejected_reward"] for p in pairs)
+def test_run_ultrafeedback_preset_selects_and_pairs_every_arm(tmp_path, cli):
+    code, out, _ = cli("run", "--preset", "ultrafeedback", "-o", tmp_path / "uf")
+    assert code == 0 and "ultrafeedback: arms" in out
+    top = [json.loads(x) for x in (tmp_path / "uf" / "arms" / "top-pvar" / "pairs.jsonl").read_text().splitlines()]
+    assert 5 <= len(top) <= 10 and all(p["chosen_reward"] > p["rejected_reward"] for p in top)
+    full = (tmp_path / "uf" / "arms" / "full" / "pairs.jsonl").read_text().splitlines()
+    assert len(full) > len(top)
+    report = json.loads((tmp_path / "uf" / "report" / "report.json").read_text())
+    assert report["complete"] and not report["comparisons"] and report["until"] == "pairs"
+    md = (tmp_path / "uf" / "report" / "report.md").read_text()
+    assert "Training" not in md and "top-pvar" in md

@@ -162,6 +162,7 @@ class ArmSummary:
     pairs: int | None = None
     mean_pvar: float | None = None
     final_loss: float | None = None
+    steps: int | None = None
     train_seconds: float | None = None
     eval: dict[str, Any] = field(default_factory=dict)  # eval.json's win_rate block, plus mean scores
 

@@ -106,6 +106,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         train_step = steps.get(f"train:{name}", {})
         summary.final_loss = train_step.get("final_loss")
         summary.train_seconds = train_step.get("train_seconds")
+        summary.steps = train_step.get("steps")
         ev = _json(folder / "eval" / "eval.json")
         if ev is not None:
             summary.eval = {**ev["win_rate"], "policy_mean_score": ev["policy"]["mean_score"],
@@ -201,6 +202,11 @@ def _ci(block: dict[str, Any] | None, pct: bool = True) -> str:
     return f"{_f(s * block['estimate'], fmt)} [{_f(s * block['ci_low'], fmt)}, {_f(s * block['ci_high'], fmt)}]"
 
 
+def _steps(t: dict[str, Any]) -> str:
+    unit = f"batch {t['batch_size']}"
+    return f"{t['max_steps']} steps of {unit}" if t["max_steps"] > 0 else f"{t['epochs']:g} epoch(s) of {unit}"
+
+
 def _verdicts(data: dict[str, Any]) -> list[str]:
     comps = data["comparisons"]
     if not comps:
@@ -224,53 +230,64 @@ def _verdicts(data: dict[str, Any]) -> list[str]:
 def document(data: dict[str, Any]) -> list[Block]:
     cfg = data["config"]
     blocks: list[Block] = [("h1", f"pvar experiment report: {data['name']}")]
+    evals, trains = data["until"] == "eval", data["until"] in ("train", "eval")
     state = "complete" if data["complete"] else "partial (some steps have not run yet)"
     last = data["runs"][-1] if data["runs"] else {}
-    blocks.append(("p", f"Run folder `{data['run_dir']}`; status: {state}. Policy `{cfg['policy']}`, selection "
-                        f"reward `{cfg['scoring']['reward']}` (scale {cfg['scoring']['scale']:g}), judge "
-                        f"`{cfg['eval']['judge']}`, budget {cfg['budget']} of the pool per arm, "
-                        f"{cfg['train']['algo']} with {'LoRA' if cfg['train']['lora'] else 'full fine-tuning'}."))
+    sc = cfg["scoring"]
+    what = (f"Policy `{cfg['policy']}`, {sc['n']} samples per prompt, selection reward `{sc['reward']}`"
+            if sc["generate"] else f"Rated rows from `{cfg['prompts']['source']}` (ratings as rewards)")
+    what += f", reward scale {sc['scale']:g}; budget {cfg['budget']} of the pool per arm"
+    if trains:
+        t = cfg["train"]
+        what += f"; {t['algo']} with {'LoRA' if t['lora'] else 'full fine-tuning'}, {_steps(t)} per arm"
+    if evals:
+        what += f"; judge `{cfg['eval']['judge']}` (held out from selection)"
+    blocks.append(("p", f"Run folder `{data['run_dir']}`; status: {state}. {what}."))
 
     blocks.append(("h2", "Headline"))
     base = data.get("base")
-    header = ["arm", "prompts", "pairs", "mean PVar", "win rate vs base, % [95% CI]", "LC win rate, %",
-              "mean judge score", f"score diff vs {data['focus']} [95% CI]"]
     diff_of = {c["b"]: c for c in data["comparisons"]}
+    header = ["arm", "prompts", "pairs", "mean PVar"]
+    if evals:
+        header += ["win rate vs base, % [95% CI]", "LC win rate, %", "mean judge score",
+                   f"score diff vs {data['focus']} [95% CI]"]
     rows = []
     for a in data["arms"]:
-        ev = a["eval"]
-        c = diff_of.get(a["name"])
-        rows.append([a["name"], _f(a["prompts"], "d"), _f(a["pairs"], "d"), _f(a["mean_pvar"], ".4f"),
-                     _ci(ev.get("hard")), _ci(ev.get("length_controlled")), _f(ev.get("policy_mean_score"), ".4f"),
-                     "(reference)" if a["name"] == data["focus"] else
-                     (_ci(c["difference"], pct=False) + (" ~noise" if c["within_noise"] else "")) if c else "–"])
-    if base:
+        row = [a["name"], _f(a["prompts"], "d"), _f(a["pairs"], "d"), _f(a["mean_pvar"], ".4f")]
+        if evals:
+            ev, c = a["eval"], diff_of.get(a["name"])
+            ref = "(reference)" if a["name"] == data["focus"] else \
+                (_ci(c["difference"], pct=False) + (" ~noise" if c["within_noise"] else "")) if c else "–"
+            row += [_ci(ev.get("hard")), _ci(ev.get("length_controlled")), _f(ev.get("policy_mean_score"), ".4f"),
+                    ref]
+        rows.append(row)
+    if evals and base:
         rows.append(["base policy", "–", "–", "–", "50.0 (by definition)", "–", _f(base["mean_score"], ".4f"), "–"])
     blocks.append(("table", header, rows))
-    for text in _verdicts(data):
-        blocks.append(("p", text))
-    rnd = [a for a in data["arms"] if a["group"] != a["name"] and a["eval"]]
-    if len(rnd) > 1:
-        w = [a["eval"]["hard"]["estimate"] for a in rnd]
-        blocks.append(("p", f"Random arms span {100 * min(w):.1f}–{100 * max(w):.1f}% win rate across "
-                            f"{len(rnd)} seeds: the seed-to-seed spread is the noise floor any selection must beat."))
-
-    blocks.append(("h2", "Paired comparisons on the same eval prompts"))
-    if data["comparisons"]:
-        blocks.append(("p", f"Per eval prompt, the judge scores of {data['focus']}'s answer and the other arm's "
-                            "answer are subtracted; the interval is a paired bootstrap over prompts "
-                            f"({cfg['eval']['n_boot']} resamples). Pairing cancels prompt difficulty, so these "
-                            "separate arms far better than the separate win rates against the base policy."))
-        blocks.append(("table", ["comparison", "prompts", "mean score difference [95% CI]",
-                                 "head-to-head win rate, % [95% CI]", "within noise?"],
-                       [[f"{c['a']} vs {c['b']}", str(c["n"]), _ci(c["difference"], pct=False),
-                         _ci(c["head_to_head"]), "yes" if c["within_noise"] else "**no**"]
-                        for c in data["comparisons"]]))
-        blocks.append(("fig", "paired", "Mean judge-score difference against each arm (0 = no difference)."))
-    else:
-        blocks.append(("p", "Not available yet."))
-    blocks.append(("fig", "win_rates", "Win rate of each arm against the base policy (hard, ties 1/2) with its "
-                                       "95% paired bootstrap interval; diamonds: length-controlled win rate."))
+    if evals:
+        blocks += [("p", text) for text in _verdicts(data)]
+        rnd = [a for a in data["arms"] if a["group"] != a["name"] and a["eval"]]
+        if len(rnd) > 1:
+            w = [a["eval"]["hard"]["estimate"] for a in rnd]
+            blocks.append(("p", f"Random arms span {100 * min(w):.1f}–{100 * max(w):.1f}% win rate across "
+                                f"{len(rnd)} seeds: the seed-to-seed spread is the noise floor any selection "
+                                "must beat."))
+        blocks.append(("h2", "Paired comparisons on the same eval prompts"))
+        if data["comparisons"]:
+            blocks.append(("p", f"Per eval prompt, the judge scores of {data['focus']}'s answer and the other arm's "
+                                "answer are subtracted; the interval is a paired bootstrap over prompts "
+                                f"({cfg['eval']['n_boot']} resamples). Pairing cancels prompt difficulty, so these "
+                                "separate arms far better than the separate win rates against the base policy."))
+            blocks.append(("table", ["comparison", "prompts", "mean score difference [95% CI]",
+                                     "head-to-head win rate, % [95% CI]", "within noise?"],
+                           [[f"{c['a']} vs {c['b']}", str(c["n"]), _ci(c["difference"], pct=False),
+                             _ci(c["head_to_head"]), "yes" if c["within_noise"] else "**no**"]
+                            for c in data["comparisons"]]))
+            blocks.append(("fig", "paired", "Mean judge-score difference against each arm (0 = no difference)."))
+        else:
+            blocks.append(("p", "Not available yet."))
+        blocks.append(("fig", "win_rates", "Win rate of each arm against the base policy (hard, ties 1/2) with "
+                                           "its 95% paired bootstrap interval; diamonds: length-controlled win rate."))
 
     pool = data.get("pool")
     blocks.append(("h2", "The pool: PVar and the reward-std baseline"))
@@ -291,23 +308,22 @@ def document(data: dict[str, Any]) -> list[Block]:
     else:
         blocks.append(("p", "The pool has not been measured yet."))
 
-    blocks.append(("h2", "Training"))
-    blocks.append(("table", ["arm", "pairs", "steps x batch", "final loss", "train seconds"],
-                   [[a["name"], _f(a["pairs"], "d"), f"{cfg['train']['max_steps']} x {cfg['train']['batch_size']}",
-                     _f(a["final_loss"], ".4f"), _f(a["train_seconds"], ".1f")] for a in data["arms"]]))
-    blocks.append(("fig", "curves", "DPO training loss per arm (every optimizer step)."))
+    if trains:
+        blocks.append(("h2", "Training"))
+        blocks.append(("table", ["arm", "pairs", "optimizer steps", "final loss", "train seconds"],
+                       [[a["name"], _f(a["pairs"], "d"), _f(a["steps"], "d"), _f(a["final_loss"], ".4f"),
+                         _f(a["train_seconds"], ".1f")] for a in data["arms"]]))
+        blocks.append(("fig", "curves", "DPO training loss per arm (every optimizer step)."))
 
     th = data.get("theory")
-    blocks.append(("h2", "Theory check: gradient norm vs PVar at initialisation"))
     if th:
+        blocks.append(("h2", "Theory check: gradient norm vs PVar at initialisation"))
         blocks.append(("p", f"On {th.get('n_prompts')} pool prompts, the norm of the expected DPO gradient has "
                             f"Spearman {_f(th.get('spearman_pvar'))} with PVar "
                             f"({_f(th.get('spearman_reward_std'))} with the reward std); the bound "
                             "β·sqrt(PVar)·sqrt(mean‖g_i − g_j‖²) was violated "
                             f"{th.get('violations_exact')} times (any violation would be a bug)."))
         blocks.append(("fig", "theory", "‖expected DPO gradient‖ against PVar, with its upper bound."))
-    else:
-        blocks.append(("p", "Not run for this config."))
 
     blocks.append(("h2", "Run details"))
     timing_rows = [[k, _f(v, ".1f")] for k, v in data["timings"].items()]

@@ -23,6 +23,7 @@ start (arms are minutes each), and its eval reuses cached generations when they 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import time
@@ -385,20 +386,19 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _has_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def preflight(cfg: RunConfig) -> None:
     """Fail in seconds, before any work, when the config needs what this machine lacks."""
-    import importlib.util
-
-    if cfg.device.startswith("cuda") or cfg.backend == "vllm":
-        try:
-            import torch
-
-            has_gpu = torch.cuda.is_available()
-        except ImportError:
-            has_gpu = False
-        if not has_gpu:
-            what = "backend 'vllm'" if cfg.backend == "vllm" else f"device {cfg.device!r}"
-            raise ConfigError(f"{what} needs a CUDA GPU and none is visible here; use a CPU preset (quick, cpu-full)")
+    if (cfg.device.startswith("cuda") or cfg.backend == "vllm") and not _has_gpu():
+        what = "backend 'vllm'" if cfg.backend == "vllm" else f"device {cfg.device!r}"
+        raise ConfigError(f"{what} needs a CUDA GPU and none is visible here; use a CPU preset (quick, cpu-full)")
     if cfg.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ConfigError("backend 'vllm' needs vLLM: pip install 'pvar[gpu]'")
     if cfg.engine == "ray" and importlib.util.find_spec("ray") is None:
