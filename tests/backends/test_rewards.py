@@ -297,6 +297,38 @@ class _StubEncoder:
         return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_embedding_cache():
+    from pvar.backends import embed_reward
+
+    embed_reward.clear_cache()
+    yield
+    embed_reward.clear_cache()
+
+
+def test_embedding_texts_seen_before_are_not_encoded_again() -> None:
+    first = EmbeddingReward("stub")
+    first._model = stub = _StubEncoder()
+    a = first.score(["p", "q"], [["abc", "ddd"], ["eee"]], ["abc", "jjj"]).rewards
+    second = EmbeddingReward("stub")  # another scorer in the same process (the next arm's judge)
+    second._model = stub
+    b = second.score(["q", "p"], [["eee", "fff"], ["ddd", "abc"]], ["jjj", "abc"]).rewards
+    assert stub.calls == [["abc", "ddd", "eee", "jjj"], ["fff"]]  # only the new answer is encoded
+    assert b[0][0] == a[1][0] and b[1] == a[0][::-1]  # exactly: scores do not depend on the batch
+
+
+def test_embedding_cache_is_bounded(monkeypatch) -> None:
+    from pvar.backends import embed_reward
+
+    monkeypatch.setattr(embed_reward, "CACHE_ENTRIES", 3)
+    scorer = EmbeddingReward("stub")
+    scorer._model = stub = _StubEncoder()
+    scorer.score(["p"], [["a", "b", "c"]], ["d"])
+    assert len(embed_reward._CACHE) == 3
+    scorer.score(["p"], [["a"]], ["d"])  # "a" was evicted (least recently used), "d" was not
+    assert stub.calls[-1] == ["a"]
+
+
 def test_embedding_one_encode_call_with_distinct_texts() -> None:
     scorer = EmbeddingReward("stub", batch_size=7)
     scorer._model = stub = _StubEncoder()

@@ -74,3 +74,23 @@ def test_scale_sweep_agrees_with_std_at_small_scale():
 def test_overlap():
     assert analysis.overlap({"a", "b"}, {"b", "c"}) == 0.5
     assert np.isnan(analysis.overlap(set(), {"a"}))
+
+
+def test_same_answer_in_two_arms_ties_exactly():
+    ids = ["p0", "p1"]
+    a = analysis.Judged(np.array(ids, dtype=object), np.array([0.5, 0.7]), np.zeros(2),
+                        np.array(["same", "x"], dtype=object))
+    b = analysis.Judged(np.array(ids, dtype=object), np.array([0.5 + 1e-9, 0.6]), np.zeros(2),
+                        np.array(["same", "y"], dtype=object))
+    _, scores = analysis.aligned({"a": a, "b": b})
+    assert scores["b"].tolist() == [0.5, 0.6]  # the re-scored identical answer takes a's score
+    (c,) = analysis.paired_comparisons({"a": a, "b": b}, "a", {}, n_boot=50)
+    assert c.head_to_head["n_ties"] == 1 and c.head_to_head["wins"] == 1
+
+
+def test_read_judgements_picks_up_answers(tmp_path):
+    (tmp_path / "judgements.jsonl").write_text('{"prompt_id": "q", "policy_score": 0.1, "baseline_score": 0.2}\n')
+    assert analysis.read_judgements(tmp_path).texts is None
+    (tmp_path / "outputs_policy.jsonl").write_text('{"prompt_id": "q", "output": "hi"}\n')
+    j = analysis.read_judgements(tmp_path)
+    assert j.texts.tolist() == ["hi"] and j.policy.tolist() == [0.1] and j.baseline.tolist() == [0.2]

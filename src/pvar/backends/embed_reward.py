@@ -8,10 +8,25 @@ pipeline's reward scale setting matters more here than for a real reward model.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
+
+import numpy as np
 
 from pvar.backends.assets import resolve_sentence_model
 from pvar.backends.base import Prompt, Scores
+
+# Process-wide: a judge scores every arm of an experiment against the same references and the same
+# base-policy answers, so the model is loaded once and each distinct text is encoded once.
+_MODELS: dict[tuple[str, str], Any] = {}
+_CACHE: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
+CACHE_ENTRIES = 65536  # LRU bound: ~200 MB of 768-d float32 embeddings
+
+
+def clear_cache() -> None:
+    """Forget loaded models and cached embeddings (tests; memory)."""
+    _MODELS.clear()
+    _CACHE.clear()
 
 
 class EmbeddingReward:
@@ -39,7 +54,10 @@ class EmbeddingReward:
             return
         from sentence_transformers import SentenceTransformer
 
-        self._model = SentenceTransformer(resolve_sentence_model(self.model_name), device=self.device)
+        key = (resolve_sentence_model(self.model_name), self.device)
+        if key not in _MODELS:
+            _MODELS[key] = SentenceTransformer(key[0], device=self.device)
+        self._model = _MODELS[key]
 
     def score(self, prompts: list[Prompt], responses: list[list[str]], references: list[str | None]) -> Scores:
         """Cosine of each response with its row's reference; rows without a reference are an error."""
@@ -62,12 +80,28 @@ class EmbeddingReward:
             index.setdefault(text, len(index))
         if not any(responses):
             return Scores([[] for _ in responses], info={"model": self.model_name})
-        emb = self._model.encode(
-            list(index), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        emb = self._encode(list(index))
         rewards = []
         for resps, ref in zip(responses, references, strict=True):
             rows = emb[[index[r] for r in resps]]
-            rewards.append([float(x) for x in rows @ emb[index[str(ref)]]])
+            # row-wise multiply-and-sum, not a matrix product: a text's score must not depend on which
+            # other texts share its call (BLAS blocking changes the last bits), or equal answers of two
+            # arms would not tie exactly
+            rewards.append([float(x) for x in (rows.astype(np.float64) * emb[index[str(ref)]]).sum(axis=1)])
         return Scores(rewards, info={"model": self.model_name})
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Normalised embeddings of ``texts``, shape (n, d); texts seen before in this process are not re-encoded."""
+        tag = (self.model_name, self.device)
+        todo = [t for t in texts if (*tag, t) not in _CACHE]
+        if todo:
+            fresh = self._model.encode(todo, batch_size=self.batch_size, normalize_embeddings=True,
+                                       convert_to_numpy=True, show_progress_bar=False)
+            for text, vec in zip(todo, fresh, strict=True):
+                _CACHE[(*tag, text)] = vec
+        out = np.stack([_CACHE[(*tag, t)] for t in texts])
+        for t in texts:
+            _CACHE.move_to_end((*tag, t))
+        while len(_CACHE) > CACHE_ENTRIES:
+            _CACHE.popitem(last=False)
+        return out

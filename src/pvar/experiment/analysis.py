@@ -81,18 +81,32 @@ def scale_sweep(pool: Pool, k: int, scales: tuple[float, ...] = SCALES) -> list[
 
 @dataclass(frozen=True)
 class Judged:
-    """One arm's eval: per-prompt judge scores of the arm and of the base policy, by prompt id."""
+    """One arm's eval: per-prompt judge scores of the arm and of the base policy, by prompt id.
+
+    ``texts`` (the arm's answers, same order) lets two arms that gave the same answer tie exactly.
+    """
 
     ids: np.ndarray
     policy: np.ndarray
     baseline: np.ndarray
+    texts: np.ndarray | None = None
 
 
-def read_judgements(path: Path) -> Judged:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return Judged(np.array([r["prompt_id"] for r in rows], dtype=object),
-                  np.array([r["policy_score"] for r in rows], float),
-                  np.array([r["baseline_score"] for r in rows], float))
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_judgements(eval_dir: Path) -> Judged:
+    """``judgements.jsonl`` of an eval folder, with the answers from ``outputs_policy.jsonl`` if present."""
+    rows = _jsonl(eval_dir / "judgements.jsonl")
+    ids = np.array([r["prompt_id"] for r in rows], dtype=object)
+    texts = None
+    if (eval_dir / "outputs_policy.jsonl").is_file():
+        answer = {r["prompt_id"]: r["output"] for r in _jsonl(eval_dir / "outputs_policy.jsonl")}
+        if all(pid in answer for pid in ids):
+            texts = np.array([answer[pid] for pid in ids], dtype=object)
+    return Judged(ids, np.array([r["policy_score"] for r in rows], float),
+                  np.array([r["baseline_score"] for r in rows], float), texts)
 
 
 @dataclass(frozen=True)
@@ -120,15 +134,25 @@ def compare(a_name: str, a: np.ndarray, b_name: str, b: np.ndarray, *, n_boot: i
 
 
 def aligned(judged: dict[str, Judged]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Prompt ids judged in every arm, and each arm's policy scores on them in that order."""
+    """Prompt ids judged in every arm, and each arm's policy scores on them in that order.
+
+    Where arms gave the very same answer, they get the very same score (that of the first such
+    arm): the judge may have scored the text in different batches, and a last-bit difference must
+    not count as a win.
+    """
     if not judged:
         return np.empty(0, object), {}
     common = set.intersection(*(set(j.ids.tolist()) for j in judged.values()))
     ids = np.array(sorted(common), dtype=object)
-    out = {}
+    out: dict[str, np.ndarray] = {}
+    seen: list[dict[str, float]] = [{} for _ in ids]  # per prompt: answer text -> score
     for name, j in judged.items():
-        pos = {pid: i for i, pid in enumerate(j.ids.tolist())}
-        out[name] = j.policy[[pos[pid] for pid in ids]]
+        pos = [{pid: i for i, pid in enumerate(j.ids.tolist())}[pid] for pid in ids]
+        scores = j.policy[pos].copy()
+        if j.texts is not None:
+            for k, text in enumerate(j.texts[pos]):
+                scores[k] = seen[k].setdefault(text, scores[k])
+        out[name] = scores
     return ids, out
 
 

@@ -112,7 +112,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
             summary.eval = {**ev["win_rate"], "policy_mean_score": ev["policy"]["mean_score"],
                             "baseline_mean_score": ev["baseline"]["mean_score"],
                             "policy_mean_tokens": ev["policy"]["mean_tokens"], "n_prompts": ev["n_prompts"]}
-            judged[name] = analysis.read_judgements(folder / "eval" / "judgements.jsonl")
+            judged[name] = analysis.read_judgements(folder / "eval")
         arms.append(summary.as_dict())
     out["arms"] = arms
 
