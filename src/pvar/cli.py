@@ -304,6 +304,7 @@ def run(
     engine: Annotated[str | None, typer.Option(help="Override: local | ray, for the sharded stages.")] = None,
     backend: Annotated[str | None, typer.Option(help="Override: hf | vllm | fake, for sampling.")] = None,
     force: Annotated[bool, typer.Option(help="Continue a run folder made with a different config.")] = False,
+    show_config: Annotated[bool, typer.Option(help="Print the resolved config as YAML and exit.")] = False,
 ) -> None:
     """The experiment: score the pool once, then select, pair, train and judge every arm, then report.
 
@@ -314,6 +315,12 @@ def run(
 
     overrides = {k: v for k, v in (("engine", engine), ("backend", backend)) if v is not None}
     cfg = load_config(config, preset, overrides)
+    if show_config:
+        import yaml
+
+        render.out.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="", markup=False,
+                         highlight=False)
+        return
     folder = output or Path("runs") / cfg.name
     report_dir = Experiment(cfg, folder, force=force).run()
     _print_headline(report_dir)

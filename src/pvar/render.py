@@ -32,7 +32,7 @@ class RateColumn(ProgressColumn):
 
     def render(self, task: Any) -> Text:
         elapsed = task.elapsed or 0.0
-        parts = [f"{task.speed:,.1f} prompts/s"] if task.speed else []
+        parts = [f"{task.speed:,.2f} {task.fields.get('unit', 'prompts')}/s"] if task.speed else []
         tokens = task.fields.get("tokens", 0)
         if tokens and elapsed > 0:
             parts.append(f"{tokens / elapsed:,.0f} tokens/s")
@@ -40,7 +40,8 @@ class RateColumn(ProgressColumn):
 
 
 @contextmanager
-def progress(label: str, source: str | Path | None = None, total: int | None = None) -> Iterator[Any]:
+def progress(label: str, source: str | Path | None = None, total: int | None = None,
+             unit: str = "prompts") -> Iterator[Any]:
     """A rich progress bar on stderr (prompts done, rates, ETA); yields ``tick(rows, counters)``."""
     if total is None and source is not None:
         from pvar.io.readers import count_rows
@@ -55,7 +56,7 @@ def progress(label: str, source: str | Path | None = None, total: int | None = N
         disable=not err.is_terminal,
     )
     with bar:
-        task = bar.add_task(label, total=total, tokens=0)
+        task = bar.add_task(label, total=total, tokens=0, unit=unit)
 
         def tick(rows: int, counters: dict[str, int] | None = None) -> None:
             bar.update(task, advance=rows, **({"tokens": counters["tokens"]} if counters and "tokens" in counters

@@ -33,6 +33,7 @@ import json
 import math
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -132,7 +133,8 @@ class TrainResult:
 
 
 def train(
-    pairs_path: str | Path, out_dir: str | Path, cfg: TrainConfig | None = None, *, ref_cache: str | Path | None = None
+    pairs_path: str | Path, out_dir: str | Path, cfg: TrainConfig | None = None, *, ref_cache: str | Path | None = None,
+    progress: Callable[[int, int, dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on the pairs with the TRL trainer of ``cfg.algo``; write the checkpoint to ``out_dir``.
 
@@ -140,15 +142,18 @@ def train(
     only pairs missing from it are run through the reference model. None = TRL's own precompute (its
     cache is keyed by the whole dataset, so a different selection recomputes every pair). For the
     other algorithms it is not used (simpo/orpo have no reference model; kto uses TRL's own path).
+    ``progress(step, total_steps, logs)`` replaces the trainer's console output when given.
     Raises ConfigError / InputError (one line) for bad settings or pairs.
     """
-    from pvar.training.trainers import build_trainer
+    from pvar.training.trainers import build_trainer, quiet_progress
 
     start = time.perf_counter()
     cfg = cfg or TrainConfig()
     out = Path(out_dir)
     built = build_trainer(pairs_path, out, cfg, ref_cache=ref_cache)
     trainer = built.trainer
+    if progress is not None:
+        quiet_progress(trainer, progress)
     earlier_run = (out / CONFIG_FILE).is_file()
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / CONFIG_FILE, built.manifest)

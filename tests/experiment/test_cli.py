@@ -57,3 +57,12 @@ def test_report_needs_a_run_folder(tmp_path, cli):
 
 def test_config_diff_names_nested_keys():
     assert runner.config_diff({"a": {"b": 1, "c": 2}, "d": 1}, {"a": {"b": 1, "c": 3}, "e": 1}) == ["a.c", "d", "e"]
+
+
+def test_show_config_round_trips(tmp_path, cli):
+    code, out, _ = cli("run", "--preset", "cpu-full", "--engine", "ray", "--show-config")
+    assert code == 0
+    saved = tmp_path / "c.yaml"
+    saved.write_text(out)
+    assert load_config(saved) == load_config(preset="cpu-full", overrides={"engine": "ray"})
+    assert not (tmp_path / "runs").exists()

@@ -286,7 +286,16 @@ class Experiment:
 
         def go() -> dict[str, Any]:
             shutil.rmtree(model, ignore_errors=True)  # a run killed mid-training restarts this arm cleanly
-            res = train(folder / "pairs.jsonl", model, tcfg, ref_cache=self.paths.root / "ref_cache")
+            total = tcfg.max_steps if tcfg.max_steps > 0 else None
+            with render.progress(f"train {name}", total=total, unit="steps") as tick:
+                done = [0]
+
+                def advance(step: int, _total: int, logs: dict[str, Any]) -> None:
+                    tick(step - done[0])
+                    done[0] = step
+
+                res = train(folder / "pairs.jsonl", model, tcfg, ref_cache=self.paths.root / "ref_cache",
+                            progress=advance)
             info = {k: v for k, v in res.to_dict().items() if k not in ("out_dir", "seconds")}
             return {**info, "total_seconds": res.seconds}
 

@@ -177,6 +177,21 @@ def lora_config(cfg: Any) -> Any:
                       task_type="CAUSAL_LM")
 
 
+def quiet_progress(trainer: Any, progress: Any) -> None:
+    """Replace the trainer's own console output (tqdm bar, printed log dicts) with ``progress(step, total, logs)``."""
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+
+    class Report(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero:
+                progress(state.global_step, state.max_steps, dict(logs or {}))
+
+    trainer.add_callback(Report())
+
+
 def jsonl_log_callback(path: Path, rows: list[dict[str, Any]]) -> Any:
     """A TrainerCallback appending each ``on_log`` event (step + TRL's metrics) to ``path`` and ``rows``."""
     import json
