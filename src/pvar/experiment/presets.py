@@ -23,10 +23,10 @@ from pvar.experiment.config import RunConfig, merge, read_yaml, validate
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "name": "quick",
-        "prompts": {"pool": 96, "eval": 64},
+        "prompts": {"pool": 80, "eval": 64},
         "scoring": {"n": 4, "max_new_tokens": 48, "shard_size": 32},
         "budget": 0.25,
-        "train": {"max_steps": 12, "batch_size": 4, "max_length": 256},
+        "train": {"max_steps": 8, "batch_size": 4, "max_length": 256},
         "eval": {"max_new_tokens": 48, "lc_boot": 200},
         "theory": {"prompts": 6, "params": "last-layers"},
     },

@@ -208,6 +208,7 @@ def _steps(t: dict[str, Any]) -> str:
 
 
 def _verdicts(data: dict[str, Any]) -> list[str]:
+    """Plain sentences: which differences exceed the noise, which do not, and how to read them."""
     comps = data["comparisons"]
     if not comps:
         return ["No paired comparison yet: the arms have not all been judged."]
@@ -222,9 +223,22 @@ def _verdicts(data: dict[str, Any]) -> list[str]:
                    f"{_f(d['estimate'], '+.4f')} (95% CI {_f(d['ci_low'], '+.4f')} to {_f(d['ci_high'], '+.4f')}), "
                    f"head-to-head win rate {_ci(c['head_to_head'])}%.")
     if noise:
-        out.append(f"Within noise (the 95% interval of the paired difference contains 0): {focus} vs "
-                   + ", ".join(c["b"] for c in noise) + ". These runs cannot tell those arms apart.")
+        out.append(f"Within noise (the 95% interval of the paired score difference contains 0): {focus} vs "
+                   + ", ".join(c["b"] for c in noise) + ". This run cannot tell those arms apart.")
+    split = [c["b"] for c in comps if c["within_noise"] != _h2h_noise(c)]
+    if split:
+        out.append("The head-to-head win rate and the mean score difference disagree about noise for "
+                   + ", ".join(split) + "; the score difference is the test used here, the head-to-head rate is "
+                   "shown for reading.")
+    out.append(f"{len(comps)} comparisons at 95% each: about {len(comps) / 20:.2f} would exclude 0 by chance alone, "
+               "so a single separated comparison (especially against one random seed) is weak evidence; the "
+               "comparison against the random seeds pooled is the one to trust.")
     return out
+
+
+def _h2h_noise(c: dict[str, Any]) -> bool:
+    h = c["head_to_head"]
+    return bool(h["ci_low"] <= 0.5 <= h["ci_high"])
 
 
 def document(data: dict[str, Any]) -> list[Block]:
