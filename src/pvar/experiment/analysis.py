@@ -92,17 +92,17 @@ class Judged:
     texts: np.ndarray | None = None
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def read_judgements(eval_dir: Path) -> Judged:
     """``judgements.jsonl`` of an eval folder, with the answers from ``outputs_policy.jsonl`` if present."""
-    rows = _jsonl(eval_dir / "judgements.jsonl")
+    rows = read_jsonl(eval_dir / "judgements.jsonl")
     ids = np.array([r["prompt_id"] for r in rows], dtype=object)
     texts = None
     if (eval_dir / "outputs_policy.jsonl").is_file():
-        answer = {r["prompt_id"]: r["output"] for r in _jsonl(eval_dir / "outputs_policy.jsonl")}
+        answer = {r["prompt_id"]: r["output"] for r in read_jsonl(eval_dir / "outputs_policy.jsonl")}
         if all(pid in answer for pid in ids):
             texts = np.array([answer[pid] for pid in ids], dtype=object)
     return Judged(ids, np.array([r["policy_score"] for r in rows], float),

@@ -28,10 +28,8 @@ Block = tuple  # ("h2", text) | ("p", text) | ("table", header, rows) | ("fig", 
 # -- collecting -----------------------------------------------------------------------------------
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _log(path: Path) -> list[dict[str, Any]]:
+    return analysis.read_jsonl(path) if path.is_file() else []
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -131,7 +129,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         out["theory"] = {k: theory.get(k) for k in ("n_prompts", "spearman_pvar", "spearman_reward_std",
                                                     "violations_exact", "beta", "scale", "n_params", "seconds")
                          if k in theory}
-    out["curves"] = {n: [[r["step"], r["loss"]] for r in _jsonl(root / "arms" / n / "model" / "train_log.jsonl")
+    out["curves"] = {n: [[r["step"], r["loss"]] for r in _log(root / "arms" / n / "model" / "train_log.jsonl")
                          if isinstance(r.get("loss"), (int, float))] for n in arm_names}
     out["complete"] = bool(arms) and all(a["eval"] for a in arms) if cfg.until == "eval" else \
         all(a["pairs"] is not None for a in arms)
