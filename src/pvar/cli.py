@@ -351,6 +351,10 @@ def _print_headline(report_dir: Path) -> None:
         d = c["difference"]
         render.out.print(f"{c['a']} vs {c['b']}: score diff {d['estimate']:+.4f} [{d['ci_low']:+.4f}, "
                          f"{d['ci_high']:+.4f}]{'  (within noise)' if c['within_noise'] else ''}")
+    last = data["runs"][-1] if data["runs"] else {}
+    if last.get("seconds") is not None:
+        render.out.print(f"last invocation: {last['seconds'] / 60:.1f} min, peak RSS "
+                         f"{last['peak_rss_mb'] / 1024:.2f} GB ({len(data['runs'])} invocation(s) of this folder)")
     render.out.print(f"report: {report_dir / 'report.html'}")
 
 
