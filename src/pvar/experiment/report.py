@@ -261,7 +261,7 @@ def document(data: dict[str, Any]) -> list[Block]:
     diff_of = {c["b"]: c for c in data["comparisons"]}
     header = ["arm", "prompts", "pairs", "mean PVar"]
     if evals:
-        header += ["win rate vs base, % [95% CI]", "LC win rate, %", "mean judge score",
+        header += ["win rate vs base, % [95% CI]", "LC win rate, %", "mean judge score", "answer tokens",
                    f"score diff vs {data['focus']} [95% CI]"]
     rows = []
     for a in data["arms"]:
@@ -271,10 +271,11 @@ def document(data: dict[str, Any]) -> list[Block]:
             ref = "(reference)" if a["name"] == data["focus"] else \
                 (_ci(c["difference"], pct=False) + (" ~noise" if c["within_noise"] else "")) if c else "–"
             row += [_ci(ev.get("hard")), _ci(ev.get("length_controlled")), _f(ev.get("policy_mean_score"), ".4f"),
-                    ref]
+                    _f(ev.get("policy_mean_tokens"), ".1f"), ref]
         rows.append(row)
     if evals and base:
-        rows.append(["base policy", "–", "–", "–", "50.0 (by definition)", "–", _f(base["mean_score"], ".4f"), "–"])
+        rows.append(["base policy", "–", "–", "–", "50.0 (by definition)", "–", _f(base["mean_score"], ".4f"),
+                     _f(base["mean_tokens"], ".1f"), "–"])
     blocks.append(("table", header, rows))
     if evals:
         blocks += [("p", text) for text in _verdicts(data)]
