@@ -4,7 +4,7 @@ import pytest
 
 from pvar.io.formats import FormatError, detect, ultrafeedback
 from pvar.io.rows import read_rows
-from pvar.pipeline.presets import bundled
+from pvar.pipeline.bundled import bundled
 
 
 def comp(text, overall, **ratings):

@@ -138,7 +138,7 @@ class RunConfig(_Section):
         "auto", description="dtype of sampling and eval generation; auto = bfloat16 on GPUs and on CPUs with "
         "native bf16 dot products (avx512_bf16/AMX: ~2x faster), else float32. Training stays float32.")
     budget: float | int = Field(0.25, gt=0, description="Prompts per arm: a fraction (<= 1.0) of the scored pool, "
-                                "or a count (integer > 1).")
+                                "or a count (an integer).")
     until: Literal["pairs", "train", "eval"] = Field("eval", description="Last stage to run.")
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
