@@ -3,7 +3,7 @@
 - ``quick``: the whole comparison on a laptop CPU in about ten minutes; too small to separate the
   arms, big enough to exercise every step. The default of ``pvar run``.
 - ``cpu-full``: as many pool prompts, eval prompts and random seeds as a 2-core CPU finishes in
-  under 75 minutes (about 55 on the machine it was sized on); the arms are compared pairwise on
+  under 75 minutes (59 on the machine it was sized on); the arms are compared pairwise on
   the same eval prompts, which is what gives the differences a chance to exceed the noise.
 - ``paper``: the GPU setting of the paper (8B policy sampled with vLLM, UltraFeedback prompts,
   Skywork-Reward-V2 reward models, full DPO at the top 10 % by PVar). Needs a CUDA GPU, vLLM and
@@ -32,13 +32,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cpu-full": {
         "name": "cpu-full",
-        "prompts": {"pool": 512, "eval": 400},
+        "prompts": {"pool": 512, "eval": 500},
         "scoring": {"n": 4, "max_new_tokens": 48, "shard_size": 64},
         "budget": 0.25,
         "arms": [
             {"name": "top-pvar", "select": "top", "by": "pvar"},
             {"name": "bottom-pvar", "select": "bottom", "by": "pvar"},
-            {"name": "random", "select": "random", "seeds": [0, 1, 2]},
+            {"name": "random", "select": "random", "seeds": [0, 1, 2, 3, 4]},
             {"name": "top-std", "select": "top", "by": "reward_std"},
             {"name": "full", "select": "full"},
         ],
