@@ -415,18 +415,6 @@ def to_html(blocks: list[Block], figs: dict[str, Path]) -> str:
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value
-
-
 def write_report(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> Path:
     """Rebuild ``RUN_DIR/report/`` from the run folder; returns that folder."""
     root = Path(run_dir)
@@ -438,7 +426,9 @@ def write_report(run_dir: str | Path, *, log: Callable[[str], None] | None = Non
     data = collect(root)
     figs = draw(data, root, out / "figures")
     blocks = document(data)
-    atomic_write_text(out / "report.json", json.dumps(_json_safe(data), indent=2, ensure_ascii=False) + "\n")
+    from pvar.train import jsonable  # NaN -> null, numpy scalars -> numbers
+
+    atomic_write_text(out / "report.json", json.dumps(jsonable(data), indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(out / "report.md", to_markdown(blocks, figs))
     atomic_write_text(out / "report.html", to_html(blocks, figs))
     if log:
