@@ -50,8 +50,14 @@ def _selected_ids(folder: Path, pool: analysis.Pool | None) -> np.ndarray | None
     return None
 
 
-def collect(run_dir: str | Path) -> dict[str, Any]:
-    """Everything the report shows, as plain JSON-able data."""
+def read_pool(root: Path) -> analysis.Pool | None:
+    """The run's measured pool, or None before the measure step has run."""
+    measured = root / "scoring" / "measured.parquet"
+    return analysis.read_pool(measured) if measured.is_file() else None
+
+
+def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str, Any]:
+    """Everything the report shows, as plain JSON-able data (``pool``: already read, else read here)."""
     import yaml
 
     from pvar.experiment.config import validate
@@ -67,8 +73,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     e = cfg.eval
     boot = dict(n_boot=e.n_boot, confidence=e.confidence, seed=cfg.seed)
 
-    pool = analysis.read_pool(root / "scoring" / "measured.parquet") \
-        if (root / "scoring" / "measured.parquet").is_file() else None
+    pool = read_pool(root) if pool is None else pool
     arm_names = [n for n, _, _ in cfg.arm_runs()]
     groups = {arm.name: [n for n, _ in arm.expand()] for arm in cfg.arms if arm.select == "random"}
     group_of = {n: arm.name for arm in cfg.arms for n, _ in arm.expand()}
@@ -140,7 +145,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
 # -- figures --------------------------------------------------------------------------------------
 
 
-def draw(data: dict[str, Any], run_dir: Path, fig_dir: Path) -> dict[str, Path]:
+def draw(data: dict[str, Any], run_dir: Path, fig_dir: Path, pool: analysis.Pool | None) -> dict[str, Path]:
     """PNG figures for whatever the run has so far; {} without matplotlib."""
     try:
         from pvar import plots
@@ -149,9 +154,7 @@ def draw(data: dict[str, Any], run_dir: Path, fig_dir: Path) -> dict[str, Path]:
     except Exception:
         return {}
     figs: dict[str, Path] = {}
-    measured = run_dir / "scoring" / "measured.parquet"
-    if measured.is_file():
-        pool = analysis.read_pool(measured)
+    if pool is not None:
         chosen = {}
         for arm in data["arms"]:
             if arm["name"] in ("top-pvar", "top-std", "bottom-pvar"):
@@ -423,8 +426,9 @@ def write_report(run_dir: str | Path, *, log: Callable[[str], None] | None = Non
     if not (root / "config.yaml").is_file():
         raise InputError(str(root), "not a pvar run folder (no config.yaml)")
     out = root / "report"
-    data = collect(root)
-    figs = draw(data, root, out / "figures")
+    pool = read_pool(root)  # read once: the numbers and the figures both need it
+    data = collect(root, pool)
+    figs = draw(data, root, out / "figures", pool)
     blocks = document(data)
     from pvar.train import jsonable  # NaN -> null, numpy scalars -> numbers
 

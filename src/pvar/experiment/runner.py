@@ -164,6 +164,8 @@ class Experiment:
         return write_report(self.paths.root, log=self.log)
 
     def prompts(self) -> None:
+        from pvar.evaluate import model_identity  # name, or path + size + mtime of a file / folder's files
+
         c, p = self.cfg, self.paths
         src = c.prompts
 
@@ -180,12 +182,12 @@ class Experiment:
         if src.source == "sharegpt":
             self._step("prompts", digest("sharegpt", src.pool, c.seed), [p.pool], pool)
         else:
-            self.keys["prompts"] = digest(_file_identity(src.source))
+            self.keys["prompts"] = digest(model_identity(src.source))
         if c.until == "eval":
             if src.eval_source == "sharegpt":
                 self._step("eval-prompts", digest("sharegpt-eval", src.eval, c.seed), [p.eval_prompts], held_out)
             else:
-                self.keys["eval-prompts"] = digest(_file_identity(src.eval_source))
+                self.keys["eval-prompts"] = digest(model_identity(src.eval_source))
 
     def pool_source(self) -> str:
         return str(self.paths.pool) if self.cfg.prompts.source == "sharegpt" else self.cfg.prompts.source
@@ -371,13 +373,6 @@ def _select_args(cfg: RunConfig, arm: ArmConfig, seed: int) -> dict[str, Any]:
         return {**args, "fraction": arm.fraction, "count": arm.count}
     budget = cfg.budget
     return {**args, "count": int(budget)} if isinstance(budget, int) else {**args, "fraction": float(budget)}
-
-
-def _file_identity(path: str) -> dict[str, Any]:
-    src = Path(path)
-    if src.is_file():
-        return {"path": str(src.resolve()), "size": src.stat().st_size, "mtime": src.stat().st_mtime_ns}
-    return {"name": path}
 
 
 def versions() -> dict[str, str]:
