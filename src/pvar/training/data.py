@@ -66,6 +66,27 @@ def load_pairs(path: str | Path, weight_by: str | None = None) -> Any:
     return data.select_columns(keep)
 
 
+def in_sampling_context(data: Any, tokenizer: Any) -> Any:
+    """Pairs as the policy saw them when it sampled: text prompts become chat turns for a chat policy.
+
+    pvar samples a text prompt from a chat model as one user message under its chat template
+    (:func:`pvar.backends.base.generation_prompt`). Handed to TRL as plain text, the same pair would
+    be tokenized raw (no template, no special tokens), so DPO would train on a context the policy
+    never sees. Conversational rows make TRL apply the same template with a generation prompt, so
+    the prompt token ids it trains on are the ones the policy was sampled with. A tokenizer without
+    a chat template samples raw text, and so trains on it: rows are returned unchanged.
+    """
+    if not getattr(tokenizer, "chat_template", None) or isinstance(data[0]["prompt"], list):
+        return data
+
+    def to_chat(row: dict[str, Any]) -> dict[str, Any]:
+        return {"prompt": [{"role": "user", "content": row["prompt"]}],
+                "chosen": [{"role": "assistant", "content": row["chosen"]}],
+                "rejected": [{"role": "assistant", "content": row["rejected"]}]}
+
+    return data.map(to_chat, desc=None)
+
+
 def row_keys(data: Any, settings: dict[str, Any]) -> list[str]:
     """One key per pair: a hash of prompt, chosen, rejected and the settings that change reference log-probs."""
     tail = json.dumps(settings, sort_keys=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pvar.errors import ConfigError
-from pvar.training.data import load_pairs, row_keys
+from pvar.training.data import in_sampling_context, load_pairs, row_keys
 from pvar.training.refcache import RefLogpCache, model_identity
 
 WEIGHT_COLUMN = "pvar_weight"
@@ -57,6 +57,7 @@ def build_trainer(pairs_path: str | Path, out: Path, cfg: Any, *, ref_cache: str
     if Path(folder).is_dir() and out.resolve() == Path(folder).resolve():
         raise ConfigError(f"out_dir: {out} is the model's own folder; write the checkpoint elsewhere")
     tokenizer, model = load_model(folder, cfg.model)
+    data = in_sampling_context(data, tokenizer)  # a chat policy trains under the template it sampled with
     peft_config = lora_config(cfg) if cfg.lora else None
     log_rows: list[dict[str, Any]] = []
     callbacks = [jsonl_log_callback(out / LOG_FILE, log_rows)]
