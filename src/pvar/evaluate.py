@@ -103,7 +103,10 @@ def _digest(obj: Any) -> str:
 def _load_prompts(path: str, judge: str) -> tuple[list[str], list[Prompt], list[str | None]]:
     """Prompt ids, prompts and references; a reference-based judge needs a reference on every row
     (checked here so the error names the file and line)."""
-    need = ("prompt_id", "prompt", "reference") if judge.strip().lower().endswith("-ref") else ("prompt_id", "prompt")
+    from pvar.backends.spec import is_exact
+
+    key = judge.strip().lower()
+    need = ("prompt_id", "prompt", "reference") if key.endswith("-ref") or is_exact(key) else ("prompt_id", "prompt")
     ids: list[str] = []
     prompts: list[Prompt] = []
     refs: list[str | None] = []
@@ -373,6 +376,10 @@ def _write_outputs(out: Path, cfg: EvalConfig, res: EvalResult, ids: list[str], 
 
 
 def _check_judge(cfg: EvalConfig) -> None:
+    from pvar.backends.spec import is_exact
+
+    if is_exact(cfg.judge):
+        return  # a task's gold program is the objective itself, not a learned twin of the selection reward
     if cfg.selection_reward is not None and cfg.judge.strip().lower() == cfg.selection_reward.strip().lower():
         raise ConfigError(f"judge: {cfg.judge!r} is the selection reward; judge with a held-out scorer "
                           "(e.g. mpnet-ref when selecting with minilm-ref)")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pvar.errors import ConfigError, InputError
-from pvar.experiment.config import RunConfig, merge
+from pvar.experiment.config import RunConfig, merge, validate
 from pvar.experiment.presets import PRESETS, load_config
 
 
@@ -67,7 +67,7 @@ def test_a_list_is_not_a_config(tmp_path):
 
 
 def test_unknown_preset():
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; choose one of: quick, cpu-full, paper"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; choose one of: quick, cpu-full, sharegpt-proxy"):
         load_config(preset="nope")
 
 
@@ -95,3 +95,42 @@ def test_ultrafeedback_preset_points_at_the_bundled_sample():
 
 def test_merge_is_nested_and_lists_replace():
     assert merge({"a": {"b": 1, "c": 2}, "l": [1, 2]}, {"a": {"b": 3}, "l": [9]}) == {"a": {"b": 3, "c": 2}, "l": [9]}
+
+
+def test_epoch_training_with_unequal_budgets_is_refused_unless_data_matching_is_chosen():
+    arms = [{"name": "top", "select": "top"}, {"name": "full", "select": "full"}]
+    with pytest.raises(ConfigError, match=r"train\.max_steps -1 trains each arm one pass"):
+        validate({"arms": arms, "train": {"max_steps": -1}})
+    cfg = validate({"arms": arms, "train": {"max_steps": -1, "matching": "data"}})
+    assert cfg.train.matched == "data"
+    assert validate({"arms": arms}).train.matched == "compute"
+    with pytest.raises(ConfigError, match="matching 'compute' needs max_steps > 0"):
+        validate({"train": {"max_steps": -1, "matching": "compute"}})
+    with pytest.raises(ConfigError, match="set max_steps: -1"):
+        validate({"train": {"max_steps": 5, "matching": "data"}})
+
+
+def test_primary_comparison_names_arms_and_defaults_to_first_vs_random():
+    assert validate({}).primary_pair() == ("top-pvar", "random")
+    with pytest.raises(ConfigError, match="primary: 'nope' is not an arm"):
+        validate({"primary": ["top-pvar", "nope"]})
+    arms = [{"name": "a", "select": "top"}, {"name": "u", "select": "random", "usable": True}]
+    assert validate({"arms": arms}).primary_pair() is None  # a usable-random arm is not the comparator
+
+
+def test_usable_and_training_seeds_expand_to_runs():
+    arms = [{"name": "top", "select": "top", "train_seeds": [0, 1]},
+            {"name": "rnd", "select": "random", "seeds": [2, 3], "usable": True}]
+    cfg = validate({"arms": arms, "seed": 10, "primary": ["top", "rnd"]})
+    assert [n for n, _, _ in cfg.arm_runs()] == ["top-t0", "top-t1", "rnd-s2", "rnd-s3"]
+    assert [cfg.train_seed(n) for n, _, _ in cfg.arm_runs()] == [10, 11, 12, 13]
+    assert cfg.groups() == {"top": ["top-t0", "top-t1"], "rnd": ["rnd-s2", "rnd-s3"]}
+    with pytest.raises(ConfigError, match="usable applies to random arms only"):
+        validate({"arms": [{"name": "x", "select": "top", "usable": True}]})
+
+
+def test_an_exact_gold_judge_may_equal_the_selection_reward():
+    cfg = validate({"scoring": {"reward": "gold"}, "eval": {"judge": "gold"}})
+    assert cfg.eval.judge == cfg.scoring.reward == "gold"
+    with pytest.raises(ConfigError, match="is the selection reward"):
+        validate({"scoring": {"reward": "mpnet-ref"}, "eval": {"judge": "mpnet-ref"}})

@@ -9,10 +9,12 @@ from pvar.backends.base import Scorer
 from pvar.backends.callable_reward import CallableReward, ColumnReward
 from pvar.backends.embed_reward import EmbeddingReward
 from pvar.backends.fake import FakeScorer
+from pvar.backends.gold_reward import KINDS as GOLD_KINDS
+from pvar.backends.gold_reward import GoldReward
 from pvar.backends.hf_reward import HFReward
 from pvar.errors import ConfigError
 
-ACCEPTED = "minilm-ref, mpnet-ref, hf:NAME_OR_PATH, column:NAME, fake, module:function"
+ACCEPTED = "gold, gold-guarded, minilm-ref, mpnet-ref, hf:NAME_OR_PATH, column:NAME, fake, module:function"
 OPTIONS = ("batch_size", "device", "max_length")
 _FUNCTION = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _MODULE = _FUNCTION
@@ -35,6 +37,8 @@ def parse_reward_spec(spec: str, **opts: Any) -> Scorer | ColumnReward:
         return EmbeddingReward(key.removesuffix("-ref"), **embed)
     if key == "fake":
         return FakeScorer()
+    if key in GOLD_KINDS:
+        return GoldReward(key)
     prefix, sep, rest = text.partition(":")
     if sep and prefix.lower() == "hf":
         if not rest.strip():
@@ -55,3 +59,9 @@ def parse_reward_spec(spec: str, **opts: Any) -> Scorer | ColumnReward:
 def _bad(spec: object, why: str = "") -> ConfigError:
     reason = f" ({why})" if why else ""
     return ConfigError(f"reward: unknown spec {spec!r}{reason}; accepted forms: {ACCEPTED}")
+
+
+def is_exact(spec: str) -> bool:
+    """Whether ``spec`` is a task's exact gold scorer: a program that *is* the objective, so judging
+    with it cannot reward agreement with a learned selection model (the guard is reported beside it)."""
+    return isinstance(spec, str) and spec.strip().lower() in GOLD_KINDS

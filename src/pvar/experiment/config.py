@@ -30,6 +30,10 @@ class PromptsConfig(_Section):
     eval_source: str = Field("sharegpt", description="Held-out eval prompts: 'sharegpt' (its eval split, disjoint "
                              "from the pool split) or a file of rows with prompt_id, prompt, reference.")
     eval: int = Field(64, ge=2, description="Eval prompts (sharegpt eval source).")
+    task: Literal["ifeval", "phrase"] | None = Field(
+        None, description="Verifiable task family (pvar.tasks) attached to the sharegpt prompts: ifeval "
+        "(constraints checked by code) or phrase (open with a given phrase). Each row's reference then holds "
+        "its task spec, read by the exact 'gold' reward and judge.")
 
 
 class ScoringConfig(_Section):
@@ -60,6 +64,12 @@ class ArmConfig(_Section):
     count: int | None = Field(None, ge=1, description="Budget override for this arm (a cap with fraction).")
     minimum: float | None = Field(None, description="Threshold arms: keep prompts with score >= minimum.")
     weight_by: str | None = Field(None, description="Pairs column scaling each pair's DPO loss (e.g. pvar).")
+    usable: bool = Field(False, description="Random arms: draw only among prompts that yield a pair (PVar > 0), "
+                         "at the same budget; separates 'PVar avoids tied prompts' from 'PVar finds informative "
+                         "ones'.")
+    train_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Training seeds (offsets "
+                                   "of the run seed) of non-random arms: several give one run each (NAME-tSEED), so "
+                                   "training noise enters the comparison. A random arm's training seed is its seed.")
 
     @field_validator("name")
     @classmethod
@@ -72,13 +82,25 @@ class ArmConfig(_Section):
     def _threshold(self) -> Self:
         if self.select == "threshold" and self.minimum is None:
             raise ValueError("a threshold arm needs a minimum")
+        if self.usable and self.select != "random":
+            raise ValueError("usable applies to random arms only")
         return self
 
-    def expand(self) -> list[tuple[str, int]]:
-        """(arm folder name, seed) of each run this arm stands for: one per seed for random arms."""
+    def runs(self) -> list[tuple[str, int, int]]:
+        """(folder name, selection seed, training seed) of each run this arm stands for.
+
+        Random arms: one run per seed, which seeds both the draw and the training. Other arms: one
+        run per training seed (a single one keeps the bare arm name).
+        """
         if self.select == "random":
-            return [(f"{self.name}-s{s}", s) for s in self.seeds]
-        return [(self.name, self.seeds[0])]
+            return [(f"{self.name}-s{s}", s, s) for s in self.seeds]
+        if len(self.train_seeds) == 1:
+            return [(self.name, self.seeds[0], self.train_seeds[0])]
+        return [(f"{self.name}-t{t}", self.seeds[0], t) for t in self.train_seeds]
+
+    def expand(self) -> list[tuple[str, int]]:
+        """(arm folder name, selection seed) of each run this arm stands for."""
+        return [(name, seed) for name, seed, _ in self.runs()]
 
 
 def default_arms() -> list[ArmConfig]:
@@ -98,14 +120,31 @@ class TrainSection(_Section):
     beta: float = Field(0.1, gt=0)
     lr: float = Field(5e-5, gt=0)
     epochs: float = Field(1.0, gt=0, description="Passes over each arm's pairs (max_steps -1).")
-    max_steps: int = Field(-1, ge=-1, description="Optimizer steps per arm; -1 = epochs decides.")
+    max_steps: int = Field(32, ge=-1, description="Optimizer steps per arm; -1 = epochs decides.")
     batch_size: int = Field(4, ge=1)
     lora: bool = True
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     max_length: int = Field(320, ge=8)
     pair_rule: Literal["best-worst", "best-random", "all"] = Field("best-worst", description="Pairs per prompt.")
+    matching: Literal["auto", "compute", "data"] = Field(
+        "auto", description="compute: every arm trains max_steps optimizer steps (needs max_steps > 0); data: each "
+        "arm trains `epochs` passes over its own pairs (max_steps -1), so arms with more pairs get more steps. auto = "
+        "compute when max_steps > 0, else data, which must then be chosen explicitly if arms' budgets differ.")
     trl_args: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _matching(self) -> Self:
+        if self.matching == "compute" and self.max_steps <= 0:
+            raise ValueError("matching 'compute' needs max_steps > 0 (the steps every arm trains)")
+        if self.matching == "data" and self.max_steps > 0:
+            raise ValueError("matching 'data' trains epochs over each arm's pairs; set max_steps: -1")
+        return self
+
+    @property
+    def matched(self) -> str:
+        """'compute' (equal optimizer steps) or 'data' (one pass count over each arm's own pairs)."""
+        return self.matching if self.matching != "auto" else ("compute" if self.max_steps > 0 else "data")
 
 
 class EvalSection(_Section):
@@ -116,6 +155,11 @@ class EvalSection(_Section):
     lc_boot: int = Field(300, ge=10)
     soft_scale: float = Field(10.0, gt=0)
     confidence: float = Field(0.95, gt=0, lt=1)
+    dtype: Literal["run", "float32", "bfloat16", "float16"] = Field(
+        "run", description="dtype of eval generation; 'run' = the run's dtype. float32 keeps greedy answers "
+        "independent of which prompts share a batch (bf16 kernels are not).")
+    aa_batch_size: int = Field(0, ge=0, description="A/A noise floor: the base policy's eval answers generated a "
+                               "second time in batches of this size (a different arrangement of prompts); 0 skips it.")
 
 
 class TheorySection(_Section):
@@ -140,6 +184,11 @@ class RunConfig(_Section):
     budget: float | int = Field(0.25, gt=0, description="Prompts per arm: a fraction (<= 1.0) of the scored pool, "
                                 "or a count (an integer).")
     until: Literal["pairs", "train", "eval"] = Field("eval", description="Last stage to run.")
+    primary: list[str] | None = Field(None, min_length=2, max_length=2, description="The pre-registered primary "
+                                      "comparison [focus arm, comparator arm], each arm's runs pooled; None = the "
+                                      "first arm against the first random arm. The comparator must beat the base "
+                                      "policy (the learning gate) for the comparison to count; all others are "
+                                      "secondary, Holm-corrected.")
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     arms: list[ArmConfig] = Field(default_factory=default_arms, min_length=1)
@@ -160,14 +209,42 @@ class RunConfig(_Section):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"arms: duplicate arm name(s) {', '.join(dup)}")
-        if self.until == "eval" and self.eval.judge.strip().lower() == self.scoring.reward.strip().lower():
+        from pvar.backends.spec import is_exact
+
+        if self.train.matching == "auto" and self.train.max_steps <= 0 and self.until != "pairs" and any(
+                a.select == "full" or a.fraction is not None or a.count is not None for a in self.arms):
+            raise ValueError("train.max_steps -1 trains each arm one pass over its own pairs, so arms with different "
+                             "budgets (a full-pool arm) get different numbers of steps; set train.max_steps for equal "
+                             "compute, or train.matching: data to accept it")
+        if self.until == "eval" and not is_exact(self.eval.judge) and \
+                self.eval.judge.strip().lower() == self.scoring.reward.strip().lower():
             raise ValueError(f"eval.judge {self.eval.judge!r} is the selection reward; judge with a held-out "
                              "scorer (e.g. mpnet-ref when selecting with minilm-ref)")
+        arms = {a.name for a in self.arms}
+        for name in self.primary or []:
+            if name not in arms:
+                raise ValueError(f"primary: {name!r} is not an arm (arms: {', '.join(sorted(arms))})")
         return self
+
+    def primary_pair(self) -> tuple[str, str] | None:
+        """(focus, comparator) of the primary comparison, or None when the run has no comparator."""
+        if self.primary:
+            return self.primary[0], self.primary[1]
+        rnd = [a.name for a in self.arms if a.select == "random" and not a.usable]
+        return (self.arms[0].name, rnd[0]) if rnd and rnd[0] != self.arms[0].name else None
 
     def arm_runs(self) -> list[tuple[str, ArmConfig, int]]:
         """Every (folder name, arm, seed) the run trains, random arms expanded per seed."""
         return [(name, arm, seed) for arm in self.arms for name, seed in arm.expand()]
+
+    def train_seed(self, name: str) -> int:
+        """The training seed of run ``name`` (the run seed plus the arm's training-seed offset)."""
+        seeds = {n: t for arm in self.arms for n, _, t in arm.runs()}
+        return self.seed + seeds[name]
+
+    def groups(self) -> dict[str, list[str]]:
+        """Arm name -> its runs, for arms that stand for several (random seeds, training seeds)."""
+        return {arm.name: [n for n, _ in arm.expand()] for arm in self.arms if len(arm.expand()) > 1}
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

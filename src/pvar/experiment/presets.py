@@ -1,10 +1,14 @@
 """Built-in experiment configs, as overrides on the :class:`RunConfig` defaults.
 
-- ``quick``: the whole comparison on a laptop CPU in about ten minutes; too small to separate the
-  arms, big enough to exercise every step. The default of ``pvar run``.
-- ``cpu-full``: as many pool prompts, eval prompts and random seeds as a 2-core CPU finishes in
-  under 75 minutes (59 on the machine it was sized on); the arms are compared pairwise on
-  the same eval prompts, which is what gives the differences a chance to exceed the noise.
+- ``quick``: the verifiable testbed (ShareGPT prompts with IFEval-style constraints, exact gold
+  reward and judge) on a laptop CPU in about ten minutes: training that learns, the learning gate
+  and the primary comparison, too small to decide it. The default of ``pvar run``.
+- ``cpu-full``: the same testbed with as many prompts, samples and seeds as a 2-core CPU finishes
+  in under 75 minutes: 4 random seeds, 2 training seeds of top-PVar, random among usable prompts
+  and bottom-PVar, compute-matched (20 LoRA steps each: ~12 s a step on such a CPU).
+- ``sharegpt-proxy``: the first experiment, kept as a proxy-judge setting: selection by MiniLM
+  cosine to the ShareGPT reference answer, judged by mpnet cosine to the same reference (a judge
+  built like the selection reward cannot reveal reward hacking).
 - ``paper``: the GPU setting of the paper (8B policy sampled with vLLM, UltraFeedback prompts,
   Skywork-Reward-V2 reward models, full DPO at the top 10 % by PVar). Needs a CUDA GPU, vLLM and
   the hub.
@@ -20,18 +24,46 @@ from typing import Any
 from pvar.errors import ConfigError
 from pvar.experiment.config import RunConfig, merge, read_yaml, validate
 
+_TESTBED = {  # shared by the testbed presets: exact gold, the arms of the pre-registered design
+    "prompts": {"task": "ifeval"},
+    "scoring": {"reward": "gold", "scale": 4.0},
+    "eval": {"judge": "gold", "dtype": "float32", "aa_batch_size": 16},
+}
+
+
+def _testbed_arms(random_seeds: list[int], usable_seeds: list[int], top_seeds: list[int]) -> list[dict[str, Any]]:
+    return [
+        {"name": "top-pvar", "select": "top", "by": "pvar", "train_seeds": top_seeds},
+        {"name": "random", "select": "random", "seeds": random_seeds},
+        {"name": "random-usable", "select": "random", "usable": True, "seeds": usable_seeds},
+        {"name": "bottom-pvar", "select": "bottom", "by": "pvar"},
+    ]
+
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {
+    "quick": merge(_TESTBED, {
         "name": "quick",
-        "prompts": {"pool": 80, "eval": 64},
-        "scoring": {"n": 4, "max_new_tokens": 48, "shard_size": 32},
+        "prompts": {"pool": 40, "eval": 48},
+        "scoring": {"n": 8, "max_new_tokens": 48, "shard_size": 20},
         "budget": 0.25,
-        "train": {"max_steps": 8, "batch_size": 4, "max_length": 256},
-        "eval": {"max_new_tokens": 48, "lc_boot": 200},
-        "theory": {"prompts": 6, "params": "last-layers"},
-    },
-    "cpu-full": {
+        "arms": [{"name": "top-pvar", "select": "top", "by": "pvar"},
+                 {"name": "random", "select": "random", "seeds": [0, 1]}],
+        "train": {"max_steps": 10, "batch_size": 4, "lr": 6e-4, "max_length": 320},
+        "eval": {"max_new_tokens": 48, "lc_boot": 100},
+        "theory": {"prompts": 0},
+    }),
+    "cpu-full": merge(_TESTBED, {
         "name": "cpu-full",
+        "prompts": {"pool": 192, "eval": 160},
+        "scoring": {"n": 8, "max_new_tokens": 48, "shard_size": 32},
+        "budget": 0.25,
+        "arms": _testbed_arms([0, 1, 2, 3], [0], [0, 1]),
+        "train": {"max_steps": 20, "batch_size": 4, "lr": 5e-4, "max_length": 320},
+        "eval": {"max_new_tokens": 48, "lc_boot": 200},
+        "theory": {"prompts": 0},
+    }),
+    "sharegpt-proxy": {
+        "name": "sharegpt-proxy",
         "prompts": {"pool": 512, "eval": 500},
         "scoring": {"n": 4, "max_new_tokens": 48, "shard_size": 64},
         "budget": 0.25,
@@ -56,7 +88,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "scoring": {"n": 5, "max_new_tokens": 1024, "temperature": 0.8, "top_p": 0.95, "shard_size": 1024,
                     "reward": "hf:Skywork/Skywork-Reward-V2-Llama-3.1-8B", "scale": 1.0},
         "budget": 0.1,
-        "train": {"lora": False, "lr": 5e-7, "beta": 0.01, "batch_size": 8, "epochs": 1.0, "max_length": 2048,
+        "train": {"lora": False, "lr": 5e-7, "beta": 0.01, "batch_size": 8, "epochs": 1.0, "max_steps": -1,
+                  "matching": "data", "max_length": 2048,
                   "trl_args": {"gradient_accumulation_steps": 16, "bf16": True, "gradient_checkpointing": True}},
         "eval": {"judge": "hf:Skywork/Skywork-Reward-V2-Qwen3-8B", "max_new_tokens": 1024, "soft_scale": 1.0},
         "theory": {"prompts": 0},

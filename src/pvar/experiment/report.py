@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pvar.experiment import analysis
+from pvar.experiment import analysis, verdict
 from pvar.io.writers import atomic_write_text
 
 Block = tuple  # ("h2", text) | ("p", text) | ("table", header, rows) | ("fig", key, caption) | ("pre", text)
@@ -124,6 +124,11 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
         out["base"] = {"mean_score": base["policy"]["mean_score"], "mean_tokens": base["policy"]["mean_tokens"],
                        "self_win_rate": base["win_rate"]["hard"]["estimate"], "n_prompts": base["n_prompts"],
                        "judge": base["judge"]}
+    out["verdict"] = _verdict(cfg, root, judged)
+    out["matching"] = _matching(cfg, arms)
+    if pool is not None and pool.rewards.shape[1] >= 4:
+        out["rank_reliability"] = verdict.rank_reliability(pool.rewards, out["pool"]["budget_k"],
+                                                           scale=cfg.scoring.scale)
     focus = arm_names[0]
     comps = analysis.paired_comparisons(judged, focus, groups, **boot)
     out["focus"] = focus
@@ -140,6 +145,49 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
         all(a["pairs"] is not None for a in arms)
     out["until"] = cfg.until
     return out
+
+
+def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged]) -> dict[str, Any] | None:
+    """Gate, primary and secondary tests, A/A floor and content guard, once every run is judged."""
+    names = [n for n, _, _ in cfg.arm_runs()]
+    pair = cfg.primary_pair()
+    if pair is None or not judged or any(n not in judged for n in names):
+        return None
+    ids, scores = analysis.aligned(judged)
+    first = judged[names[0]]
+    pos = {pid: i for i, pid in enumerate(first.ids.tolist())}
+    base = first.baseline[[pos[pid] for pid in ids]]
+    groups = {arm.name: [n for n, _ in arm.expand()] for arm in cfg.arms}
+    out = verdict.analyse(scores, base, groups, primary=pair, gate_arm=pair[1], alpha=1 - cfg.eval.confidence)
+    base_dir, aa_dir = root / "base" / "eval", root / "base" / "eval-aa"
+    if (aa_dir / "judgements.jsonl").is_file():
+        a, b = analysis.read_judgements(base_dir), analysis.read_judgements(aa_dir)
+        if a.ids.tolist() == b.ids.tolist() and a.texts is not None and b.texts is not None:
+            out["aa_batches"] = verdict.aa_floor(a.policy, b.policy, a.texts == b.texts,
+                                                 alpha=1 - cfg.eval.confidence)
+    multi = [g for g in groups.values() if len(g) > 1 and all(r in scores for r in g)]
+    if multi:  # the same arm under two runs: the training/selection-seed floor
+        g = multi[-1] if len(multi[-1]) == 2 else multi[0]
+        out["aa_runs"] = verdict.difference(g[0], scores[g[0]][None, :], g[1], scores[g[1]][None, :],
+                                            run_var=float("nan"), run_df=0, trained=(False, False)).as_dict()
+    if cfg.prompts.task is not None:
+        from pvar.tasks import guard
+
+        texts = {n: judged[n].texts for n in names}
+        if all(t is not None for t in texts.values()) and first.texts is not None:
+            base_rows = analysis.read_jsonl(base_dir / "outputs_policy.jsonl") \
+                if (base_dir / "outputs_policy.jsonl").is_file() else []
+            out["guard"] = {n: float(np.mean([guard(t) for t in texts[n]])) for n in names}
+            if base_rows:
+                out["guard"]["base"] = float(np.mean([guard(r["output"]) for r in base_rows]))
+    return out
+
+
+def _matching(cfg: Any, arms: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether arms trained equal optimizer steps (compute-matched) or one pass count each (data-matched)."""
+    steps = {a["name"]: a["steps"] for a in arms if a["steps"] is not None}
+    return {"mode": cfg.train.matched, "steps": steps, "equal_steps": len(set(steps.values())) <= 1,
+            "pair_slots": {a["name"]: (a["steps"] or 0) * cfg.train.batch_size for a in arms}}
 
 
 # -- figures --------------------------------------------------------------------------------------
@@ -242,6 +290,77 @@ def _h2h_noise(c: dict[str, Any]) -> bool:
     return bool(h["ci_low"] <= 0.5 <= h["ci_high"])
 
 
+def _d(x: dict[str, Any]) -> str:
+    return f"{_f(x['estimate'], '+.4f')} [{_f(x['ci_low'], '+.4f')}, {_f(x['ci_high'], '+.4f')}]"
+
+
+def verdict_blocks(data: dict[str, Any]) -> list[Block]:
+    """The decision first: did training learn (gate), the primary test with its power, then the rest."""
+    v = data.get("verdict")
+    blocks: list[Block] = [("h2", "Verdict")]
+    if not v:
+        return [*blocks, ("p", "Not available yet: every arm must be trained and judged first.")]
+    g, pr = v["gate"], v["primary"]
+    conf = f"{100 * (1 - v['alpha']):g}%"
+    if g is not None:
+        word = "passed" if g["passed"] else "**failed**"
+        blocks.append(("p", f"Learning gate {word}: the {g['a']} arm ({g['runs_a']} runs) minus the base policy "
+                            f"= {_d(g)} mean eval score ({conf} CI, p = {_f(g['p_value'], '.3g')})."))
+    if v["void"]:
+        blocks.append(("p", "**The comparison is void**: the budget-matched random arm does not beat the base policy "
+                            "beyond noise, so training did not learn enough for any ranking of arms to mean "
+                            "something. The arm tables below are shown for diagnosis only."))
+    if pr is not None:
+        verdict_word = ("beyond noise" if pr["ci_low"] > 0 or pr["ci_high"] < 0 else "within noise")
+        blocks.append(("p", f"Primary comparison (named before the run): **{pr['a']} − {pr['b']} = {_d(pr)}** "
+                            f"({pr['runs_a']} vs {pr['runs_b']} runs pooled, {pr['n_prompts']} eval prompts, "
+                            f"p = {_f(pr['p_value'], '.3g')}, {verdict_word}"
+                            f"{'' if not v['void'] else '; void, see the gate'}). Minimum detectable effect at 80% "
+                            f"power: {_f(pr['mde'], '.4f')}; power against a true effect of the observed size: "
+                            f"{_f(100 * pr['power'], '.0f')}%. Standard error {_f(pr['se'], '.4f')} = runs "
+                            f"{_f(pr['se_runs'], '.4f')} ⊕ eval prompts {_f(pr['se_prompts'], '.4f')} "
+                            f"(df {_f(pr['df'], '.1f')})."))
+    blocks.append(("p", f"Variance: {v['method']}; between-run SD of an arm's mean score "
+                        f"{_f(v['run_sd'], '.4f')} (df {v['run_df']})."))
+    if v["secondary"]:
+        blocks.append(("table", ["secondary comparison", "difference [CI]", "p", "p (Holm)", "rejected at Holm?"],
+                       [[f"{c['a']} − {c['b']}", _d(c), _f(c["p_value"], ".3g"), _f(c["p_holm"], ".3g"),
+                         "yes" if c["rejected"] else "no"] for c in v["secondary"]]))
+    rows = [[arm, str(x["runs_a"]), _d(x), _f(x["p_value"], ".3g")] for arm, x in v["vs_base"].items()]
+    blocks.append(("table", ["arm (runs pooled) − base", "runs", "gain [CI]", "p"], rows))
+    floor = []
+    if v.get("aa_batches"):
+        a = v["aa_batches"]
+        floor.append(f"the base policy answered twice in different batch arrangements: "
+                     f"{_f(100 * a['identical_answers'], '.1f')}% identical answers, score difference {_d(a)}")
+    if v.get("aa_runs"):
+        a = v["aa_runs"]
+        floor.append(f"{a['a']} vs {a['b']} (same arm, another seed): {_d(a)}")
+    if floor:
+        blocks.append(("p", "A/A noise floor: " + "; ".join(floor) + "."))
+    if v.get("guard"):
+        gd = v["guard"]
+        blocks.append(("p", "Content guard (share of real answers: ≥ 3 words, not looping, mostly letters): "
+                            + ", ".join(f"{k} {_f(100 * x, '.0f')}%" for k, x in gd.items())
+                            + ". A gold gain with a guard drop would be a degenerate shortcut."))
+    m = data.get("matching")
+    if m:
+        kind = "compute-matched (equal optimizer steps)" if m["mode"] == "compute" else \
+            "data-matched (each arm one pass count over its own pairs)"
+        extra = "" if m["equal_steps"] else " — **arms trained different numbers of steps**"
+        blocks.append(("p", f"Training: {kind}{extra}; steps per arm: "
+                            + ", ".join(f"{k} {x}" for k, x in m["steps"].items()) + "."))
+    rr = data.get("rank_reliability")
+    if rr:
+        last = rr[-1]
+        blocks.append(("p", f"Rank reliability: two disjoint sets of {last['samples']} samples per prompt agree on "
+                            f"{_f(100 * last['overlap'], '.0f')}% of the top {data['pool']['budget_k']} by PVar "
+                            f"(chance {_f(100 * last['chance'], '.0f')}%); the selection used all "
+                            f"{data['config']['scoring']['n']} samples, so it is at least this stable. By samples: "
+                            + ", ".join(f"{r['samples']}: {_f(100 * r['overlap'], '.0f')}%" for r in rr) + "."))
+    return blocks
+
+
 def document(data: dict[str, Any]) -> list[Block]:
     cfg = data["config"]
     blocks: list[Block] = [("h1", f"pvar experiment report: {data['name']}")]
@@ -259,6 +378,8 @@ def document(data: dict[str, Any]) -> list[Block]:
         what += f"; judge `{cfg['eval']['judge']}` (held out from selection)"
     blocks.append(("p", f"Run folder `{data['run_dir']}`; status: {state}. {what}."))
 
+    if evals:
+        blocks += verdict_blocks(data)
     blocks.append(("h2", "Headline"))
     base = data.get("base")
     diff_of = {c["b"]: c for c in data["comparisons"]}

@@ -40,6 +40,8 @@ from pvar.io.writers import atomic_write_text
 
 CONFIG_FILE = "config.yaml"
 BASE_EVAL = Path("base") / "eval"
+AA_EVAL = Path("base") / "eval-aa"
+_TIED = 1e-12  # PVar of a prompt whose rewards all tie is exactly 0; anything above yields a pair
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class Experiment:
         if self.cfg.until in ("train", "eval"):
             if self.cfg.until == "eval":
                 self.base_eval()
+                self.aa_eval()
             for name, arm, _ in self.cfg.arm_runs():
                 self.train_arm(name, arm)
                 if self.cfg.until == "eval":
@@ -172,20 +175,23 @@ class Experiment:
         def pool() -> dict[str, Any]:
             from pvar.pipeline.prompts import write_prompts
 
-            return {"prompts": write_prompts("sharegpt", p.pool, count=src.pool, split="pool", seed=c.seed)}
+            return {"prompts": write_prompts("sharegpt", p.pool, count=src.pool, split="pool", seed=c.seed,
+                                             task=src.task)}
 
         def held_out() -> dict[str, Any]:
             from pvar.pipeline.prompts import write_prompts
 
-            return {"prompts": write_prompts("sharegpt", p.eval_prompts, count=src.eval, split="eval", seed=c.seed)}
+            return {"prompts": write_prompts("sharegpt", p.eval_prompts, count=src.eval, split="eval", seed=c.seed,
+                                             task=src.task)}
 
         if src.source == "sharegpt":
-            self._step("prompts", digest("sharegpt", src.pool, c.seed), [p.pool], pool)
+            self._step("prompts", digest("sharegpt", src.pool, c.seed, *_task_key(src.task)), [p.pool], pool)
         else:
             self.keys["prompts"] = digest(model_identity(src.source))
         if c.until == "eval":
             if src.eval_source == "sharegpt":
-                self._step("eval-prompts", digest("sharegpt-eval", src.eval, c.seed), [p.eval_prompts], held_out)
+                self._step("eval-prompts", digest("sharegpt-eval", src.eval, c.seed, *_task_key(src.task)),
+                           [p.eval_prompts], held_out)
             else:
                 self.keys["eval-prompts"] = digest(model_identity(src.eval_source))
 
@@ -252,38 +258,53 @@ class Experiment:
         for name, arm, seed in c.arm_runs():
             folder = self.paths.arm(name)
             selected, pair_file = folder / "selected.parquet", folder / "pairs.jsonl"
-            scfg = None if arm.select == "full" else select.SelectConfig.make(**_select_args(c, arm, seed))
+            scfg = None if arm.select == "full" else select.SelectConfig.make(
+                **_select_args(c, arm, seed, self._pool_size() if arm.usable else None))
             pcfg = pairs.PairsConfig.make(rule=c.train.pair_rule, seed=c.seed, scale=c.scoring.scale)
 
             def go(scfg: Any = scfg, pcfg: Any = pcfg, selected: Path = selected, pair_file: Path = pair_file,
-                   folder: Path = folder) -> dict[str, Any]:
+                   folder: Path = folder, arm: ArmConfig = arm) -> dict[str, Any]:
                 folder.mkdir(parents=True, exist_ok=True)
                 source: Path = self.paths.measured
                 info: dict[str, Any] = {}
                 if scfg is not None:
-                    got = select.run(self.paths.measured, selected, scfg)
+                    if arm.usable:  # random among prompts that yield a pair: PVar > 0 first, then the draw
+                        usable = folder / "usable.parquet"
+                        got = select.run(self.paths.measured, usable,
+                                         select.SelectConfig.make(by="pvar", mode="threshold", minimum=_TIED))
+                        info["usable"] = got.n_kept
+                        got = select.run(usable, selected, scfg)
+                    else:
+                        got = select.run(self.paths.measured, selected, scfg)
                     source = selected
                     info.update(kept=got.n_kept, eligible=got.n_eligible)
                 pr = pairs.run(source, pair_file, pcfg)
                 return {**info, "pairs": pr.n_pairs}
 
-            key = digest(self.keys["measure"], scfg.fingerprint() if scfg else "full", pcfg.fingerprint())
+            key = digest(self.keys["measure"], scfg.fingerprint() if scfg else "full", pcfg.fingerprint(),
+                         *(["usable", _TIED] if arm.usable else []))
             self._step(f"pairs:{name}", key, [pair_file], go)
 
-    def _train_config(self, arm: ArmConfig) -> Any:
+    def _pool_size(self) -> int:
+        """Prompts in the measured pool (the base of fractional budgets)."""
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.paths.measured).metadata.num_rows
+
+    def _train_config(self, name: str, arm: ArmConfig) -> Any:
         from pvar.train import TrainConfig
 
         t = self.cfg.train
         return TrainConfig.make(model=self.cfg.policy, algo=t.algo, beta=t.beta, lr=t.lr, epochs=t.epochs,
                                 max_steps=t.max_steps, batch_size=t.batch_size, lora=t.lora, lora_r=t.lora_r,
-                                lora_alpha=t.lora_alpha, max_length=t.max_length, seed=self.cfg.seed,
+                                lora_alpha=t.lora_alpha, max_length=t.max_length, seed=self.cfg.train_seed(name),
                                 weight_by=arm.weight_by, trl_args=dict(t.trl_args))
 
     def train_arm(self, name: str, arm: ArmConfig) -> None:
         from pvar.train import train
 
         folder = self.paths.arm(name)
-        tcfg = self._train_config(arm)
+        tcfg = self._train_config(name, arm)
         model = folder / "model"
 
         def go() -> dict[str, Any]:
@@ -312,7 +333,7 @@ class Experiment:
                                selection_reward=self.cfg.scoring.reward, max_new_tokens=e.max_new_tokens,
                                batch_size=e.batch_size, seed=self.cfg.seed, n_boot=e.n_boot, lc_boot=e.lc_boot,
                                confidence=e.confidence, soft_scale=e.soft_scale, device=self.cfg.device,
-                               dtype=_dtype(self.cfg))
+                               dtype=_dtype(self.cfg) if e.dtype == "run" else e.dtype)
 
     def base_eval(self) -> None:
         """The base policy against itself: generates the shared baseline answers once (and checks 50%)."""
@@ -326,6 +347,24 @@ class Experiment:
             return {"win_rate": res.hard.estimate, "n_prompts": res.n_prompts}
 
         self._step("eval:base", digest(self.keys["eval-prompts"], ecfg.fingerprint()), [out / "eval.json"], go)
+
+    def aa_eval(self) -> None:
+        """A/A noise floor: the base policy's answers again, in batches of another size (another arrangement
+        of prompts per batch). Any difference from ``base/eval`` is decoding noise, not training."""
+        size = self.cfg.eval.aa_batch_size
+        if size == 0:
+            return
+        from pvar.evaluate import evaluate
+
+        ecfg = self._eval_config(self.cfg.policy).model_copy(update={"batch_size": size})
+        out = self.paths.root / AA_EVAL
+
+        def go() -> dict[str, Any]:
+            res = evaluate(ecfg, out)
+            return {"n_prompts": res.n_prompts, "batch_size": size}
+
+        self._step("eval:base-aa", digest(self.keys["eval-prompts"], ecfg.fingerprint(), size), [out / "eval.json"],
+                   go)
 
     def eval_arm(self, name: str) -> None:
         from pvar.evaluate import evaluate
@@ -365,14 +404,26 @@ def _auto_dtype(device: str) -> str:
     return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
-def _select_args(cfg: RunConfig, arm: ArmConfig, seed: int) -> dict[str, Any]:
+def _select_args(cfg: RunConfig, arm: ArmConfig, seed: int, pool_size: int | None = None) -> dict[str, Any]:
+    """Selection settings of one arm. ``pool_size`` turns a fractional budget into a count of the whole
+    pool, for arms that draw from a subset of it (usable prompts) at the same budget as the others."""
+    from pvar.core.select import budget as budget_of
+
     args: dict[str, Any] = {"by": arm.by, "mode": arm.select, "seed": seed}
     if arm.select == "threshold":
         return {**args, "minimum": arm.minimum}
     if arm.fraction is not None or arm.count is not None:
-        return {**args, "fraction": arm.fraction, "count": arm.count}
-    budget = cfg.budget
-    return {**args, "count": int(budget)} if isinstance(budget, int) else {**args, "fraction": float(budget)}
+        size = {"fraction": arm.fraction, "count": arm.count}
+    else:
+        size = {"count": int(cfg.budget)} if isinstance(cfg.budget, int) else {"fraction": float(cfg.budget)}
+    if pool_size is not None and size.get("fraction") is not None:
+        size = {"count": budget_of(pool_size, fraction=size["fraction"], count=size.get("count"))}
+    return {**args, **size}
+
+
+def _task_key(task: str | None) -> list[str]:
+    """Ledger key part of a task family (none for plain prompts, so older run folders keep their keys)."""
+    return [] if task is None else ["task", task]
 
 
 def versions() -> dict[str, str]:
@@ -402,7 +453,8 @@ def preflight(cfg: RunConfig) -> None:
     """Fail in seconds, before any work, when the config needs what this machine lacks."""
     if (cfg.device.startswith("cuda") or cfg.backend == "vllm") and not _has_gpu():
         what = "backend 'vllm'" if cfg.backend == "vllm" else f"device {cfg.device!r}"
-        raise ConfigError(f"{what} needs a CUDA GPU and none is visible here; use a CPU preset (quick, cpu-full)")
+        raise ConfigError(f"{what} needs a CUDA GPU and none is visible here; use a CPU preset "
+                          "(quick, cpu-full, sharegpt-proxy)")
     if cfg.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ConfigError("backend 'vllm' needs vLLM: pip install 'pvar[gpu]'")
     if cfg.engine == "ray" and importlib.util.find_spec("ray") is None:

@@ -12,8 +12,13 @@ from pvar.io.writers import atomic_rows
 SOURCES = ("sharegpt",)
 
 
-def write_prompts(source: str, output: str | Path, *, count: int, split: str = "pool", seed: int = 0) -> int:
-    """Write ``count`` prompts of ``split`` (pool and eval never overlap) atomically; returns the count."""
+def write_prompts(source: str, output: str | Path, *, count: int, split: str = "pool", seed: int = 0,
+                  task: str | None = None) -> int:
+    """Write ``count`` prompts of ``split`` (pool and eval never overlap) atomically; returns the count.
+
+    ``task`` (a family of :mod:`pvar.tasks`) attaches verifiable instructions to each prompt; the
+    row's ``reference`` then holds the task spec its gold scorer reads, instead of an answer.
+    """
     if source not in SOURCES:
         raise ConfigError(f"source: unknown prompt source {source!r}; choose one of {', '.join(SOURCES)}")
     if split not in ("pool", "eval"):
@@ -26,6 +31,12 @@ def write_prompts(source: str, output: str | Path, *, count: int, split: str = "
         rows = sharegpt_prompts(count, split, seed)
     except ValueError as exc:
         raise ConfigError(f"count: {exc}") from None
+    if task is not None:
+        from pvar.tasks import FAMILIES, task_rows
+
+        if task not in FAMILIES:
+            raise ConfigError(f"task: unknown task family {task!r}; choose one of {', '.join(FAMILIES)}")
+        rows = task_rows(task, rows, seed)
     with atomic_rows(output) as writer:
         writer.write(pa.RecordBatch.from_pylist(rows))
     return len(rows)

@@ -1,0 +1,40 @@
+"""Exact gold rewards of the verifiable tasks (:mod:`pvar.tasks`): a program, not a model.
+
+Each row's ``reference`` holds its task spec (the constraints as JSON); the reward of a response
+is the fraction of them it satisfies. ``gold-guarded`` multiplies that by the content guard, so a
+degenerate reply (empty, looping) that happens to meet a constraint earns nothing.
+"""
+
+from __future__ import annotations
+
+from pvar.backends.base import Prompt, Scores
+from pvar.errors import ConfigError
+
+KINDS = ("gold", "gold-guarded")
+
+
+class GoldReward:
+    """Scores with :func:`pvar.tasks.gold` (and :func:`pvar.tasks.guard` for ``gold-guarded``)."""
+
+    def __init__(self, kind: str = "gold") -> None:
+        if kind not in KINDS:
+            raise ConfigError(f"reward: unknown gold reward {kind!r}; choose one of {', '.join(KINDS)}")
+        self.kind = kind
+
+    def setup(self) -> None:
+        pass
+
+    def score(self, prompts: list[Prompt], responses: list[list[str]], references: list[str | None]) -> Scores:
+        from pvar import tasks
+
+        try:
+            rewards = tasks.gold_scores(prompts, responses, references)
+        except ValueError as exc:
+            raise ValueError(f"reward {self.kind!r}: {exc}") from None
+        if self.kind == "gold-guarded":
+            rewards = [[g * tasks.guard(r) for g, r in zip(row, resps, strict=True)]
+                       for row, resps in zip(rewards, responses, strict=True)]
+        return Scores(rewards)
+
+    def __repr__(self) -> str:
+        return f"GoldReward({self.kind!r})"

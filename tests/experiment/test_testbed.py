@@ -1,0 +1,121 @@
+"""The testbed design end to end on tiny models: exact gold reward and judge, training seeds, random arms
+pooled, random among usable prompts, the learning gate, Holm, the A/A floor and rank reliability."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("trl")
+pytest.importorskip("peft")
+
+from pvar.testing import tiny_causal_lm
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+TEXTS = [
+    "the cat sat on the mat and looked at the dog", "a quick brown fox jumps over the lazy dog today",
+    "why is the sky blue in the morning and red at night", "tell me a story about a robot who learns to paint",
+]
+
+
+def _spec(i: int) -> str:
+    constraints = [{"id": "keywords:existence", "keywords": [["the", "dog", "sky", "cat"][i % 4]]},
+                   {"id": "length_constraints:number_words", "num_words": 5 + i % 3, "relation": "less than"}]
+    return json.dumps({"task": "ifeval", "constraints": constraints[: 1 + i % 2]}, sort_keys=True)
+
+
+def _rows(prefix: str, n: int) -> list[dict]:
+    return [{"prompt_id": f"{prefix}{i}", "prompt": TEXTS[i % len(TEXTS)] + f" {prefix}{i}", "reference": _spec(i)}
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pvar.experiment.config import validate
+    from pvar.experiment.runner import Experiment
+
+    root = tmp_path_factory.mktemp("testbed")
+    policy = tiny_causal_lm(root / "policy", TEXTS)
+    for name, rows in (("pool.jsonl", _rows("p", 16)), ("eval.jsonl", _rows("e", 12))):
+        (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = validate({
+        "name": "tiny-testbed", "policy": str(policy), "budget": 0.25, "dtype": "float32",
+        "prompts": {"source": str(root / "pool.jsonl"), "eval_source": str(root / "eval.jsonl")},
+        "scoring": {"n": 8, "max_new_tokens": 8, "temperature": 1.0, "top_p": 1.0, "shard_size": 8,
+                    "reward": "gold", "scale": 4.0},
+        "arms": [{"name": "top-pvar", "select": "top", "train_seeds": [0, 1]},
+                 {"name": "random", "select": "random", "seeds": [0, 1, 2, 3]},
+                 {"name": "random-usable", "select": "random", "usable": True, "seeds": [0]},
+                 {"name": "bottom-pvar", "select": "bottom"}],
+        "train": {"max_steps": 3, "batch_size": 2, "max_length": 64, "lr": 1e-3},
+        "eval": {"judge": "gold", "max_new_tokens": 8, "n_boot": 50, "lc_boot": 10, "aa_batch_size": 5},
+        "theory": {"prompts": 0},
+    })
+    out = root / "run"
+    Experiment(cfg, out, log=lambda msg: None).run()
+    return out
+
+
+def test_testbed_report_carries_the_design(run):
+    report = json.loads((run / "report" / "report.json").read_text())
+    names = [a["name"] for a in report["arms"]]
+    assert names == ["top-pvar-t0", "top-pvar-t1", "random-s0", "random-s1", "random-s2", "random-s3",
+                     "random-usable-s0", "bottom-pvar"]
+    v = report["verdict"]
+    assert v["primary_names"] == ["top-pvar", "random"] and v["gate_arm"] == "random"
+    p = v["primary"]
+    assert p["runs_a"] == 2 and p["runs_b"] == 4 and p["n_prompts"] == 12
+    assert p["se_runs"] > 0 and p["se_prompts"] >= 0 and p["mde"] > 0 and 0 <= p["power"] <= 1
+    assert p["ci_low"] <= p["estimate"] <= p["ci_high"]
+    assert v["run_df"] == 1 + 3 + 0  # top-pvar's 2 training seeds + random's 4 seeds (usable has one)
+    assert {s["b"] for s in v["secondary"]} == {"random-usable", "bottom-pvar"}
+    assert all(s["p_holm"] >= s["p_value"] for s in v["secondary"])
+    assert isinstance(v["gate"]["passed"], bool) and v["void"] == (not v["gate"]["passed"])
+    assert 0 <= v["aa_batches"]["identical_answers"] <= 1 and v["aa_runs"]["a"] == "top-pvar-t0"
+    assert report["matching"]["mode"] == "compute" and report["matching"]["equal_steps"]
+    assert set(report["matching"]["steps"].values()) == {3}
+    assert report["rank_reliability"][-1]["samples"] == 4
+
+
+def test_usable_arm_draws_only_prompts_that_yield_pairs(run):
+    import pyarrow.parquet as pq
+
+    measured = pq.read_table(run / "scoring" / "measured.parquet").to_pylist()
+    usable = {r["prompt_id"] for r in measured if r["pvar"] > 0}
+    picked = pq.read_table(run / "arms" / "random-usable-s0" / "selected.parquet").column("prompt_id").to_pylist()
+    assert len(picked) == min(4, len(usable)) and set(picked) <= usable  # budget 0.25 of 16 prompts
+    pairs = (run / "arms" / "random-usable-s0" / "pairs.jsonl").read_text().splitlines()
+    assert len(pairs) == len(picked)  # every usable prompt yields its pair
+
+
+def test_training_seeds_differ_between_runs_of_an_arm(run):
+    cfg_t0 = json.loads((run / "arms" / "top-pvar-t0" / "model" / "train_config.json").read_text())
+    cfg_t1 = json.loads((run / "arms" / "top-pvar-t1" / "model" / "train_config.json").read_text())
+    assert cfg_t0["config"]["seed"] == 0 and cfg_t1["config"]["seed"] == 1
+    assert (run / "arms" / "top-pvar-t0" / "pairs.jsonl").read_text() == \
+        (run / "arms" / "top-pvar-t1" / "pairs.jsonl").read_text()  # same selection, another training seed
+
+
+def test_eval_scores_are_the_gold_of_the_answers(run):
+    from pvar import tasks
+
+    specs = {r["prompt_id"]: r["reference"] for r in _rows("e", 12)}
+    answers = [json.loads(x) for x in (run / "arms" / "random-s0" / "eval" / "outputs_policy.jsonl").read_text()
+               .splitlines()]
+    judged = {json.loads(x)["prompt_id"]: json.loads(x)["policy_score"]
+              for x in (run / "arms" / "random-s0" / "eval" / "judgements.jsonl").read_text().splitlines()}
+    for a in answers:
+        assert judged[a["prompt_id"]] == tasks.gold(specs[a["prompt_id"]], a["output"])
+
+
+def test_report_states_the_verdict(run):
+    md = (run / "report" / "report.md").read_text()
+    assert "## Verdict" in md and "Primary comparison (named before the run)" in md
+    assert "A/A noise floor" in md and "Minimum detectable effect" in md and "compute-matched" in md
+    report = json.loads((run / "report" / "report.json").read_text())
+    if report["verdict"]["void"]:
+        assert "The comparison is void" in md

@@ -1,0 +1,320 @@
+"""Gold checkers: hand-made verdicts for every instruction, spec contract, determinism, guard."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pvar.tasks import (
+    CHECKERS,
+    FAMILIES,
+    TaskSpec,
+    gold,
+    gold_detail,
+    gold_scores,
+    guard,
+    parse_spec,
+    spec_json,
+    target_text,
+    task_rows,
+)
+from pvar.tasks.constraints import (
+    BulletLists,
+    CapitalWordFrequency,
+    EndPhrase,
+    ForbiddenWords,
+    KeywordExistence,
+    Lowercase,
+    NoComma,
+    NumberOfWords,
+    StartPhrase,
+    Title,
+    count_words,
+    make_constraint,
+)
+
+BASE = [
+    {"prompt_id": "a1", "prompt": "How do I boil an egg?"},
+    {"prompt_id": 7, "prompt": "Write a short poem about autumn."},
+    {"prompt_id": "x-9", "prompt": "Explain what a hash table is."},
+]
+
+# (constraint, response, expected verdict)
+CASES = [
+    (Lowercase(), "all lowercase here.", True),
+    (Lowercase(), "all lowercase Except one.", False),
+    (Lowercase(), "trailing capitaL", False),
+    (Lowercase(), "123 !!", False),  # no letter at all
+    (Lowercase(), "", False),
+    (NoComma(), "no commas at all.", True),
+    (NoComma(), "a,b", False),
+    (NoComma(), "", True),
+    (NumberOfWords(num_words=3, relation="less than"), "one two", True),
+    (NumberOfWords(num_words=3, relation="less than"), "one two three", False),  # boundary: 3 is not < 3
+    (NumberOfWords(num_words=3, relation="at least"), "one two three", True),  # boundary: 3 >= 3
+    (NumberOfWords(num_words=3, relation="at least"), "one two", False),
+    (NumberOfWords(num_words=3, relation="less than"), "don't stop", False),  # \w+ runs: don, t, stop
+    (KeywordExistence(keywords=("river",)), "The River was calm.", True),
+    (KeywordExistence(keywords=("river",)), "rivers and riverbanks", False),  # substring of another word
+    (KeywordExistence(keywords=("art",)), "start the party", False),
+    (KeywordExistence(keywords=("river", "honest")), "an honest river", True),
+    (KeywordExistence(keywords=("river", "honest")), "just a river", False),
+    (ForbiddenWords(forbidden_words=("very",)), "every day is fine", True),  # substring is allowed
+    (ForbiddenWords(forbidden_words=("very",)), "It is VERY good.", False),
+    (ForbiddenWords(forbidden_words=("very", "really")), "It is really good.", False),
+    (StartPhrase(start_phrase="Sure"), "  sure, here you go", True),
+    (StartPhrase(start_phrase="Great question!"), "Great question! Eggs boil in ten minutes.", True),
+    (StartPhrase(start_phrase="Great question!"), "What a great question!", False),
+    (StartPhrase(start_phrase="Great question!"), "Great question.", False),
+    (StartPhrase(start_phrase="Sure"), "", False),
+    (EndPhrase(end_phrase="Any other questions?"), "Done. Any other questions?  \n", True),  # trailing space
+    (EndPhrase(end_phrase="Any other questions?"), 'Done. "any other questions?"', True),  # quotes stripped
+    (EndPhrase(end_phrase="Any other questions?"), "Any other questions? Bye.", False),
+    (EndPhrase(end_phrase="Any other questions?"), "Any other questions", False),
+    (BulletLists(num_bullets=2), "* one\n* two", True),
+    (BulletLists(num_bullets=2), "- one\n  - two\ntext", True),
+    (BulletLists(num_bullets=2), "* one\n* two\n* three", False),  # exactly, not at least
+    (BulletLists(num_bullets=2), "* one\n**bold** line\n- two", True),  # "**" does not start a bullet
+    (BulletLists(num_bullets=1), "1. one\n2. two", False),
+    (CapitalWordFrequency(capital_frequency=2, capital_relation="at least"), "USE THIS now", True),
+    (CapitalWordFrequency(capital_frequency=2, capital_relation="at least"), "USE this now", False),
+    (CapitalWordFrequency(capital_frequency=2, capital_relation="less than"), "A quick NOTE", False),
+    (CapitalWordFrequency(capital_frequency=2, capital_relation="less than"), "a quick NOTE", True),
+    (Title(), "<<Poem of Joy>>\nThe text.", True),
+    (Title(), "<<  >> no title", False),
+    (Title(), "<<split\ntitle>>", False),
+    (Title(), "no title", False),
+]
+
+
+@pytest.mark.parametrize(("constraint", "response", "expected"), CASES,
+                         ids=[f"{c.id}-{i}" for i, (c, _, _) in enumerate(CASES)])
+def test_checker_verdicts(constraint, response, expected):
+    assert constraint.check(response) is expected
+
+
+def test_every_checker_has_positive_and_negative_cases():
+    seen = {(c.id, e) for c, _, e in CASES}
+    for cid in CHECKERS:
+        assert (cid, True) in seen and (cid, False) in seen, cid
+
+
+def test_descriptions_are_sentences():
+    for c, _, _ in CASES:
+        text = c.describe()
+        assert text[0].isupper() and text.rstrip()[-1] in ".2", text
+    assert "'river' and 'honest'" in KeywordExistence(keywords=("river", "honest")).describe()
+
+
+def test_count_words_matches_ifeval_tokens():
+    assert count_words("Hello, world! It's 2024.") == 5
+    assert count_words("") == 0
+
+
+# ---- specs ----
+
+def _spec(*constraints, task="ifeval"):
+    return TaskSpec(task, tuple(constraints))
+
+
+def test_spec_round_trip_for_every_checker():
+    for c, _, _ in CASES:
+        spec = _spec(c)
+        text = spec_json(spec)
+        assert parse_spec(text) == spec
+        assert spec_json(parse_spec(text)) == text
+        assert json.loads(text)["constraints"][0]["id"] == c.id
+
+
+def test_spec_json_is_canonical():
+    spec = _spec(NumberOfWords(num_words=40, relation="less than"), KeywordExistence(keywords=("river",)))
+    text = spec_json(spec)
+    assert text == json.dumps(json.loads(text), sort_keys=True)
+    assert json.loads(text) == {"task": "ifeval", "constraints": [
+        {"id": "length_constraints:number_words", "num_words": 40, "relation": "less than"},
+        {"id": "keywords:existence", "keywords": ["river"]}]}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("not json", "not valid JSON"),
+    ("[1, 2]", "exactly 'task' and 'constraints'"),
+    ('{"task": "ifeval"}', "exactly 'task' and 'constraints'"),
+    ('{"task": "other", "constraints": [{"id": "punctuation:no_comma"}]}', "unknown task family"),
+    ('{"task": "ifeval", "constraints": []}', "at least one constraint"),
+    ('{"task": "ifeval", "constraints": {"id": "punctuation:no_comma"}}', "must be a list"),
+    ('{"task": "ifeval", "constraints": ["punctuation:no_comma"]}', "must be an object"),
+    ('{"task": "ifeval", "constraints": [{"id": "no:such"}]}', "unknown constraint id"),
+    ('{"task": "ifeval", "constraints": [{"id": "punctuation:no_comma", "x": 1}]}', "unexpected ['x']"),
+    ('{"task": "ifeval", "constraints": [{"id": "length_constraints:number_words", "num_words": 5}]}',
+     "missing ['relation']"),
+    ('{"task": "ifeval", "constraints": [{"id": "length_constraints:number_words", "num_words": "5", '
+     '"relation": "less than"}]}', "integer"),
+    ('{"task": "ifeval", "constraints": [{"id": "length_constraints:number_words", "num_words": 5, '
+     '"relation": "at most"}]}', "relation must be one of"),
+    ('{"task": "ifeval", "constraints": [{"id": "keywords:existence", "keywords": "river"}]}', "list of words"),
+    ('{"task": "ifeval", "constraints": [{"id": "keywords:existence", "keywords": ["a.*"]}]}', "must be words"),
+    ('{"task": "ifeval", "constraints": [{"id": "startend:start_phrase", "start_phrase": " "}]}', "non-empty"),
+    ('{"task": "ifeval", "constraints": [{"id": "punctuation:no_comma"}, {"id": "punctuation:no_comma"}]}',
+     "twice"),
+])
+def test_bad_specs_raise(text, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_spec(text)
+
+
+def test_make_constraint_rejects_non_dict():
+    with pytest.raises(ValueError, match="must be an object"):
+        make_constraint(None)
+    with pytest.raises(ValueError, match="must be a JSON string"):
+        parse_spec(None)  # type: ignore[arg-type]
+
+
+# ---- families ----
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_task_rows_shape_and_determinism(family):
+    rows = task_rows(family, BASE, seed=3)
+    assert rows == task_rows(family, BASE, seed=3)
+    assert [r["prompt_id"] for r in rows] == [f"{family}-a1", f"{family}-7", f"{family}-x-9"]
+    for base, row in zip(BASE, rows, strict=True):
+        assert set(row) == {"prompt_id", "prompt", "reference", "task"} and row["task"] == family
+        spec = parse_spec(row["reference"])
+        assert spec.task == family and 1 <= len(spec.constraints) <= 2
+        assert row["prompt"] == base["prompt"] + "\n\n" + "\n".join(c.describe() for c in spec.constraints)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_row_independent_of_other_rows(family):
+    extra = [{"prompt_id": f"n{i}", "prompt": f"Question {i}?"} for i in range(20)]
+    alone = task_rows(family, BASE[1:2], seed=3)[0]
+    assert alone in task_rows(family, extra + BASE, seed=3)
+    assert task_rows(family, list(reversed(BASE)), seed=3)[::-1] == task_rows(family, BASE, seed=3)
+
+
+def test_seed_changes_draws():
+    many = [{"prompt_id": i, "prompt": "Hi"} for i in range(40)]
+    first, second = ([r["reference"] for r in task_rows("ifeval", many, seed=s)] for s in (0, 1))
+    assert first != second
+
+
+def test_draws_are_stable_across_processes():
+    code = ("from pvar.tasks import task_rows; import sys;"
+            "sys.stdout.write(task_rows('ifeval', [{'prompt_id': 'p', 'prompt': 'Hi'}], seed=5)[0]['reference'])")
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout for h in (1, 2)}
+    assert runs == {task_rows("ifeval", [{"prompt_id": "p", "prompt": "Hi"}], seed=5)[0]["reference"]}
+
+
+def test_ifeval_draws_cover_the_weighted_instructions():
+    many = [{"prompt_id": i, "prompt": "Hi"} for i in range(400)]
+    specs = [parse_spec(r["reference"]) for r in task_rows("ifeval", many, seed=0)]
+    ids = {c.id for s in specs for c in s.constraints}
+    assert {"change_case:english_lowercase", "punctuation:no_comma", "startend:start_phrase",
+            "length_constraints:number_words", "startend:end_checker", "keywords:existence"} <= ids
+    assert {len(s.constraints) for s in specs} == {1, 2}
+    for s in specs:
+        got = {c.id for c in s.constraints}
+        assert not ({"change_case:english_lowercase", "startend:start_phrase"} <= got)
+
+
+def test_phrase_family_and_target_text():
+    row = task_rows("phrase", BASE[:1], seed=0)[0]
+    spec = parse_spec(row["reference"])
+    (c,) = spec.constraints
+    assert isinstance(c, StartPhrase)
+    assert row["prompt"].endswith(f"Begin your reply with the exact phrase '{c.start_phrase}'.")
+    assert target_text(row["reference"]) == target_text(spec) == c.start_phrase
+    assert gold(spec, c.start_phrase + " Eggs take ten minutes.") == 1.0
+    assert target_text(_spec(NoComma())) is None
+
+
+def test_task_rows_rejects_bad_input():
+    with pytest.raises(ValueError, match="unknown task family"):
+        task_rows("nope", BASE, seed=0)
+    with pytest.raises(ValueError, match="base row 0"):
+        task_rows("ifeval", [{"prompt": "x"}], seed=0)
+    with pytest.raises(ValueError, match="appears twice"):
+        task_rows("ifeval", [BASE[0], BASE[0]], seed=0)
+
+
+# ---- gold and guard ----
+
+def test_gold_fraction_and_detail():
+    spec = _spec(NoComma(), KeywordExistence(keywords=("river",)))
+    assert gold(spec, "a calm river") == 1.0
+    assert gold(spec, "a calm, calm river") == 0.5
+    assert gold(spec_json(spec), "a lake") == 0.5
+    assert gold(spec, "a lake, calm") == 0.0
+    assert gold_detail(spec, "a lake") == {"punctuation:no_comma": True, "keywords:existence": False}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("", 0.0),
+    ("hi there", 0.0),  # under 3 words
+    ("a a a a", 0.0),  # repeated word
+    ("yes yes yes no no no", 0.0),  # 2 distinct of 6
+    ("!!! ??? ... ### 1 2 3", 0.0),  # symbols and digits
+    ("12 34 56 78 90 ab", 0.0),
+    ("Eggs boil in about ten minutes.", 1.0),
+    ("The river runs past the old mill and the river bends.", 1.0),
+])
+def test_guard(text, expected):
+    assert guard(text) == expected
+
+
+def test_gold_scores_reward_signature():
+    rows = task_rows("ifeval", BASE, seed=1)
+    refs = [r["reference"] for r in rows]
+    resp = [["one", "two words"], ["x"], []]
+    out = gold_scores([r["prompt"] for r in rows], resp, refs)
+    assert [len(o) for o in out] == [2, 1, 0]
+    assert out[0] == [gold(refs[0], "one"), gold(refs[0], "two words")]
+    with pytest.raises(ValueError, match="row 1: no reference"):
+        gold_scores(["p", "q"], [["a"], ["b"]], [refs[0], None])
+    with pytest.raises(ValueError, match="row 0: reference is not a task spec"):
+        gold_scores(["p"], [["a"]], ["a plain reference answer"])
+    with pytest.raises(ValueError, match="differ in length"):
+        gold_scores(["p"], [["a"], ["b"]], [refs[0]])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300), st.sampled_from([c for c, _, _ in CASES]))
+def test_gold_bounded_and_guard_binary(text, constraint):
+    spec = _spec(constraint, NoComma()) if constraint.id != NoComma.id else _spec(constraint)
+    assert 0.0 <= gold(spec, text) <= 1.0
+    assert guard(text) in (0.0, 1.0)
+
+
+def test_import_is_light():
+    code = "import sys, pvar.tasks; print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+# ---- cross-check with the reference implementation, when it is installed ----
+
+CORPUS = [
+    "", "Sure, here is a list:\n* eggs\n* milk", "- one\n- two\n- three", "all lowercase words here",
+    "Plain text with no commas at all. Any other questions?", 'Answer. "Is there anything else I can help with?"',
+    "The river bends near the honest miller's house, and the garden is quiet.", "<<A Title>>\nBody text.",
+    "It is very, very IMPORTANT to stay HONEST.", "**bold**\n* real bullet\n  * nested bullet",
+]
+
+
+def test_cross_check_with_lm_eval():
+    registry = pytest.importorskip("lm_eval.tasks.ifeval.instructions_registry").INSTRUCTION_DICT
+    ours = [NoComma(), Title(), NumberOfWords(num_words=8, relation="less than"),
+            NumberOfWords(num_words=8, relation="at least"), ForbiddenWords(forbidden_words=("very", "honest")),
+            EndPhrase(end_phrase="Any other questions?"),
+            EndPhrase(end_phrase="Is there anything else I can help with?"),
+            BulletLists(num_bullets=2), BulletLists(num_bullets=3), KeywordExistence(keywords=("river", "garden"))]
+    for c in ours:
+        theirs = registry[c.id](c.id)
+        theirs.build_description(**{k: list(v) if isinstance(v, tuple) else v for k, v in c.to_dict().items()
+                                    if k != "id"})
+        for text in CORPUS:
+            assert c.check(text) == bool(theirs.check_following(text)), (c.id, text)
