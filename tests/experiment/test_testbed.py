@@ -51,9 +51,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                  {"name": "random", "select": "random", "seeds": [0, 1, 2, 3]},
                  {"name": "random-usable", "select": "random", "usable": True, "seeds": [0]},
                  {"name": "bottom-pvar", "select": "bottom"}],
-        "train": {"max_steps": 3, "batch_size": 2, "max_length": 64, "lr": 1e-3},
+        "train": {"max_steps": 3, "batch_size": 2, "max_length": 64, "lr": 5e-2},
         "eval": {"judge": "gold", "max_new_tokens": 8, "n_boot": 50, "lc_boot": 10, "aa_batch_size": 5},
-        "theory": {"prompts": 0},
+        "theory": {"prompts": 0, "params": "all", "max_length": 64, "signal_prompts": 4, "signal_samples": 3,
+                   "heldout_pairs": 12, "heldout_samples": 4},
     })
     out = root / "run"
     Experiment(cfg, out, log=lambda msg: None).run()
@@ -79,6 +80,7 @@ def test_testbed_report_carries_the_design(run):
     assert report["matching"]["mode"] == "compute" and report["matching"]["equal_steps"]
     assert set(report["matching"]["steps"].values()) == {3}
     assert report["rank_reliability"][-1]["samples"] == 4
+    assert set(v["guard"]) == {*names, "base"} and all(0 <= g <= 1 for g in v["guard"].values())
 
 
 def test_usable_arm_draws_only_prompts_that_yield_pairs(run):
@@ -119,3 +121,24 @@ def test_report_states_the_verdict(run):
     report = json.loads((run / "report" / "report.json").read_text())
     if report["verdict"]["void"]:
         assert "The comparison is void" in md
+
+
+def test_gradient_signal_and_heldout_pairs(run):
+    import math
+
+    report = json.loads((run / "report" / "report.json").read_text())
+    sig = report["signal"]
+    assert sig["n_prompts"] == 4 and sig["samples_per_set"] == 3
+    rows = [json.loads(x) for x in (run / "signal" / "signal.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(math.isfinite(r["dot"]) for r in rows)
+    for r in rows:  # Cauchy-Schwarz: the two estimates' dot product is bounded by their norms
+        assert abs(r["dot"]) <= r["norm_a"] * r["norm_b"] * (1 + 1e-9) + 1e-12
+    assert set(sig["fit_pvar"]) == {"n", "slope", "r2", "pearson", "spearman"}
+    pairs = (run / "heldout" / "pairs.jsonl").read_text().splitlines()
+    held = report["heldout"]
+    assert set(held) == {a["name"] for a in report["arms"]}
+    for h in held.values():
+        assert h["n_pairs"] == len(pairs) and 0 <= h["accuracy"] <= 1 and h["loss"] > 0
+    for line in pairs:
+        pair = json.loads(line)
+        assert pair["chosen_reward"] > pair["rejected_reward"] and pair["prompt_id"].startswith("e")

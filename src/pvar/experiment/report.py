@@ -139,6 +139,12 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
         out["theory"] = {k: theory.get(k) for k in ("n_prompts", "spearman_pvar", "spearman_reward_std",
                                                     "violations_exact", "beta", "scale", "n_params", "seconds")
                          if k in theory}
+    signal = _json(root / "signal" / "signal.json")
+    if signal is not None:
+        out["signal"] = signal
+    held = {n: _json(root / "arms" / n / "heldout.json") for n in arm_names}
+    if any(h is not None for h in held.values()):
+        out["heldout"] = {n: h for n, h in held.items() if h is not None}
     out["curves"] = {n: [[r["step"], r["loss"]] for r in _log(root / "arms" / n / "model" / "train_log.jsonl")
                          if isinstance(r.get("loss"), (int, float))] for n in arm_names}
     out["complete"] = bool(arms) and all(a["eval"] for a in arms) if cfg.until == "eval" else \
@@ -170,7 +176,9 @@ def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged]) -> dict[s
         g = multi[-1] if len(multi[-1]) == 2 else multi[0]
         out["aa_runs"] = verdict.difference(g[0], scores[g[0]][None, :], g[1], scores[g[1]][None, :],
                                             run_var=float("nan"), run_df=0, trained=(False, False)).as_dict()
-    if cfg.prompts.task is not None:
+    from pvar.backends.spec import is_exact
+
+    if is_exact(cfg.eval.judge):  # gold scores: the content guard goes beside them
         from pvar.tasks import guard
 
         texts = {n: judged[n].texts for n in names}
@@ -375,7 +383,11 @@ def document(data: dict[str, Any]) -> list[Block]:
         t = cfg["train"]
         what += f"; {t['algo']} with {'LoRA' if t['lora'] else 'full fine-tuning'}, {_steps(t)} per arm"
     if evals:
-        what += f"; judge `{cfg['eval']['judge']}` (held out from selection)"
+        from pvar.backends.spec import is_exact
+
+        what += f"; judge `{cfg['eval']['judge']}` " + (
+            "(the task's exact gold program, with the content guard beside it)" if is_exact(cfg["eval"]["judge"])
+            else "(held out from selection)")
     blocks.append(("p", f"Run folder `{data['run_dir']}`; status: {state}. {what}."))
 
     if evals:
@@ -452,6 +464,24 @@ def document(data: dict[str, Any]) -> list[Block]:
                          _f(a["train_seconds"], ".1f")] for a in data["arms"]]))
         blocks.append(("fig", "curves", "DPO training loss per arm (every optimizer step)."))
 
+    sig = data.get("signal")
+    if sig:
+        fp, fs = sig["fit_pvar"], sig["fit_reward_std"]
+        blocks.append(("h2", "Does PVar predict the learning signal?"))
+        blocks.append(("p", f"On {sig['n_prompts']} pool prompts spread over PVar, two fresh sets of "
+                            f"{sig['samples_per_set']} samples each give two independent estimates of the expected "
+                            "DPO gradient at initialisation; their dot product is an unbiased estimate of its squared "
+                            "norm (the signal), regressed on PVar and on the reward std measured on the pool's own "
+                            f"samples. PVar: R² {_f(fp['r2'])}, Spearman {_f(fp['spearman'])}; reward std: R² "
+                            f"{_f(fs['r2'])}, Spearman {_f(fs['spearman'])} (parameters: {sig['params']})."))
+    ho = data.get("heldout")
+    if ho:
+        blocks.append(("h2", "Held-out gold pairs"))
+        blocks.append(("p", "Pairs from held-out prompts (fresh base samples, gold best vs worst): each trained arm's "
+                            "DPO loss and accuracy against the base policy as reference. No decoding is involved."))
+        blocks.append(("table", ["arm", "pairs", "DPO loss (ln 2 = 0.693 untrained)", "accuracy", "mean β-margin"],
+                       [[n, _f(h["n_pairs"], "d"), _f(h["loss"], ".4f"), _f(h["accuracy"], ".3f"),
+                         _f(h["mean_margin"], "+.4f")] for n, h in ho.items()]))
     th = data.get("theory")
     if th:
         blocks.append(("h2", "Theory check: gradient norm vs PVar at initialisation"))

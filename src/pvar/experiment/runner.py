@@ -41,6 +41,7 @@ from pvar.io.writers import atomic_write_text
 CONFIG_FILE = "config.yaml"
 BASE_EVAL = Path("base") / "eval"
 AA_EVAL = Path("base") / "eval-aa"
+HELDOUT_PAIRS = Path("heldout") / "pairs.jsonl"
 _TIED = 1e-12  # PVar of a prompt whose rewards all tie is exactly 0; anything above yields a pair
 
 
@@ -152,15 +153,18 @@ class Experiment:
         self.prompts()
         self.scoring()
         self.theory()
+        self.signal()
         self.arms_pairs()
         if self.cfg.until in ("train", "eval"):
             if self.cfg.until == "eval":
                 self.base_eval()
                 self.aa_eval()
+                self.heldout_pairs()
             for name, arm, _ in self.cfg.arm_runs():
                 self.train_arm(name, arm)
                 if self.cfg.until == "eval":
                     self.eval_arm(name)
+                    self.heldout_arm(name)
         self.ledger.finish_run(time.perf_counter() - t0, peak_rss_mb())
         from pvar.experiment.report import write_report
 
@@ -250,6 +254,60 @@ class Experiment:
             return {"spearman_pvar": res.spearman_pvar, "violations": res.violations_exact}
 
         self._step("theory", digest(self.keys["measure"], tcfg.fingerprint()), [out / "theory.json"], go)
+
+    def signal(self) -> None:
+        """Gradient signal vs PVar on fresh sample sets (see pvar.diagnostics)."""
+        t, c = self.cfg.theory, self.cfg
+        if t.signal_prompts == 0 or not c.scoring.generate:
+            return
+        from pvar.diagnostics import gradient_signal
+
+        s = c.scoring
+        settings = dict(policy=c.policy, reward=s.reward, scale=s.scale, beta=c.train.beta, prompts=t.signal_prompts,
+                        samples=t.signal_samples, params=t.params, max_length=c.train.max_length,
+                        max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=c.seed,
+                        dtype=_dtype(c), device=c.device)
+        out = self.paths.root / "signal"
+
+        def go() -> dict[str, Any]:
+            res = gradient_signal(self.paths.measured, out, **settings)
+            return {"r2_pvar": res["fit_pvar"]["r2"], "r2_reward_std": res["fit_reward_std"]["r2"]}
+
+        self._step("signal", digest(self.keys["measure"], settings), [out / "signal.json"], go)
+
+    def heldout_pairs(self) -> None:
+        """Gold-labelled pairs on held-out prompts, shared by every arm's preference check."""
+        t, c = self.cfg.theory, self.cfg
+        if t.heldout_pairs == 0:
+            return
+        from pvar.diagnostics import gold_pairs
+
+        s = c.scoring
+        settings = dict(policy=c.policy, reward=s.reward, count=t.heldout_pairs, samples=t.heldout_samples,
+                        max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=c.seed,
+                        dtype=_dtype(c), device=c.device)
+        out = self.paths.root / HELDOUT_PAIRS
+
+        def go() -> dict[str, Any]:
+            return {"pairs": gold_pairs(self.eval_source(), out, **settings)}
+
+        self._step("heldout-pairs", digest(self.keys["eval-prompts"], settings), [out], go)
+
+    def heldout_arm(self, name: str) -> None:
+        if self.cfg.theory.heldout_pairs == 0 or not self.cfg.train.lora:
+            return
+        from pvar.diagnostics import pair_preferences
+
+        model = self.paths.arm(name) / "model"
+        out = self.paths.arm(name) / "heldout.json"
+
+        def go() -> dict[str, Any]:
+            res = pair_preferences(model, self.paths.root / HELDOUT_PAIRS, beta=self.cfg.train.beta,
+                                   max_length=self.cfg.train.max_length, device=self.cfg.device)
+            atomic_write_text(out, json.dumps(res, indent=2) + "\n")
+            return res
+
+        self._step(f"heldout:{name}", digest(self.keys[f"train:{name}"], self.keys["heldout-pairs"]), [out], go)
 
     def arms_pairs(self) -> None:
         from pvar.pipeline import pairs, select

@@ -1,0 +1,186 @@
+r"""Two checks that can fail, unlike the Cauchy–Schwarz bound of :mod:`pvar.theory`.
+
+**Gradient signal.** For a prompt x, the expected DPO gradient at initialisation is
+E G = E[Σ_i a_i g_i] (see :mod:`pvar.theory`). Its squared norm ‖E G‖² is the size of the step a
+prompt contributes before noise, which the theory says grows with PVar. Two independent sets of
+samples A and B give two independent estimates G_A and G_B, so E[G_A · G_B] = ‖E G‖² exactly: the
+dot product is an *unbiased* estimate of the signal, while ‖G_A‖² is biased upwards by the noise.
+PVar and the reward std are measured on a third, independent set (the pool's own samples, which
+drove the selection). The check regresses G_A · G_B on PVar and on the reward std, prompt by
+prompt: if PVar ranks prompts by learning signal, its fit is the better one.
+
+**Held-out gold pairs.** On prompts no arm trained on, pairs labelled by the gold scorer (best
+against worst sample of the base policy) measure what each trained policy prefers: the DPO loss
+−log σ(β·(h_c − h_r)) and the accuracy [h_c > h_r], with h = log π_θ − log π_ref. Unlike greedy
+eval answers, these need no decoding, so they carry no decoding noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pvar.core.seeding import prompt_seed
+from pvar.core.stats import reward_stats, spearman
+from pvar.io.writers import atomic_write_text
+
+SIGNAL_SALT = 7_919  # offsets the sampling seed: fresh samples, independent of the pool's
+
+
+def fit(y: np.ndarray, x: np.ndarray) -> dict[str, float]:
+    """Least-squares fit y ≈ a + b·x: slope, R², Pearson and Spearman correlations (NaN-safe)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 3 or x.std() == 0 or y.std() == 0:
+        return {"n": int(x.size), "slope": math.nan, "r2": math.nan, "pearson": math.nan, "spearman": math.nan}
+    r = float(np.corrcoef(x, y)[0, 1])
+    slope = float(np.cov(x, y, bias=True)[0, 1] / x.var())
+    return {"n": int(x.size), "slope": slope, "r2": r * r, "pearson": r, "spearman": spearman(x, y)}
+
+
+def _pick(pvar: np.ndarray, k: int) -> np.ndarray:
+    from pvar.theory import _spread
+
+    finite = np.flatnonzero(np.isfinite(pvar))
+    return finite[_spread(pvar[finite], k)]
+
+
+def _pool_rows(measured: Path) -> list[dict[str, Any]]:
+    from pvar.io.rows import read_rows
+
+    rows: list[dict[str, Any]] = []
+    for batch in read_rows(str(measured), require=("prompt_id", "prompt", "rewards")):
+        rows += batch.data.to_pylist()
+    return rows
+
+
+def _sample(policy: str, prompts: list[Any], ids: list[str], n: int, seed: int, *, max_new_tokens: int,
+            temperature: float, top_p: float, dtype: str, device: str) -> list[list[str]]:
+    from pvar.backends.hf_policy import HFPolicy
+
+    pol = HFPolicy(policy, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, device=device,
+                   dtype=dtype)
+    pol.setup()
+    return pol.generate(prompts, n, [prompt_seed(seed, pid) for pid in ids]).responses
+
+
+def _score(reward: str, prompts: list[Any], responses: list[list[str]], refs: list[str | None]) -> list[np.ndarray]:
+    from pvar.backends.spec import parse_reward_spec
+
+    scorer = parse_reward_spec(reward)
+    scorer.setup()
+    return [np.asarray(r, float) for r in scorer.score(prompts, responses, refs).rewards]
+
+
+def gradient_signal(measured: str | Path, out_dir: str | Path, *, policy: str, reward: str, scale: float,
+                    beta: float, prompts: int, samples: int, params: str = "all", max_length: int = 320,
+                    max_new_tokens: int = 48, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
+                    dtype: str = "float32", device: str = "cpu") -> dict[str, Any]:
+    """The gradient-signal check (module docstring) on ``prompts`` pool prompts spread over PVar.
+
+    Draws ``2·samples`` fresh responses per prompt (sets A and B), scores them with ``reward``,
+    and writes ``signal.json`` (fits) and ``signal.jsonl`` (per prompt) to ``out_dir``.
+    """
+    import torch
+
+    from pvar.theory import dpo_coefficients, load_policy, preference_gaps, response_gradients
+    from pvar.train import jsonable
+
+    out = Path(out_dir)
+    rows = _pool_rows(Path(measured))
+    pvar = np.array([np.nan if r.get("pvar") is None else r["pvar"] for r in rows], float)
+    chosen = [rows[i] for i in _pick(pvar, prompts)]
+    ids = [str(r["prompt_id"]) for r in chosen]
+    texts = [r["prompt"] for r in chosen]
+    fresh = _sample(policy, texts, ids, 2 * samples, seed + SIGNAL_SALT, max_new_tokens=max_new_tokens,
+                    temperature=temperature, top_p=top_p, dtype=dtype, device=device)
+    rewards = _score(reward, texts, fresh, [r.get("reference") for r in chosen])
+    model, tok, plist, _ = load_policy(policy, device=device, params=params)
+    per_prompt = []
+    for row, resp, rew in zip(chosen, fresh, rewards, strict=True):
+        grads, _ = response_gradients(model, tok, plist, row["prompt"], resp, max_length=max_length)
+        g = []
+        for part in (slice(0, samples), slice(samples, 2 * samples)):
+            a = torch.tensor(dpo_coefficients(preference_gaps(rew[part], scale), beta), dtype=torch.float64)
+            g.append(a @ grads[part].double())
+        pool_r = np.array([x for x in row["rewards"] if x is not None], float)
+        st = reward_stats(pool_r[None, :], scale=scale)
+        per_prompt.append({"prompt_id": str(row["prompt_id"]), "pool_pvar": float(st.pvar[0]),
+                           "pool_reward_std": float(st.reward_std[0]), "dot": float(g[0] @ g[1]),
+                           "norm_a": float(g[0].norm()), "norm_b": float(g[1].norm()),
+                           "pvar_a": float(reward_stats(rew[None, :samples], scale=scale).pvar[0]),
+                           "pvar_b": float(reward_stats(rew[None, samples:], scale=scale).pvar[0])})
+        del grads
+    dots = np.array([p["dot"] for p in per_prompt])
+    result = {"n_prompts": len(per_prompt), "samples_per_set": samples, "beta": beta, "scale": scale,
+              "params": params, "fit_pvar": fit(dots, np.array([p["pool_pvar"] for p in per_prompt])),
+              "fit_reward_std": fit(dots, np.array([p["pool_reward_std"] for p in per_prompt])),
+              "mean_dot": float(dots.mean()) if dots.size else math.nan}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "signal.jsonl", "".join(json.dumps(p) + "\n" for p in per_prompt))
+    atomic_write_text(out / "signal.json", json.dumps(jsonable(result), indent=2) + "\n")
+    return result
+
+
+def gold_pairs(prompts_file: str | Path, out_file: str | Path, *, policy: str, reward: str, count: int, samples: int,
+               max_new_tokens: int, temperature: float, top_p: float, seed: int, dtype: str,
+               device: str) -> int:
+    """Best-vs-worst pairs of fresh base-policy samples on held-out prompts, labelled by ``reward``
+    (ties skipped); written as JSONL rows (prompt_id, prompt, chosen, rejected). Returns the count."""
+    from pvar.io.rows import read_rows
+
+    rows: list[dict[str, Any]] = []
+    for batch in read_rows(str(prompts_file), require=("prompt_id", "prompt")):
+        rows += batch.data.to_pylist()
+    rows = rows[:count]
+    ids, texts = [str(r["prompt_id"]) for r in rows], [r["prompt"] for r in rows]
+    fresh = _sample(policy, texts, ids, samples, seed + SIGNAL_SALT, max_new_tokens=max_new_tokens,
+                    temperature=temperature, top_p=top_p, dtype=dtype, device=device)
+    rewards = _score(reward, texts, fresh, [r.get("reference") for r in rows])
+    out = []
+    for pid, text, resp, rew in zip(ids, texts, fresh, rewards, strict=True):
+        best, worst = int(np.argmax(rew)), int(np.argmin(rew))
+        if rew[best] > rew[worst]:
+            out.append({"prompt_id": pid, "prompt": text, "chosen": resp[best], "rejected": resp[worst],
+                        "chosen_reward": float(rew[best]), "rejected_reward": float(rew[worst])})
+    atomic_write_text(Path(out_file), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
+    return len(out)
+
+
+def pair_preferences(adapter: str | Path, pairs_file: str | Path, *, beta: float, max_length: int = 320,
+                     device: str = "cpu") -> dict[str, Any]:
+    """DPO loss and accuracy of a trained LoRA policy on labelled pairs, against its base as reference.
+
+    The reference is the same model with the adapter disabled, so one model serves both sides.
+    """
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pvar.evaluate import _adapter_base, tokenizer_source
+    from pvar.theory import sequence_ids, sequence_logprob
+
+    pairs = [json.loads(x) for x in Path(pairs_file).read_text(encoding="utf-8").splitlines() if x.strip()]
+    base = AutoModelForCausalLM.from_pretrained(_adapter_base(Path(adapter)), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(adapter)).to(device).eval()
+    tok = AutoTokenizer.from_pretrained(tokenizer_source(str(adapter)))
+    margins = []
+    with torch.no_grad():
+        for p in pairs:
+            h = []
+            for side in ("chosen", "rejected"):
+                ids, n_prompt = sequence_ids(tok, p["prompt"], p[side], max_length=max_length)
+                policy_lp = float(sequence_logprob(model, ids, n_prompt))
+                with model.disable_adapter():
+                    ref_lp = float(sequence_logprob(model, ids, n_prompt))
+                h.append(policy_lp - ref_lp)
+            margins.append(beta * (h[0] - h[1]))
+    m = np.array(margins)
+    loss = np.logaddexp(0.0, -m)  # −log σ(m), stable
+    return {"n_pairs": int(m.size), "loss": float(loss.mean()) if m.size else math.nan,
+            "accuracy": float((m > 0).mean()) if m.size else math.nan,
+            "mean_margin": float(m.mean()) if m.size else math.nan}
