@@ -298,8 +298,9 @@ def eval_(
 def run(
     config: Annotated[Path | None, typer.Argument(help="Experiment config (YAML); keys on top of the preset.")] = None,
     preset: Annotated[str | None, typer.Option(
-        help="Built-in config: quick (default, ~10 min CPU) | cpu-full (<= 75 min CPU) | paper (GPU + hub) | "
-             "ultrafeedback (rated data, no generation).")] = None,
+        help="Built-in config: quick (default: the verifiable testbed, ~10 min CPU) | cpu-full (the testbed, "
+             "<= 75 min CPU) | sharegpt-proxy (embedding reward and judge) | paper (GPU + hub) | ultrafeedback "
+             "(rated data, no generation).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Run folder (default runs/NAME).")] = None,
     engine: Annotated[str | None, typer.Option(help="Override: local | ray, for the sharded stages.")] = None,
     backend: Annotated[str | None, typer.Option(help="Override: hf | vllm | fake, for sampling.")] = None,

@@ -60,7 +60,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "arms": _testbed_arms([0, 1, 2, 3], [0], [0, 1]),
         "train": {"max_steps": 20, "batch_size": 4, "lr": 5e-4, "max_length": 320},
         "eval": {"max_new_tokens": 48, "lc_boot": 200},
-        "theory": {"prompts": 0},
+        "theory": {"prompts": 0, "params": "last-layers", "signal_prompts": 24, "signal_samples": 4,
+                   "heldout_pairs": 64, "heldout_samples": 4},
     }),
     "sharegpt-proxy": {
         "name": "sharegpt-proxy",
