@@ -142,3 +142,13 @@ def test_gradient_signal_and_heldout_pairs(run):
     for line in pairs:
         pair = json.loads(line)
         assert pair["chosen_reward"] > pair["rejected_reward"] and pair["prompt_id"].startswith("e")
+
+
+def test_per_prompt_data_is_exported_for_rescoring(run):
+    pool = [json.loads(x) for x in (run / "report" / "data" / "pool.jsonl").read_text().splitlines()]
+    assert len(pool) == 16 and all(len(r["responses"]) == len(r["rewards"]) == 8 for r in pool)
+    assert sum("top-pvar-t0" in r["selected_by"] for r in pool) == 4
+    answers = [json.loads(x) for x in (run / "report" / "data" / "eval_answers.jsonl").read_text().splitlines()]
+    assert len(answers) == (2 + 8) * 12  # base, base-aa and 8 runs, 12 eval prompts each
+    for a in answers:
+        assert a["gold"] == a["judge_score"] and a["guard"] in (0.0, 1.0) and set(a["constraints"])

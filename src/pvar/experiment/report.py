@@ -586,6 +586,10 @@ def write_report(run_dir: str | Path, *, log: Callable[[str], None] | None = Non
     atomic_write_text(out / "report.json", json.dumps(jsonable(data), indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(out / "report.md", to_markdown(blocks, figs))
     atomic_write_text(out / "report.html", to_html(blocks, figs))
+    from pvar.experiment.config import validate
+    from pvar.experiment.export import export_per_prompt
+
+    export_per_prompt(root, out / "data", validate(data["config"], str(root / "config.yaml")))
     if log:
         log(f"[bold]report[/bold]: {out / 'report.html'} and {out / 'report.md'}")
     return out
