@@ -23,6 +23,9 @@ TEXTS = [
 
 
 def _spec(i: int) -> str:
+    if i % 4 == 3:  # a keyword the tiny model never writes: every sample scores 0, the prompt ties (PVar 0)
+        return json.dumps({"task": "ifeval", "constraints": [{"id": "keywords:existence", "keywords": ["zebra"]}]},
+                          sort_keys=True)
     constraints = [{"id": "keywords:existence", "keywords": [["the", "dog", "sky", "cat"][i % 4]]},
                    {"id": "length_constraints:number_words", "num_words": 5 + i % 3, "relation": "less than"}]
     return json.dumps({"task": "ifeval", "constraints": constraints[: 1 + i % 2]}, sort_keys=True)
@@ -78,7 +81,8 @@ def test_testbed_report_carries_the_design(run):
     assert isinstance(v["gate"]["passed"], bool) and v["void"] == (not v["gate"]["passed"])
     assert 0 <= v["aa_batches"]["identical_answers"] <= 1 and v["aa_runs"]["a"] == "top-pvar-t0"
     assert report["matching"]["mode"] == "compute" and report["matching"]["equal_steps"]
-    assert set(report["matching"]["steps"].values()) == {3}
+    assert {n: s for n, s in report["matching"]["steps"].items() if n != "bottom-pvar"} == \
+        dict.fromkeys(names[:-1], 3)
     assert report["rank_reliability"][-1]["samples"] == 4
     assert set(v["guard"]) == {*names, "base"} and all(0 <= g <= 1 for g in v["guard"].values())
 
@@ -152,3 +156,15 @@ def test_per_prompt_data_is_exported_for_rescoring(run):
     assert len(answers) == (2 + 8) * 12  # base, base-aa and 8 runs, 12 eval prompts each
     for a in answers:
         assert a["gold"] == a["judge_score"] and a["guard"] in (0.0, 1.0) and set(a["constraints"])
+
+
+def test_an_arm_of_tied_prompts_is_not_trained_and_answers_as_the_base(run):
+    report = json.loads((run / "report" / "report.json").read_text())
+    bottom = next(a for a in report["arms"] if a["name"] == "bottom-pvar")
+    assert bottom["pairs"] == 0 and bottom["steps"] == 0
+    assert report["matching"]["untrained"] == ["bottom-pvar"] and report["verdict"]["untrained"] == ["bottom-pvar"]
+    base = (run / "base" / "eval" / "outputs_policy.jsonl").read_text()
+    assert (run / "arms" / "bottom-pvar" / "eval" / "outputs_policy.jsonl").read_text() == base
+    assert report["verdict"]["vs_base"]["bottom-pvar"]["estimate"] == 0.0
+    assert report["verdict"]["vs_base"]["bottom-pvar"]["se_runs"] == 0.0
+    assert report["heldout"]["bottom-pvar"]["accuracy"] == 0.0

@@ -164,7 +164,11 @@ def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged]) -> dict[s
     pos = {pid: i for i, pid in enumerate(first.ids.tolist())}
     base = first.baseline[[pos[pid] for pid in ids]]
     groups = {arm.name: [n for n, _ in arm.expand()] for arm in cfg.arms}
-    out = verdict.analyse(scores, base, groups, primary=pair, gate_arm=pair[1], alpha=1 - cfg.eval.confidence)
+    untrained = frozenset(arm.name for arm in cfg.arms
+                          if all((root / "arms" / n / "model" / "untrained.json").is_file() for n in groups[arm.name]))
+    out = verdict.analyse(scores, base, groups, primary=pair, gate_arm=pair[1], alpha=1 - cfg.eval.confidence,
+                          untrained=untrained)
+    out["untrained"] = sorted(untrained)
     base_dir, aa_dir = root / "base" / "eval", root / "base" / "eval-aa"
     if (aa_dir / "judgements.jsonl").is_file():
         a, b = analysis.read_judgements(base_dir), analysis.read_judgements(aa_dir)
@@ -194,7 +198,10 @@ def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged]) -> dict[s
 def _matching(cfg: Any, arms: list[dict[str, Any]]) -> dict[str, Any]:
     """Whether arms trained equal optimizer steps (compute-matched) or one pass count each (data-matched)."""
     steps = {a["name"]: a["steps"] for a in arms if a["steps"] is not None}
-    return {"mode": cfg.train.matched, "steps": steps, "equal_steps": len(set(steps.values())) <= 1,
+    untrained = [a["name"] for a in arms if a["pairs"] == 0]
+    trained = {n: s for n, s in steps.items() if n not in untrained}
+    return {"mode": cfg.train.matched, "steps": steps, "equal_steps": len(set(trained.values())) <= 1,
+            "untrained": untrained, "distinct_pairs": {a["name"]: a["pairs"] for a in arms},
             "pair_slots": {a["name"]: (a["steps"] or 0) * cfg.train.batch_size for a in arms}}
 
 
@@ -356,8 +363,11 @@ def verdict_blocks(data: dict[str, Any]) -> list[Block]:
         kind = "compute-matched (equal optimizer steps)" if m["mode"] == "compute" else \
             "data-matched (each arm one pass count over its own pairs)"
         extra = "" if m["equal_steps"] else " — **arms trained different numbers of steps**"
-        blocks.append(("p", f"Training: {kind}{extra}; steps per arm: "
-                            + ", ".join(f"{k} {x}" for k, x in m["steps"].items()) + "."))
+        none = (f" {', '.join(m['untrained'])}: no pairs (every selected prompt tied), not trained, so its "
+                "answers are the base policy's." if m.get("untrained") else "")
+        blocks.append(("p", f"Training: {kind}{extra}; optimizer steps (distinct pairs) per arm: "
+                            + ", ".join(f"{k} {x} ({m['distinct_pairs'].get(k)})" for k, x in m["steps"].items())
+                            + "." + none))
     rr = data.get("rank_reliability")
     if rr:
         last = rr[-1]

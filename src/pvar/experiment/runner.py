@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ CONFIG_FILE = "config.yaml"
 BASE_EVAL = Path("base") / "eval"
 AA_EVAL = Path("base") / "eval-aa"
 HELDOUT_PAIRS = Path("heldout") / "pairs.jsonl"
+UNTRAINED = "untrained.json"  # marks an arm with no pairs: its policy is the base policy
 _TIED = 1e-12  # PVar of a prompt whose rewards all tie is exactly 0; anything above yields a pair
 
 
@@ -302,8 +304,12 @@ class Experiment:
         out = self.paths.arm(name) / "heldout.json"
 
         def go() -> dict[str, Any]:
-            res = pair_preferences(model, self.paths.root / HELDOUT_PAIRS, beta=self.cfg.train.beta,
-                                   max_length=self.cfg.train.max_length, device=self.cfg.device)
+            pairs = self.paths.root / HELDOUT_PAIRS
+            if (model / UNTRAINED).is_file():  # the policy is its own reference: every margin is exactly 0
+                res = {"n_pairs": _count_lines(pairs), "loss": math.log(2.0), "accuracy": 0.0, "mean_margin": 0.0}
+            else:
+                res = pair_preferences(model, pairs, beta=self.cfg.train.beta, max_length=self.cfg.train.max_length,
+                                       device=self.cfg.device)
             atomic_write_text(out, json.dumps(res, indent=2) + "\n")
             return res
 
@@ -367,6 +373,14 @@ class Experiment:
 
         def go() -> dict[str, Any]:
             shutil.rmtree(model, ignore_errors=True)  # a run killed mid-training restarts this arm cleanly
+            if not _count_lines(folder / "pairs.jsonl"):
+                # Every selected prompt tied (PVar 0): there is nothing to learn from, so the arm *is* the base
+                # policy. Recorded as such rather than failing the run: it is a result about the selection.
+                model.mkdir(parents=True)
+                atomic_write_text(model / UNTRAINED, json.dumps({"reason": "no pairs", "policy": self.cfg.policy}))
+                atomic_write_text(model / "train_log.jsonl", "")
+                self.log(f"[yellow]  {name}: no pairs (every selected prompt tied); not trained[/yellow]")
+                return {"steps": 0, "n_pairs": 0, "untrained": True}
             total = tcfg.max_steps if tcfg.max_steps > 0 else None
             with render.progress(f"train {name}", total=total, unit="steps") as tick:
                 done = [0]
@@ -428,13 +442,17 @@ class Experiment:
         from pvar.evaluate import evaluate
 
         folder = self.paths.arm(name)
-        ecfg = self._eval_config(str(folder / "model"))
+        untrained = (folder / "model" / UNTRAINED).is_file()
+        ecfg = self._eval_config(self.cfg.policy if untrained else str(folder / "model"))
         out = folder / "eval"
 
         def go() -> dict[str, Any]:
             out.mkdir(parents=True, exist_ok=True)
             base = self.paths.root / BASE_EVAL
-            for f in ("outputs_baseline.jsonl", "outputs_baseline.key.json"):  # shared: generated once
+            shared = ["outputs_baseline.jsonl", "outputs_baseline.key.json"]
+            if untrained:  # the base policy's own answers, under the same cache key
+                shared += ["outputs_policy.jsonl", "outputs_policy.key.json"]
+            for f in shared:  # shared: generated once
                 if (base / f).is_file() and not (out / f).is_file():
                     shutil.copyfile(base / f, out / f)
             res = evaluate(ecfg, out)
@@ -443,8 +461,12 @@ class Experiment:
                     "n_prompts": res.n_prompts, "baseline_cached": res.baseline.cached}
 
         key = digest(self.keys[f"train:{name}"], self.keys["eval-prompts"], ecfg.model_copy(update={"policy": name})
-                     .fingerprint())
+                     .fingerprint(), *(["untrained"] if untrained else []))
         self._step(f"eval:{name}", key, [out / "eval.json", out / "judgements.jsonl"], go)
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.is_file() else 0
 
 
 def _dtype(cfg: RunConfig) -> str:

@@ -163,20 +163,26 @@ def difference(a: str, xa: np.ndarray, b: str, xb: np.ndarray, *, run_var: float
 
 
 def analyse(scores: dict[str, np.ndarray], base: np.ndarray, groups: dict[str, list[str]], *, primary: tuple[str, str],
-            gate_arm: str, alpha: float = 0.05) -> dict:
+            gate_arm: str, alpha: float = 0.05, untrained: frozenset[str] = frozenset()) -> dict:
     """The report's decision block.
 
     ``scores``: run name -> per-prompt eval scores (aligned, shape (n,)); ``base``: the base policy's;
     ``groups``: arm -> its run names (every arm, one run or several); ``primary``: (focus arm, comparator
     arm), named in the config before the run; ``gate_arm``: the arm that must beat the base policy for
-    any ranking of arms to mean something (the random arm at the same budget).
+    any ranking of arms to mean something (the random arm at the same budget). ``untrained``: arms with no
+    pairs, whose answers are the base policy's (no run-to-run variance).
     """
     mats = {arm: np.stack([scores[r] for r in runs]) for arm, runs in groups.items()
             if runs and all(r in scores for r in runs)}
-    run_var, run_df = pooled_run_variance(mats)
+    run_var, run_df = pooled_run_variance({a: x for a, x in mats.items() if a not in untrained})
     base_m = base[None, :]
     common = dict(run_var=run_var, run_df=run_df, alpha=alpha)
-    vs_base = {arm: difference(arm, x, BASE, base_m, trained=(True, False), **common) for arm, x in mats.items()}
+
+    def trained(*arms: str) -> tuple[bool, bool]:
+        return arms[0] not in untrained, arms[1] not in untrained
+
+    vs_base = {arm: difference(arm, x, BASE, base_m, trained=(arm not in untrained, False), **common)
+               for arm, x in mats.items()}
     out: dict = {"method": METHOD, "alpha": alpha, "run_sd": math.sqrt(run_var) if math.isfinite(run_var) else None,
                  "run_df": run_df, "vs_base": {k: v.as_dict() for k, v in vs_base.items()},
                  "primary_names": list(primary), "gate_arm": gate_arm}
@@ -184,8 +190,10 @@ def analyse(scores: dict[str, np.ndarray], base: np.ndarray, groups: dict[str, l
     out["gate"] = None if gate is None else {**gate.as_dict(), "passed": bool(gate.ci_low > 0)}
     focus, other = primary
     if focus in mats and other in mats:
-        out["primary"] = difference(focus, mats[focus], other, mats[other], **common).as_dict()
-        sec = [difference(focus, mats[focus], arm, x, **common) for arm, x in mats.items() if arm not in primary]
+        out["primary"] = difference(focus, mats[focus], other, mats[other], trained=trained(focus, other),
+                                    **common).as_dict()
+        sec = [difference(focus, mats[focus], arm, x, trained=trained(focus, arm), **common)
+               for arm, x in mats.items() if arm not in primary]
         adj = holm([s.p_value for s in sec])
         out["secondary"] = [{**s.as_dict(), "p_holm": q, "rejected": bool(q < alpha)}
                             for s, q in zip(sec, adj, strict=True)]
