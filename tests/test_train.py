@@ -332,3 +332,15 @@ def test_config_defaults_are_documented():
         True, 16, 32, 512, 0, None)
     for name, info in TrainConfig.model_fields.items():
         assert info.description, name
+
+
+def test_lora_layers_adapts_only_the_top_blocks(tmp_path, tiny):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", make_rows(4))
+    out = tmp_path / "out"
+    cfg = TrainConfig.make(model=str(tiny), lora_layers=1, max_steps=2, batch_size=2, lr=1e-3)
+    train(pairs, out, cfg)
+    from safetensors.torch import load_file
+
+    names = list(load_file(str(out / "adapter_model.safetensors")))
+    assert names and all(".h.1." in n for n in names)  # the tiny GPT-2 has blocks h.0 and h.1
+    assert json.loads((out / "adapter_config.json").read_text())["layers_to_transform"] == [1]

@@ -74,6 +74,9 @@ class TrainConfig(StageConfig):
                        "every weight.")
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = lora_alpha / lora_r).")
+    lora_layers: int | None = Field(None, ge=1, description="LoRA in the top K transformer blocks only (None = all). "
+                                    "Gradients then stop at the lowest adapted block: with K of L blocks a step "
+                                    "costs about (1 + 2K/L) / 3 of a full-depth one.")
     max_length: int = Field(512, ge=8, description="Cap on prompt + completion tokens; longer sequences are cut "
                             "at the end, pairs whose prompt alone fills it are dropped (dpo/ipo).")
     seed: int = Field(0, description="Seed for data order, LoRA init and dropout.")

@@ -318,3 +318,16 @@ def test_cross_check_with_lm_eval():
                                     if k != "id"})
         for text in CORPUS:
             assert c.check(text) == bool(theirs.check_following(text)), (c.id, text)
+
+
+def test_format_family_draws_one_shape_constraint_per_prompt():
+    from pvar.tasks import parse_spec, task_rows
+
+    rows = task_rows("format", [{"prompt_id": f"p{i}", "prompt": "Tell me about rivers."} for i in range(200)], 0)
+    ids = [parse_spec(r["reference"]).constraints for r in rows]
+    assert all(len(c) == 1 for c in ids)
+    kinds = {c[0].id for c in ids}
+    assert kinds == {"change_case:english_lowercase", "punctuation:no_comma", "startend:start_phrase",
+                     "length_constraints:number_words", "startend:end_checker"}
+    assert rows == task_rows("format", [{"prompt_id": f"p{i}", "prompt": "Tell me about rivers."}
+                                        for i in range(200)], 0)  # deterministic

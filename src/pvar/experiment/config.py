@@ -30,10 +30,11 @@ class PromptsConfig(_Section):
     eval_source: str = Field("sharegpt", description="Held-out eval prompts: 'sharegpt' (its eval split, disjoint "
                              "from the pool split) or a file of rows with prompt_id, prompt, reference.")
     eval: int = Field(64, ge=2, description="Eval prompts (sharegpt eval source).")
-    task: Literal["ifeval", "phrase"] | None = Field(
-        None, description="Verifiable task family (pvar.tasks) attached to the sharegpt prompts: ifeval "
-        "(constraints checked by code) or phrase (open with a given phrase). Each row's reference then holds "
-        "its task spec, read by the exact 'gold' reward and judge.")
+    task: Literal["ifeval", "format", "phrase"] | None = Field(
+        None, description="Verifiable task family (pvar.tasks) attached to the sharegpt prompts: ifeval (1-2 "
+        "IFEval-style constraints checked by code, keywords and bullets included), format (one constraint on the "
+        "reply's shape: lowercase, no commas, opening word, under 20 words, closing phrase) or phrase (open with a "
+        "given phrase). Each row's reference then holds its task spec, read by the exact 'gold' reward and judge.")
 
 
 class ScoringConfig(_Section):
@@ -125,6 +126,7 @@ class TrainSection(_Section):
     lora: bool = True
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
+    lora_layers: int | None = Field(None, ge=1, description="LoRA in the top K blocks only (see pvar train --help).")
     max_length: int = Field(320, ge=8)
     pair_rule: Literal["best-worst", "best-random", "all"] = Field("best-worst", description="Pairs per prompt.")
     matching: Literal["auto", "compute", "data"] = Field(

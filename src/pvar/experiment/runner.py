@@ -361,7 +361,8 @@ class Experiment:
         t = self.cfg.train
         return TrainConfig.make(model=self.cfg.policy, algo=t.algo, beta=t.beta, lr=t.lr, epochs=t.epochs,
                                 max_steps=t.max_steps, batch_size=t.batch_size, lora=t.lora, lora_r=t.lora_r,
-                                lora_alpha=t.lora_alpha, max_length=t.max_length, seed=self.cfg.train_seed(name),
+                                lora_alpha=t.lora_alpha, lora_layers=t.lora_layers, max_length=t.max_length,
+                                seed=self.cfg.train_seed(name),
                                 weight_by=arm.weight_by, trl_args=dict(t.trl_args))
 
     def train_arm(self, name: str, arm: ArmConfig) -> None:

@@ -28,7 +28,7 @@ from pvar.tasks.constraints import (
     make_constraint,
 )
 
-FAMILIES = ("ifeval", "phrase")
+FAMILIES = ("ifeval", "format", "phrase")
 
 # Parameter lists are short and easy on purpose: a 135M chat model should satisfy each instruction
 # some of the time, so sampled replies differ in gold score and preference pairs carry signal.
@@ -67,6 +67,16 @@ _IFEVAL_DRAWS: tuple[tuple[str, int, Callable[[random.Random], Constraint]], ...
     (KeywordExistence.id, 3, lambda rng: KeywordExistence(keywords=(rng.choice(KEYWORDS),))),
     (ForbiddenWords.id, 1, lambda rng: ForbiddenWords(forbidden_words=tuple(sorted(rng.sample(FORBIDDEN, 2))))),
     (BulletLists.id, 1, lambda rng: BulletLists(num_bullets=rng.choice(BULLET_COUNTS))),
+)
+# format: one instruction per prompt, each about the shape of the reply, never its content, so that one
+# behaviour (open with a word, stop early, close with a phrase, drop commas, no capitals) carries across
+# prompts. A 135M model learns these from a few dozen DPO pairs, where it barely learns keyword insertion.
+_FORMAT_DRAWS: tuple[Callable[[random.Random], Constraint], ...] = (
+    lambda rng: Lowercase(),
+    lambda rng: NoComma(),
+    lambda rng: StartPhrase(start_phrase=rng.choice(START_WORDS)),
+    lambda rng: NumberOfWords(num_words=20, relation="less than"),
+    lambda rng: EndPhrase(end_phrase=rng.choice(END_PHRASES)),
 )
 # "all lowercase" next to "begin with the exact phrase 'Sure'": the check ignores case, the reader may not.
 _CLASHES = {frozenset((Lowercase.id, StartPhrase.id)), frozenset((Lowercase.id, EndPhrase.id))}
@@ -120,6 +130,8 @@ def draw_spec(family: str, prompt_id: str, seed: int) -> TaskSpec:
     rng = _rng(family, seed, prompt_id)
     if family == "phrase":
         return TaskSpec("phrase", (StartPhrase(start_phrase=rng.choice(PHRASES)),))
+    if family == "format":
+        return TaskSpec("format", (rng.choice(_FORMAT_DRAWS)(rng),))
     if family != "ifeval":
         raise ValueError(f"unknown task family {family!r}; known: {', '.join(FAMILIES)}")
     pool = list(_IFEVAL_DRAWS)

@@ -58,7 +58,7 @@ def build_trainer(pairs_path: str | Path, out: Path, cfg: Any, *, ref_cache: str
         raise ConfigError(f"out_dir: {out} is the model's own folder; write the checkpoint elsewhere")
     tokenizer, model = load_model(folder, cfg.model)
     data = in_sampling_context(data, tokenizer)  # a chat policy trains under the template it sampled with
-    peft_config = lora_config(cfg) if cfg.lora else None
+    peft_config = lora_config(cfg, model) if cfg.lora else None
     log_rows: list[dict[str, Any]] = []
     callbacks = [jsonl_log_callback(out / LOG_FILE, log_rows)]
     common = {"model": model, "args": args, "processing_class": tokenizer, "peft_config": peft_config,
@@ -170,12 +170,37 @@ def load_model(folder: str, name: str) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def lora_config(cfg: Any) -> Any:
-    """LoRA on every linear layer but the LM head (peft's "all-linear"), no dropout."""
+def lora_config(cfg: Any, model: Any = None) -> Any:
+    """LoRA on every linear layer but the LM head (peft's "all-linear"), no dropout; with ``cfg.lora_layers``
+    only in the top K transformer blocks, so the backward pass stops at the lowest adapted block."""
     from peft import LoraConfig
 
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", lora_dropout=0.0,
-                      task_type="CAUSAL_LM")
+    targets: Any = "all-linear"
+    layers = None
+    if getattr(cfg, "lora_layers", None) is not None:
+        depth = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+        if not depth:
+            raise ConfigError("lora_layers: the model's config gives no num_hidden_layers")
+        layers = list(range(max(0, depth - cfg.lora_layers), depth))
+        targets = _linear_names(model)  # peft takes layers_to_transform only with explicit module names
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets, lora_dropout=0.0,
+                      task_type="CAUSAL_LM", layers_to_transform=layers)
+
+
+def _linear_names(model: Any) -> list[str]:
+    """Leaf names of the linear layers inside the transformer blocks (what "all-linear" adapts)."""
+    import torch
+
+    kinds: tuple[type, ...] = (torch.nn.Linear,)
+    try:
+        from transformers.pytorch_utils import Conv1D
+
+        kinds += (Conv1D,)
+    except ImportError:
+        pass
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, kinds) and module is not head})
 
 
 def quiet_progress(trainer: Any, progress: Any) -> None:
