@@ -106,3 +106,25 @@ def training_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str 
     ax.set(xlabel="optimizer step", ylabel=ylabel, title=f"{ylabel} per arm")
     ax.legend(fontsize=8, ncol=2)
     return _save(fig, path)
+
+
+def signal_scatter(dot: np.ndarray, pvar: np.ndarray, std: np.ndarray, path: str | Path, *,
+                   fits: tuple[dict, dict]) -> Path:
+    """The gradient signal (dot product of two independent DPO-gradient estimates) against PVar and
+    against the reward std, with each least-squares line and its R²."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), constrained_layout=True, sharey=True)
+    for ax, x, fit, label in ((axes[0], pvar, fits[0], "PVar (pool samples)"),
+                              (axes[1], std, fits[1], "reward std (pool samples)")):
+        ax.scatter(x, dot, s=18, color="#4C72B0", alpha=0.8)
+        ok = np.isfinite(x) & np.isfinite(dot)
+        slope = fit.get("slope")
+        if ok.sum() >= 3 and slope is not None and np.isfinite(slope):
+            xs = np.linspace(x[ok].min(), x[ok].max(), 50)
+            ax.plot(xs, dot[ok].mean() + slope * (xs - x[ok].mean()), color="#DD8452", lw=1.5)
+        ax.axhline(0, color="#555555", lw=0.8, ls="--")
+        r2, rho = (fit.get(k) for k in ("r2", "spearman"))
+        ax.set(xlabel=label, title=f"R² {'n/a' if r2 is None else f'{r2:.2f}'}, Spearman "
+                                   f"{'n/a' if rho is None else f'{rho:.2f}'}")
+    axes[0].set_ylabel("G_A · G_B (unbiased for ‖E G‖²)")
+    return _save(fig, path)

@@ -168,3 +168,10 @@ def test_an_arm_of_tied_prompts_is_not_trained_and_answers_as_the_base(run):
     assert report["verdict"]["vs_base"]["bottom-pvar"]["estimate"] == 0.0
     assert report["verdict"]["vs_base"]["bottom-pvar"]["se_runs"] == 0.0
     assert report["heldout"]["bottom-pvar"]["accuracy"] == 0.0
+
+
+def test_report_draws_the_verdict_and_signal_figures(run):
+    for fig in ("verdict.png", "signal.png", "pvar_pool.png"):
+        assert (run / "report" / "figures" / fig).stat().st_size > 1000
+    html = (run / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5 and "<script" not in html

@@ -219,11 +219,11 @@ def draw(data: dict[str, Any], run_dir: Path, fig_dir: Path, pool: analysis.Pool
     figs: dict[str, Path] = {}
     if pool is not None:
         chosen = {}
-        for arm in data["arms"]:
-            if arm["name"] in ("top-pvar", "top-std", "bottom-pvar"):
+        for arm in data["arms"]:  # an arm's first run stands for its selection (training seeds share it)
+            if arm["group"] in ("top-pvar", "top-std", "bottom-pvar") and arm["group"] not in chosen:
                 ids = _selected_ids(run_dir / "arms" / arm["name"], pool)
                 if ids is not None:
-                    chosen[arm["name"]] = np.isin(pool.ids, ids)
+                    chosen[arm["group"]] = np.isin(pool.ids, ids)
         figs["pool"] = plots.pvar_selection(pool.pvar, pool.reward_std, chosen, fig_dir / "pvar_pool.png")
     evald = [a for a in data["arms"] if a["eval"]]
     if evald:
@@ -238,6 +238,23 @@ def draw(data: dict[str, Any], run_dir: Path, fig_dir: Path, pool: analysis.Pool
         figs["paired"] = plots.interval_rows(rows, fig_dir / "paired.png", ref=0.0,
                                              xlabel=f"mean judge-score difference ({data['focus']} - other)",
                                              title=f"{data['focus']} against each arm on the same eval prompts")
+    v = data.get("verdict")
+    if v:
+        rows = [(f"{arm} − base ({x['runs_a']} runs)", x["estimate"], x["ci_low"], x["ci_high"])
+                for arm, x in v["vs_base"].items()]
+        tests = ([v["primary"]] if v["primary"] else []) + v["secondary"]
+        rows += [(f"{c['a']} − {c['b']}" + (" (primary)" if i == 0 and v["primary"] else ""), c["estimate"],
+                  c["ci_low"], c["ci_high"]) for i, c in enumerate(tests)]
+        figs["verdict"] = plots.interval_rows(rows, fig_dir / "verdict.png", ref=0.0,
+                                              xlabel="mean eval score difference (runs pooled; run + prompt variance)",
+                                              title="Gains over the base policy, then the arm comparisons")
+    signal = run_dir / "signal" / "signal.jsonl"
+    if data.get("signal") and signal.is_file():
+        rows_s = analysis.read_jsonl(signal)
+        figs["signal"] = plots.signal_scatter(
+            np.array([r["dot"] for r in rows_s]), np.array([r["pool_pvar"] for r in rows_s]),
+            np.array([r["pool_reward_std"] for r in rows_s]), fig_dir / "signal.png",
+            fits=(data["signal"]["fit_pvar"], data["signal"]["fit_reward_std"]))
     curves = {n: (np.array([c[0] for c in pts]), np.array([c[1] for c in pts])) for n, pts in data["curves"].items()
               if pts}
     if curves:
@@ -337,6 +354,8 @@ def verdict_blocks(data: dict[str, Any]) -> list[Block]:
                             f"(df {_f(pr['df'], '.1f')})."))
     blocks.append(("p", f"Variance: {v['method']}; between-run SD of an arm's mean score "
                         f"{_f(v['run_sd'], '.4f')} (df {v['run_df']})."))
+    blocks.append(("fig", "verdict", "Each arm's gain over the base policy, then the primary and secondary "
+                                     "comparisons, with the intervals above."))
     if v["secondary"]:
         blocks.append(("table", ["secondary comparison", "difference [CI]", "p", "p (Holm)", "rejected at Holm?"],
                        [[f"{c['a']} − {c['b']}", _d(c), _f(c["p_value"], ".3g"), _f(c["p_holm"], ".3g"),
@@ -484,6 +503,7 @@ def document(data: dict[str, Any]) -> list[Block]:
                             "norm (the signal), regressed on PVar and on the reward std measured on the pool's own "
                             f"samples. PVar: R² {_f(fp['r2'])}, Spearman {_f(fp['spearman'])}; reward std: R² "
                             f"{_f(fs['r2'])}, Spearman {_f(fs['spearman'])} (parameters: {sig['params']})."))
+        blocks.append(("fig", "signal", "Gradient signal against PVar and against the reward std, per prompt."))
     ho = data.get("heldout")
     if ho:
         blocks.append(("h2", "Held-out gold pairs"))
