@@ -195,7 +195,8 @@ def test_ref_cache_is_keyed_by_max_length(tmp_path, tiny):
     cache = tmp_path / "ref"
     base = {"model": str(tiny), "lora": True, "max_steps": 1, "batch_size": 2}
     assert train(pairs, tmp_path / "a", TrainConfig.make(**base), ref_cache=cache).ref_computed == 4
-    assert train(pairs, tmp_path / "b", TrainConfig.make(**base, max_length=12), ref_cache=cache).ref_computed == 4
+    # 20 tokens hold each chat-templated prompt (about 13 here) but cut the completions: new reference log-probs
+    assert train(pairs, tmp_path / "b", TrainConfig.make(**base, max_length=20), ref_cache=cache).ref_computed == 4
     # LoRA and full fine-tunes share the reference (the base model), and dpo and ipo share it too.
     full_ipo = TrainConfig.make(**{**base, "lora": False}, algo="ipo")
     assert train(pairs, tmp_path / "c", full_ipo, ref_cache=cache).ref_computed == 0
@@ -344,3 +345,9 @@ def test_lora_layers_adapts_only_the_top_blocks(tmp_path, tiny):
     names = list(load_file(str(out / "adapter_model.safetensors")))
     assert names and all(".h.1." in n for n in names)  # the tiny GPT-2 has blocks h.0 and h.1
     assert json.loads((out / "adapter_config.json").read_text())["layers_to_transform"] == [1]
+
+
+def test_pairs_whose_prompt_fills_max_length_give_a_one_line_error(tmp_path, tiny):
+    pairs = write_pairs(tmp_path / "p.jsonl", make_rows(4))
+    with pytest.raises(ConfigError, match="max_length 8: the prompt alone fills it for every pair"):
+        train(pairs, tmp_path / "out", TrainConfig.make(model=str(tiny), max_steps=1, batch_size=2, max_length=8))

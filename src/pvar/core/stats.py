@@ -240,7 +240,10 @@ def pvar_interval(
             if sel.size == 0:
                 continue
             h = t2.T if sel.size == nv.size else t2[:, sel].T
-            boot = h @ q  # (prompts x n_boot) sums of c_a c_b tanh^2 over pairs a < b
+            # (prompts x n_boot) sums of c_a c_b tanh^2 over pairs a < b. einsum's own loop adds the pairs in the
+            # same order for every row; a BLAS matmul picks kernels by matrix shape, so a prompt's interval
+            # would move by an ulp with the other prompts in its batch.
+            boot = np.einsum("pk,kb->pb", h, q)
             part = np.sort(boot, axis=1)  # SIMD sort beats np.partition ~5x on 200-wide rows
             factor = 1.0 / (2.0 * (m - 1) ** 2)
             low[rows.start + sel] = part[:, k_lo] * factor

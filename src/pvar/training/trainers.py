@@ -301,6 +301,9 @@ def pvar_dpo_trainer_class() -> type:
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            if dataset_name == "train" and len(dataset) == 0:
+                raise ConfigError(f"max_length {args.max_length}: the prompt alone fills it for every pair (prompts "
+                                  "are counted with the chat template); raise max_length")
             if dataset_name == "train" and WEIGHT_COLUMN in (dataset.column_names or []):
                 # Normalise over the pairs TRL kept (it drops those whose prompt alone fills max_length).
                 weights = dataset[WEIGHT_COLUMN]
