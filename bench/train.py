@@ -14,6 +14,8 @@ Pairs: the first --pairs ShareGPT pool prompts as chat messages; chosen = the re
 - pvar-warm: the same run again on the now filled cache: the situation of every later run on this
              pool (another selection, another seed, another algo among dpo/ipo, LoRA or full).
 - lora-warm: (information) the LoRA variant on the same cache: LoRA's reference is the base model.
+- lora8-warm: LoRA in the top 8 of SmolLM2's 30 blocks only (train.lora_layers 8, what the testbed
+             presets use): the backward pass stops at block 22. Ratio against lora-warm printed.
 
 Prints wall time (whole call and trainer.train), s/step, CPU time and peak RSS of the child process
 (os.wait4), and first/final loss of each arm,
@@ -67,6 +69,8 @@ def worker(args: argparse.Namespace) -> None:
                 "batch_size": args.batch, "max_length": args.max_length, "seed": 0}
     if args.arm == "trl":
         settings["trl_args"] = {"precompute_ref_log_probs": False}
+    if args.arm == "lora8-warm":
+        settings["lora_layers"] = 8
     cache = None if args.arm == "trl" else args.cache
     result = train(args.pairs_file, args.out, TrainConfig.make(**settings), ref_cache=cache)
     log = [json.loads(line) for line in (Path(args.out) / "train_log.jsonl").read_text().splitlines()]
@@ -144,6 +148,10 @@ def main() -> None:
     def med(arm: str, key: str) -> float:
         return statistics.median(r[key] for r in by_arm[arm])
 
+    if "lora-warm" in by_arm and "lora8-warm" in by_arm:
+        ratios = ", ".join(f"{label} {med('lora-warm', key) / med('lora8-warm', key):.2f}x" for label, key in
+                           (("train time", "train_seconds"), ("CPU time", "cpu_s")))
+        print(f"lora-warm / lora8-warm (all blocks vs the top 8; medians over runs): {ratios}")
     if "trl" in by_arm:
         for arm in ("pvar-warm", "pvar-cold"):
             if arm in by_arm:
