@@ -107,3 +107,15 @@ def test_rank_reliability_is_perfect_for_planted_spread_and_chance_for_noise():
     assert rr[-1]["overlap"] == 1.0 and rr[-1]["chance"] == 0.25
     tied = verdict.rank_reliability(np.zeros((prompts, n)), 50, scale=1.0, sizes=[4])
     assert tied[0]["overlap"] == pytest.approx(0.25)  # every prompt tied: expected overlap is chance
+
+
+def test_resampled_reliability_grows_with_samples_and_matches_planted_truth():
+    rng = np.random.default_rng(4)
+    prompts, n = 120, 8
+    p_success = rng.uniform(0, 1, prompts)
+    rewards = (rng.uniform(size=(prompts, n)) < p_success[:, None]).astype(float)
+    out = verdict.resampled_reliability(rewards, 30, scale=4.0, sizes=[4, 8, 16], draws=20)
+    overlaps = [r["overlap"] for r in out]
+    assert overlaps[0] < overlaps[2] and all(0.25 <= o <= 1 for o in overlaps)
+    tied = verdict.resampled_reliability(np.ones((prompts, n)), 30, scale=4.0, sizes=[8], draws=5)
+    assert tied[0]["overlap"] == pytest.approx(0.25)

@@ -129,6 +129,10 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
     if pool is not None and pool.rewards.shape[1] >= 4:
         out["rank_reliability"] = verdict.rank_reliability(pool.rewards, out["pool"]["budget_k"],
                                                            scale=cfg.scoring.scale)
+        n = pool.rewards.shape[1]
+        out["rank_reliability_resampled"] = verdict.resampled_reliability(
+            pool.rewards, out["pool"]["budget_k"], scale=cfg.scoring.scale, sizes=sorted({n // 2, n, 2 * n}),
+            seed=cfg.seed)
     focus = arm_names[0]
     comps = analysis.paired_comparisons(judged, focus, groups, **boot)
     out["focus"] = focus
@@ -395,6 +399,12 @@ def verdict_blocks(data: dict[str, Any]) -> list[Block]:
                             f"(chance {_f(100 * last['chance'], '.0f')}%); the selection used all "
                             f"{data['config']['scoring']['n']} samples, so it is at least this stable. By samples: "
                             + ", ".join(f"{r['samples']}: {_f(100 * r['overlap'], '.0f')}%" for r in rr) + "."))
+        rs = data.get("rank_reliability_resampled")
+        if rs:
+            blocks.append(("p", "Resampling each prompt's own rewards (two sets of m drawn with replacement, 50 times) "
+                                "gives the overlap at sizes the split halves cannot reach: "
+                                + ", ".join(f"m = {r['samples']}: {_f(100 * r['overlap'], '.0f')}%" for r in rs)
+                                + " (compare the split-half figure at the same m)."))
     return blocks
 
 

@@ -228,6 +228,27 @@ def rank_reliability(rewards: np.ndarray, k: int, *, scale: float, sizes: list[i
     return out
 
 
+def resampled_reliability(rewards: np.ndarray, k: int, *, scale: float, sizes: list[int], draws: int = 50,
+                          seed: int = 0) -> list[dict]:
+    """Test-retest overlap of the top-k at sample sizes beyond what split halves reach: two sets of m rewards
+    per prompt are drawn with replacement from the prompt's own observed rewards (a plug-in bootstrap of
+    each prompt's reward distribution), ``draws`` times. Read it beside `rank_reliability` at the same m,
+    which it should roughly reproduce (plug-in draws understate the spread of rare outcomes a little).
+    """
+    rng = np.random.default_rng(seed)
+    valid = [r[np.isfinite(r)] for r in rewards]
+    ids = np.arange(len(valid))
+    out = []
+    for m in sizes:
+        got = []
+        for _ in range(draws):
+            sets = [np.stack([rng.choice(v, m) if v.size else np.full(m, np.nan) for v in valid]) for _ in (0, 1)]
+            a, b = (reward_stats(x, scale=scale).pvar for x in sets)
+            got.append(_top_overlap(a, b, ids, k))
+        out.append({"samples": m, "overlap": float(np.mean(got)), "chance": k / len(valid) if valid else 0})
+    return out
+
+
 def _top_overlap(a: np.ndarray, b: np.ndarray, ids: np.ndarray, k: int) -> float:
     """Top-k overlap; ties at the cut are shared out by expectation (a random tie-break would add noise)."""
     def members(score: np.ndarray) -> np.ndarray:
