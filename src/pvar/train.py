@@ -155,9 +155,6 @@ def train(
     out = Path(out_dir)
     built = build_trainer(pairs_path, out, cfg, ref_cache=ref_cache)
     trainer = built.trainer
-    if len(trainer.train_dataset) == 0:  # TRL dropped every pair whose prompt alone fills max_length
-        raise ConfigError(f"max_length {cfg.max_length}: the prompt alone fills it for every pair (prompts are "
-                          "counted with the chat template); raise max_length")
     if progress is not None:
         quiet_progress(trainer, progress)
     earlier_run = (out / CONFIG_FILE).is_file()

@@ -92,7 +92,10 @@ class Judged:
     texts: np.ndarray | None = None
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """The rows of a JSONL file; ``missing_ok``: [] for a file a run has not written yet."""
+    if missing_ok and not path.is_file():
+        return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

@@ -253,8 +253,8 @@ class RunConfig(_Section):
         return self.seed + seeds[name]
 
     def groups(self) -> dict[str, list[str]]:
-        """Arm name -> its runs, for arms that stand for several (random seeds, training seeds)."""
-        return {arm.name: [n for n, _ in arm.expand()] for arm in self.arms if len(arm.expand()) > 1}
+        """Arm name -> its runs (several for random seeds and training seeds, else one)."""
+        return {arm.name: [n for n, _ in arm.expand()] for arm in self.arms}
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -13,15 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pvar.experiment.analysis import read_jsonl
 from pvar.io.writers import atomic_write_text
 
 POOL_COLUMNS = ("prompt_id", "prompt", "reference", "responses", "rewards", "pvar", "pvar_low", "pvar_high",
                 "reward_mean", "reward_std", "reward_range", "n_valid")
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.is_file() \
-        else []
 
 
 def export_per_prompt(run_dir: str | Path, out_dir: str | Path, cfg: Any) -> dict[str, int]:
@@ -55,13 +51,13 @@ def export_per_prompt(run_dir: str | Path, out_dir: str | Path, cfg: Any) -> dic
     if exact:
         eval_file = root / "prompts" / "eval.jsonl" if cfg.prompts.eval_source == "sharegpt" else \
             Path(cfg.prompts.eval_source)
-        specs = {str(r["prompt_id"]): r.get("reference") for r in _jsonl(eval_file)}
+        specs = {str(r["prompt_id"]): r.get("reference") for r in read_jsonl(eval_file, missing_ok=True)}
     sources = [("base", root / "base" / "eval"), ("base-aa", root / "base" / "eval-aa")] + \
         [(n, root / "arms" / n / "eval") for n in names]
     lines = []
     for run, folder in sources:
-        score = {r["prompt_id"]: r["policy_score"] for r in _jsonl(folder / "judgements.jsonl")}
-        for r in _jsonl(folder / "outputs_policy.jsonl"):
+        score = {r["prompt_id"]: r["policy_score"] for r in read_jsonl(folder / "judgements.jsonl", missing_ok=True)}
+        for r in read_jsonl(folder / "outputs_policy.jsonl", missing_ok=True):
             row: dict[str, Any] = {"run": run, "prompt_id": r["prompt_id"], "prompt": r["prompt"],
                                    "output": r["output"], "stopped_at_eos": r["stopped_at_eos"],
                                    "judge_score": score.get(r["prompt_id"])}

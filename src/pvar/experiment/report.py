@@ -28,10 +28,6 @@ Block = tuple  # ("h2", text) | ("p", text) | ("table", header, rows) | ("fig", 
 # -- collecting -----------------------------------------------------------------------------------
 
 
-def _log(path: Path) -> list[dict[str, Any]]:
-    return analysis.read_jsonl(path) if path.is_file() else []
-
-
 def _json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -124,8 +120,9 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
         out["base"] = {"mean_score": base["policy"]["mean_score"], "mean_tokens": base["policy"]["mean_tokens"],
                        "self_win_rate": base["win_rate"]["hard"]["estimate"], "n_prompts": base["n_prompts"],
                        "judge": base["judge"]}
-    out["verdict"] = _verdict(cfg, root, judged)
-    out["matching"] = _matching(cfg, arms)
+    untrained = [a["name"] for a in arms if a["pairs"] == 0]  # every selected prompt tied: nothing to train on
+    out["verdict"] = _verdict(cfg, root, judged, untrained)
+    out["matching"] = _matching(cfg, arms, untrained)
     if pool is not None and pool.rewards.shape[1] >= 4:
         out["rank_reliability"] = verdict.rank_reliability(pool.rewards, out["pool"]["budget_k"],
                                                            scale=cfg.scoring.scale)
@@ -149,15 +146,17 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
     held = {n: _json(root / "arms" / n / "heldout.json") for n in arm_names}
     if any(h is not None for h in held.values()):
         out["heldout"] = {n: h for n, h in held.items() if h is not None}
-    out["curves"] = {n: [[r["step"], r["loss"]] for r in _log(root / "arms" / n / "model" / "train_log.jsonl")
-                         if isinstance(r.get("loss"), (int, float))] for n in arm_names}
+    logs = {n: analysis.read_jsonl(root / "arms" / n / "model" / "train_log.jsonl", missing_ok=True) for n in arm_names}
+    out["curves"] = {n: [[r["step"], r["loss"]] for r in rows if isinstance(r.get("loss"), (int, float))]
+                     for n, rows in logs.items()}
     out["complete"] = bool(arms) and all(a["eval"] for a in arms) if cfg.until == "eval" else \
         all(a["pairs"] is not None for a in arms)
     out["until"] = cfg.until
     return out
 
 
-def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged]) -> dict[str, Any] | None:
+def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged],
+             untrained_runs: list[str]) -> dict[str, Any] | None:
     """Gate, primary and secondary tests, A/A floor and content guard, once every run is judged."""
     names = [n for n, _, _ in cfg.arm_runs()]
     pair = cfg.primary_pair()
@@ -167,9 +166,8 @@ def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged]) -> dict[s
     first = judged[names[0]]
     pos = {pid: i for i, pid in enumerate(first.ids.tolist())}
     base = first.baseline[[pos[pid] for pid in ids]]
-    groups = {arm.name: [n for n, _ in arm.expand()] for arm in cfg.arms}
-    untrained = frozenset(arm.name for arm in cfg.arms
-                          if all((root / "arms" / n / "model" / "untrained.json").is_file() for n in groups[arm.name]))
+    groups = cfg.groups()
+    untrained = frozenset(arm for arm, runs in groups.items() if all(r in untrained_runs for r in runs))
     out = verdict.analyse(scores, base, groups, primary=pair, gate_arm=pair[1], alpha=1 - cfg.eval.confidence,
                           untrained=untrained)
     out["untrained"] = sorted(untrained)
@@ -191,18 +189,16 @@ def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged]) -> dict[s
 
         texts = {n: judged[n].texts for n in names}
         if all(t is not None for t in texts.values()) and first.texts is not None:
-            base_rows = analysis.read_jsonl(base_dir / "outputs_policy.jsonl") \
-                if (base_dir / "outputs_policy.jsonl").is_file() else []
+            base_rows = analysis.read_jsonl(base_dir / "outputs_policy.jsonl", missing_ok=True)
             out["guard"] = {n: float(np.mean([guard(t) for t in texts[n]])) for n in names}
             if base_rows:
                 out["guard"]["base"] = float(np.mean([guard(r["output"]) for r in base_rows]))
     return out
 
 
-def _matching(cfg: Any, arms: list[dict[str, Any]]) -> dict[str, Any]:
+def _matching(cfg: Any, arms: list[dict[str, Any]], untrained: list[str]) -> dict[str, Any]:
     """Whether arms trained equal optimizer steps (compute-matched) or one pass count each (data-matched)."""
     steps = {a["name"]: a["steps"] for a in arms if a["steps"] is not None}
-    untrained = [a["name"] for a in arms if a["pairs"] == 0]
     trained = {n: s for n, s in steps.items() if n not in untrained}
     return {"mode": cfg.train.matched, "steps": steps, "equal_steps": len(set(trained.values())) <= 1,
             "untrained": untrained, "distinct_pairs": {a["name"]: a["pairs"] for a in arms},

@@ -177,7 +177,7 @@ def lora_config(cfg: Any, model: Any = None) -> Any:
 
     targets: Any = "all-linear"
     layers = None
-    if getattr(cfg, "lora_layers", None) is not None:
+    if cfg.lora_layers is not None:
         depth = getattr(getattr(model, "config", None), "num_hidden_layers", None)
         if not depth:
             raise ConfigError("lora_layers: the model's config gives no num_hidden_layers")
