@@ -6,13 +6,13 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pvar.errors import ConfigError
+from pvar.errors import ConfigError, short_repr
 
 
 class StageConfig(BaseModel):
     """Frozen pydantic model; ``make`` turns validation errors into one-line ``ConfigError``s."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     @classmethod
     def make(cls, **values: Any) -> Self:
@@ -21,8 +21,10 @@ class StageConfig(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             key = ".".join(str(p) for p in err["loc"]) or cls.__name__
-            given = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+            shown = "input" in err and not isinstance(err["input"], dict)
+            given = f" (got {short_repr(err['input'])})" if shown else ""
             raise ConfigError(f"{key}: {err['msg']}{given}") from None
+
 
     def fingerprint(self) -> str:
         """Stable hash of the settings, for manifests and caches."""

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr`` cut to ``limit`` characters: an error line never carries a whole pasted value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 class PvarError(Exception):
     """Base class for errors caused by the user's input or settings (shown without traceback)."""
@@ -31,6 +39,10 @@ class InputError(PvarError, ValueError):
 
 class ConfigError(PvarError, ValueError):
     """A bad setting: names the setting and the value that was refused."""
+
+
+class UserCodeError(PvarError, ValueError):
+    """A user's function (e.g. a ``module:function`` reward) raised or returned something unusable."""
 
 
 class ResumeMismatch(PvarError):

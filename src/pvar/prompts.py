@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pvar.backends.assets import cache_dir
+from pvar.io.writers import atomic_write_text
 
 DATA_FILENAME = "ShareGPT_V3_unfiltered_cleaned_split.json"
 SPLITS = ("pool", "eval")
@@ -214,7 +214,4 @@ def _scan(source: Path) -> list[dict[str, str]]:
 
 def _write_atomic(target: Path, payload: dict[str, Any]) -> None:
     """Write then rename, so a concurrent reader never sees half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write_text(target, json.dumps(payload, ensure_ascii=False))

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -73,6 +72,7 @@ from pvar.backends.base import generation_prompt_ids
 from pvar.config import StageConfig
 from pvar.core.stats import preference_variance, spearman
 from pvar.errors import ConfigError, InputError
+from pvar.io.writers import atomic_file
 
 if TYPE_CHECKING:
     import torch
@@ -594,12 +594,9 @@ def plot_theory(pvar: np.ndarray, grad_norm: np.ndarray, bound: np.ndarray, trf:
     ax.set(xlabel="PVar", ylabel="||G||", title=(title + note) if title else note.strip())
     ax.legend(fontsize=7, loc="upper left")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        fig.savefig(tmp, dpi=120, format="png")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path

@@ -10,13 +10,14 @@ import hashlib
 import importlib
 import importlib.util
 import math
+import numbers
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pvar.backends.base import Prompt, Scores
-from pvar.errors import ConfigError
+from pvar.errors import ConfigError, UserCodeError, short_repr
 
 
 def _load_module(module: str) -> Any:
@@ -35,14 +36,20 @@ def _load_module(module: str) -> Any:
         sys.modules[name] = mod  # registered first, so dataclasses/pickle inside the file can find it
         try:
             spec.loader.exec_module(mod)
-        except BaseException:
+        except Exception as exc:
             del sys.modules[name]
-            raise
+            raise ConfigError(f"reward: importing {module!r} failed: {_describe(exc)}") from exc
         return mod
     try:
         return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"reward: cannot import module {module!r}: {exc}") from exc
+    except Exception as exc:  # not found, or the module itself raised while importing
+        raise ConfigError(f"reward: cannot import module {module!r}: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` on one line, cut short."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 class CallableReward:
@@ -77,29 +84,36 @@ class CallableReward:
         """Call the function and check it returned one finite number per response."""
         self.setup()
         assert self._fn is not None
-        out = self._fn(list(prompts), [list(r) for r in responses], list(references))
+        try:
+            out = self._fn(list(prompts), [list(r) for r in responses], list(references))
+        except Exception as exc:
+            raise UserCodeError(f"reward function {self.target!r} raised {_describe(exc)}") from exc
         return Scores(self._validate(out, responses))
 
     def _validate(self, out: Any, responses: list[list[str]]) -> list[list[float]]:
-        """Shape and type check, with errors that name the user's function."""
+        """Shape and type check, with errors that name the user's function and what it returned."""
         name = f"reward function {self.target!r}"
         if hasattr(out, "tolist"):
             out = out.tolist()
         if not isinstance(out, list | tuple) or len(out) != len(responses):
-            got = f"{len(out)} rows" if isinstance(out, list | tuple) else type(out).__name__
-            raise ValueError(f"{name} must return one list of scores per prompt ({len(responses)} rows), got {got}")
+            got = f"{len(out)} rows" if isinstance(out, list | tuple) else short_repr(out)
+            raise UserCodeError(f"{name} must return one list of scores per prompt ({len(responses)} rows), "
+                                f"got {got}")
         rewards = []
         for i, (row, resps) in enumerate(zip(out, responses, strict=True)):
             row = row.tolist() if hasattr(row, "tolist") else row
             if not isinstance(row, list | tuple) or len(row) != len(resps):
-                got = f"{len(row)} scores" if isinstance(row, list | tuple) else type(row).__name__
-                raise ValueError(f"{name} returned {got} for prompt {i}, which has {len(resps)} responses")
+                got = f"{len(row)} scores" if isinstance(row, list | tuple) else short_repr(row)
+                raise UserCodeError(f"{name} returned {got} for prompt {i}, which has {len(resps)} responses")
+            bad = [x for x in row if isinstance(x, bool) or not isinstance(x, numbers.Real)]
+            if bad:
+                raise UserCodeError(f"{name} returned a non-number for prompt {i}: {short_repr(bad[0])}")
             try:
                 values = [float(x) for x in row]
-            except (TypeError, ValueError):
-                raise ValueError(f"{name} returned a non-number for prompt {i}: {row!r:.200}") from None
+            except OverflowError:
+                raise UserCodeError(f"{name} returned a number too large for a float for prompt {i}") from None
             if not all(math.isfinite(v) for v in values):
-                raise ValueError(f"{name} returned NaN or infinity for prompt {i}: {values}")
+                raise UserCodeError(f"{name} returned NaN or infinity for prompt {i}: {short_repr(values)}")
             rewards.append(values)
         return rewards
 

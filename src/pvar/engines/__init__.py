@@ -6,6 +6,9 @@ from pathlib import Path
 
 from pvar.engines.base import Stage, Tick
 from pvar.engines.local import RunReport, run_local
+from pvar.engines.shards import Layout, guarded_output, validate_source
+from pvar.errors import ConfigError
+from pvar.io.paths import check_output
 
 ENGINES = ("local", "ray")
 
@@ -23,10 +26,25 @@ def run_stage(
     ray_address: str | None = None,
     num_workers: int = 2,
 ) -> RunReport:
-    """Run a stage on the chosen engine; both produce the same shards and manifest."""
-    if engine == "ray":
-        from pvar.engines.ray import run_ray
+    """Run a stage on the chosen engine; both produce the same shards and manifest.
 
-        return run_ray(stage, source, output, shard_size=shard_size, require=require, force=force,
-                       tick=tick, address=ray_address, num_workers=num_workers)
-    return run_local(stage, source, output, shard_size=shard_size, require=require, force=force, tick=tick)
+    Before any output exists: the settings are range-checked, the output must not be the input,
+    and the whole input is read and validated. Then the output is locked (a second process waits
+    and resumes from the first one's shards) and the engine runs.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"engine: unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ConfigError(f"shard_size: must be an integer >= 1, got {shard_size!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ConfigError(f"workers: must be an integer >= 1, got {num_workers!r}")
+    layout = Layout.for_output(output)
+    check_output(source, output, layout.shard_dir)
+    validate_source(source, require)
+    with guarded_output(layout):
+        if engine == "ray":
+            from pvar.engines.ray import run_ray
+
+            return run_ray(stage, source, output, shard_size=shard_size, require=require, force=force,
+                           tick=tick, address=ray_address, num_workers=num_workers)
+        return run_local(stage, source, output, shard_size=shard_size, require=require, force=force, tick=tick)

@@ -14,7 +14,6 @@ put the run folder on storage every node sees, and pass ``--engine ray --ray-add
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 from pvar.engines.base import Stage, Tick, process_shard
 from pvar.engines.local import RunReport, identity
 from pvar.engines.shards import Layout, Manifest, assemble, iter_input_shards, write_shard
+from pvar.io.writers import atomic_file
 
 STAGED = "_input"
 
@@ -62,10 +62,8 @@ def _stage_inputs(source: str | Path, shard_size: int, require: tuple[str, ...],
             if tick:
                 tick(table.num_rows, {})
             continue
-        target = staged / f"{k:05d}.parquet"
-        tmp = staged / f".{k:05d}.tmp-{os.getpid()}"
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
+        with atomic_file(staged / f"{k:05d}.parquet") as tmp:
+            pq.write_table(table, tmp)
         pending.append(k)
     return pending, n_shards, n_rows
 

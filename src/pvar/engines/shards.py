@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pvar.errors import ResumeMismatch
-from pvar.io.readers import JSONL_SUFFIXES, MANIFEST, PARQUET_SUFFIXES, shard_files
+from pvar.io.paths import file_lock, remove_stale_temps
+from pvar.io.readers import JSONL_SUFFIXES, MANIFEST, PARQUET_SUFFIXES, read_manifest, shard_files
 from pvar.io.rows import read_rows
-from pvar.io.writers import atomic_rows, atomic_write_text
+from pvar.io.writers import atomic_file, atomic_rows, atomic_write_text
 
 MANIFEST_VERSION = 1
 
@@ -59,6 +60,12 @@ class Layout:
     shard_dir: Path
     final: Path | None  # a single .parquet/.jsonl file assembled at the end
 
+    @property
+    def lock(self) -> Path:
+        """Held while a process writes this output: beside it, hidden."""
+        target = self.final or self.shard_dir
+        return target.parent / f".{target.name}.lock"
+
     @classmethod
     def for_output(cls, output: str | Path) -> Layout:
         out = Path(output)
@@ -80,7 +87,7 @@ class Manifest:
         """Load an existing manifest for resuming, refusing one made with another identity."""
         m = cls(shard_dir, identity)
         if m.path.exists() and not force:
-            old = json.loads(m.path.read_text())
+            old = read_manifest(shard_dir)
             diff = [k for k in identity if old.get(k) != identity[k]]
             if diff:
                 raise ResumeMismatch(
@@ -111,12 +118,48 @@ class Manifest:
         atomic_write_text(self.path, json.dumps(body, indent=1))
 
 
+def validate_source(source: str | Path, require: tuple[str, ...]) -> int:
+    """Read and check the whole input once, before any output exists; returns its row count.
+
+    A bad row near the end of a large input then fails in seconds instead of after hours of
+    sampling, and a refused input leaves nothing behind.
+    """
+    return sum(batch.data.num_rows for batch in read_rows(source, require=require, batch_size=65536))
+
+
+@contextmanager
+def guarded_output(layout: Layout) -> Iterator[None]:
+    """One writer at a time; leftovers of killed writers removed; a failed fresh start leaves nothing.
+
+    Temp files in the stage folder and beside the assembled file can only be a killed run's while
+    we hold the lock, so they are deleted. If this run created the stage folder and fails before
+    committing a shard, the folder is removed again (an error must not leave an empty output).
+    """
+    with file_lock(layout.lock, str(layout.final or layout.shard_dir)):
+        for folder in (layout.shard_dir, layout.shard_dir / "_input"):
+            remove_stale_temps(folder)
+        if layout.final is not None:
+            remove_stale_temps(layout.final.parent, layout.final.name)
+        fresh = not layout.shard_dir.exists()
+        try:
+            yield
+        except BaseException:
+            if fresh and layout.shard_dir.exists() and not _committed(layout.shard_dir):
+                shutil.rmtree(layout.shard_dir, ignore_errors=True)
+            raise
+
+
+def _committed(shard_dir: Path) -> bool:
+    try:
+        return bool(json.loads((shard_dir / MANIFEST).read_text()).get("shards"))
+    except (OSError, ValueError):
+        return False
+
+
 def write_shard(shard_dir: Path, k: int, table: pa.Table) -> int:
     """Write one shard atomically (temp + rename); returns its row count."""
-    target = shard_dir / shard_name(k)
-    tmp = shard_dir / f".{target.name}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, target)
+    with atomic_file(shard_dir / shard_name(k)) as tmp:
+        pq.write_table(table, tmp)
     return table.num_rows
 
 

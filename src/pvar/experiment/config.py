@@ -14,13 +14,13 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pvar.errors import ConfigError, InputError
+from pvar.errors import ConfigError, InputError, short_repr
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class PromptsConfig(_Section):
@@ -272,28 +272,63 @@ def validate(values: dict[str, Any], source: str = "config") -> RunConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "config"
-        given = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], (dict, list)) else ""
+        shown = "input" in err and not isinstance(err["input"], (dict, list))
+        given = f" (got {short_repr(err['input'])})" if shown else ""
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{source}: {key}: {msg}{given}") from None
 
 
+MAX_CONFIG_NODES = 100_000  # a real config has a few hundred values; YAML aliases can expand without bound
+MAX_CONFIG_DEPTH = 64
+
+
+def _check_size(data: Any, source: str) -> None:
+    """Refuse a config that expands (through YAML aliases) past ``MAX_CONFIG_NODES`` values.
+
+    Aliases are shared references, so loading is cheap; what explodes is every later walk
+    (validation, ``--show-config``). Counting stops at the limit, so the check itself is bounded.
+    """
+    count, stack = 0, [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            raise InputError(source, f"the config expands to more than {MAX_CONFIG_NODES:,} values "
+                                     "(YAML aliases nested too deeply?)")
+        if depth > MAX_CONFIG_DEPTH:
+            raise InputError(source, f"the config nests deeper than {MAX_CONFIG_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for kv in value.items() for v in kv)
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from ``path``; syntax errors name the file and line."""
+    """A YAML mapping from ``path``; syntax errors name the file and line; an empty file is refused."""
     import yaml
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise InputError(str(path), f"cannot read config ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(str(path), f"not UTF-8 text (byte 0x{raw[exc.start]:02x})", line=line) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise InputError(str(path), f"invalid YAML ({getattr(exc, 'problem', None) or exc})", line=line) from None
+    except RecursionError:
+        raise InputError(str(path), "invalid YAML (nested too deeply)") from None
     if data is None:
-        return {}
+        raise InputError(str(path), "empty config (no keys); omit the file to run the default preset, "
+                                    "or give --preset NAME")
     if not isinstance(data, dict):
         raise InputError(str(path), f"the config must be a mapping of keys, got {type(data).__name__}", line=1)
+    _check_size(data, str(path))
     return data

@@ -66,20 +66,34 @@ def kind_of(path: str | Path) -> str:
     return "datasets"
 
 
+def _parse_line(raw: bytes, source: str, lineno: int) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(source, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                         line=lineno) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(source, f"malformed JSON ({exc.msg} at column {exc.colno})", line=lineno) from None
+    except RecursionError:
+        raise InputError(source, "malformed JSON (nested too deeply)", line=lineno) from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
+        raise InputError(source, f"malformed JSON ({exc})", line=lineno) from None
+
+
 def iter_jsonl(path: str | Path, batch_size: int = 4096) -> Iterator[RawRows]:
-    """Parse a JSONL file into chunks of dicts; blank lines are skipped."""
+    """Parse a JSONL file into chunks of dicts; blank lines are skipped, a leading BOM is accepted."""
     source = str(path)
     rows: list[dict[str, Any]] = []
     lines: list[int] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
                 continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(source, f"malformed JSON ({exc.msg} at column {exc.colno})",
-                                 line=lineno) from None
+            obj = _parse_line(raw, source, lineno)
             if not isinstance(obj, dict):
                 raise InputError(source, f"expected a JSON object, got {type(obj).__name__}",
                                  line=lineno)
@@ -92,25 +106,53 @@ def iter_jsonl(path: str | Path, batch_size: int = 4096) -> Iterator[RawRows]:
         yield RawRows(rows, lines, source)
 
 
+def _open_parquet(path: str | Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(str(path), f"not a readable Parquet file ({_short(exc)})") from None
+
+
+def _short(exc: BaseException) -> str:
+    """An Arrow message on one line (some carry a multi-line context)."""
+    return " ".join(str(exc).split())[:200]
+
+
 def iter_parquet(
     path: str | Path, batch_size: int = 65536, columns: list[str] | None = None
 ) -> Iterator[Batch]:
     source = str(path)
-    try:
-        pf = pq.ParquetFile(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise InputError(source, f"not a readable Parquet file ({exc})") from None
+    pf = _open_parquet(path)
     if columns is not None:  # absent columns are named by the caller's validation
         columns = [c for c in columns if c in pf.schema_arrow.names]
     first = 1
-    for rb in pf.iter_batches(batch_size=batch_size, columns=columns):
+    batches = pf.iter_batches(batch_size=batch_size, columns=columns)
+    while True:
+        try:
+            rb = next(batches)
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException) as exc:  # a corrupt page: name the file and where
+            raise InputError(source, f"corrupt Parquet data near row {first} ({_short(exc)})") from None
         yield Batch(rb, source, first_row=first)
         first += rb.num_rows
 
 
+def read_manifest(shard_dir: Path) -> dict[str, Any]:
+    """A stage folder's manifest; a corrupt one is named, not a JSON traceback."""
+    path = Path(shard_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(str(path), f"corrupt stage manifest ({exc}); re-run that stage with --force") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards", {}), dict):
+        raise InputError(str(path), "corrupt stage manifest (not a mapping of shards); re-run that stage with --force")
+    return manifest
+
+
 def shard_files(shard_dir: Path) -> list[Path]:
     """The shard files of a complete stage folder, in order (an incomplete one is an error)."""
-    manifest = json.loads((Path(shard_dir) / MANIFEST).read_text())
+    manifest = read_manifest(Path(shard_dir))
     if not manifest.get("complete"):
         raise InputError(str(shard_dir), f"stage output is incomplete ({len(manifest.get('shards', {}))} shards "
                                          "done); re-run that stage to finish it")
@@ -167,9 +209,9 @@ def count_rows(path: str | Path) -> int | None:
     """Rows in a source without parsing them (None for datasets names): sizes progress bars."""
     kind = kind_of(path)
     if kind == "parquet" and Path(path).exists():
-        return pq.ParquetFile(path).metadata.num_rows
+        return _open_parquet(path).metadata.num_rows
     if kind == "shards":
-        manifest = json.loads((Path(path) / MANIFEST).read_text())
+        manifest = read_manifest(Path(path))
         return sum(v["rows"] for v in manifest.get("shards", {}).values())
     if kind == "jsonl" and Path(path).exists():
         with open(path, "rb") as fh:
@@ -182,9 +224,9 @@ def read_column_names(path: str | Path) -> list[str]:
     kind = kind_of(path)
     if kind == "shards":
         files = shard_files(Path(path))
-        return list(pq.ParquetFile(files[0]).schema_arrow.names) if files else []
+        return list(_open_parquet(files[0]).schema_arrow.names) if files else []
     if kind == "parquet":
-        return list(pq.ParquetFile(path).schema_arrow.names)
+        return list(_open_parquet(path).schema_arrow.names)
     if kind == "jsonl":
         for raw in iter_jsonl(path, batch_size=1):
             return list(raw.rows[0])

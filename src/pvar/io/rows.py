@@ -17,7 +17,14 @@ from pvar.io.readers import (
     iter_shards,
     kind_of,
 )
-from pvar.io.schema import UniqueIds, check_rewards, normalize_arrow, require_columns, rows_to_batch
+from pvar.io.schema import (
+    UniqueIds,
+    check_prompts,
+    check_rewards,
+    normalize_arrow,
+    require_columns,
+    rows_to_batch,
+)
 
 
 def _adapt(raw: RawRows, fmt: str, rating: str) -> Batch:
@@ -92,6 +99,7 @@ def read_rows(
             continue
         require_columns(batch, require)
         check_rewards(batch)
+        check_prompts(batch)
         if unique_ids:  # one row per prompt; pair files hold several rows per prompt
             ids.check(batch)
         seen_rows += batch.data.num_rows

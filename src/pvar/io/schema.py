@@ -17,11 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pvar.errors import InputError
+from pvar.errors import InputError, short_repr
 from pvar.io.arrow import combine, list_lengths
 from pvar.io.readers import Batch, RawRows
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+ROLES = ("system", "user", "assistant", "tool")  # what chat templates accept
 KNOWN_TYPES: dict[str, pa.DataType] = {
     "prompt_id": pa.string(),
     "responses": pa.list_(pa.string()),
@@ -44,13 +45,20 @@ class _FieldError(ValueError):
 
 def _prompt(value: Any) -> Any:
     if isinstance(value, str):
+        if not value.strip():
+            raise _FieldError("prompt", "empty prompt")
         return value
-    if isinstance(value, list) and value and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-        for m in value
-    ):
-        return [{"role": m["role"], "content": m["content"]} for m in value]
-    raise _FieldError("prompt", "expected text or a list of {role, content} messages")
+    if not isinstance(value, list) or not value:
+        raise _FieldError("prompt", "expected text or a non-empty list of {role, content} messages")
+    for i, m in enumerate(value):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise _FieldError("prompt", f"message {i} is not a {{role, content}} object of strings")
+        if m["role"] not in ROLES:
+            raise _FieldError("prompt", f"message {i} has role {short_repr(m['role'])}; expected one of "
+                                        f"{', '.join(ROLES)}")
+    if not any(m["role"] == "user" and m["content"].strip() for m in value):
+        raise _FieldError("prompt", "no non-empty user message")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
 def _prompt_id(value: Any) -> str:
@@ -76,11 +84,15 @@ def _rewards(value: Any) -> list[float | None]:
         if r is None:
             out.append(None)
         elif isinstance(r, bool) or not isinstance(r, int | float):
-            raise _FieldError("rewards", f"item {i} is not a number: {r!r}")
-        elif not math.isfinite(r):
-            raise _FieldError("rewards", f"item {i} is not finite: {r!r}")
+            raise _FieldError("rewards", f"item {i} is not a number: {short_repr(r)}")
         else:
-            out.append(float(r))
+            try:
+                value = float(r)
+            except OverflowError:
+                raise _FieldError("rewards", f"item {i} is too large for a float: {short_repr(r)}") from None
+            if not math.isfinite(value):
+                raise _FieldError("rewards", f"item {i} is not finite: {r!r}")
+            out.append(value)
     return out
 
 
@@ -133,11 +145,80 @@ def rows_to_batch(raw: RawRows, rows: list[dict[str, Any]] | None = None) -> Bat
                                  field="prompt")
         try:
             arrays.append(pa.array(values, type=typ))
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise InputError(raw.source, f"values of mixed types in this batch ({exc})",
-                             line=raw.lines[0], field=name) from None
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            i = _first_bad(values, typ)
+            raise InputError(raw.source, f"value does not fit the column's type ({_one_line(exc)})",
+                             line=raw.lines[i], field=name) from None
     return Batch(pa.RecordBatch.from_arrays(arrays, names=names), raw.source,
                  lines=np.asarray(raw.lines, dtype=np.int64))
+
+
+def _first_bad(values: list[Any], typ: pa.DataType | None) -> int:
+    """Index of the first value that breaks the column: the shortest prefix Arrow refuses.
+
+    A prefix that fails stays failing when extended, so a binary search finds it in log(n) tries.
+    """
+    lo, hi = 0, len(values) - 1  # the prefix up to hi fails
+    while lo < hi:
+        mid = (lo + hi) // 2
+        try:
+            pa.array(values[: mid + 1], type=typ)
+            lo = mid + 1
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            hi = mid
+    return lo
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160]
+
+
+def _check_messages_type(batch: Batch, typ: pa.DataType) -> None:
+    """A typed prompt column of messages must be list<struct<role: string, content: string>>."""
+    value = typ.value_type
+    names = [value.field(i).name for i in range(value.num_fields)] if pa.types.is_struct(value) else []
+    if not pa.types.is_struct(value) or not {"role", "content"} <= set(names):
+        raise InputError(batch.source, f"expected text or a list of {{role, content}} messages, got {typ}",
+                         field="prompt")
+    for name in ("role", "content"):
+        t = value.field(name).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise InputError(batch.source, f"message {name} must be a string, got {t}", field="prompt")
+
+
+def check_prompts(batch: Batch) -> None:
+    """No blank prompt; messages have known roles and a non-empty user turn (vectorized)."""
+    if "prompt" not in batch.data.schema.names:
+        return
+    col = combine(batch.data.column("prompt"))
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0)
+        bad = np.flatnonzero(pc.fill_null(blank, False).to_numpy(zero_copy_only=False))
+        if bad.size:
+            raise batch.error(int(bad[0]), "prompt", "empty prompt")
+        return
+    lengths = list_lengths(col)
+    empty = np.flatnonzero(lengths == 0)
+    flat = pc.list_flatten(col)
+    roles, contents = pc.struct_field(flat, "role"), pc.struct_field(flat, "content")
+    row_of = np.repeat(np.arange(len(col)), lengths)
+    unknown = np.flatnonzero(~pc.fill_null(pc.is_in(roles, pa.array(ROLES)), False).to_numpy(zero_copy_only=False))
+    user_ok = pc.and_(pc.equal(roles, "user"),
+                      pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(contents)), 0))
+    has_user = np.zeros(len(col), bool)
+    np.logical_or.at(has_user, row_of, pc.fill_null(user_ok, False).to_numpy(zero_copy_only=False))
+    has_user &= ~col.is_null().to_numpy(zero_copy_only=False)
+    first = [(int(row_of[unknown[0]]), "unknown")] if unknown.size else []
+    first += [(int(empty[0]), "empty")] if empty.size else []
+    no_user = np.flatnonzero(~has_user & (lengths > 0))
+    first += [(int(no_user[0]), "no user")] if no_user.size else []
+    if not first:
+        return
+    row, why = min(first)
+    if why == "unknown":
+        role = roles[int(unknown[0])].as_py()
+        raise batch.error(row, "prompt", f"a message has role {short_repr(role)}; expected one of {', '.join(ROLES)}")
+    raise batch.error(row, "prompt", "empty list of messages" if why == "empty" else "no non-empty user message")
 
 
 def normalize_arrow(batch: Batch) -> Batch:
@@ -159,8 +240,21 @@ def normalize_arrow(batch: Batch) -> Batch:
         data = data.set_column(data.schema.get_field_index(name), name, pc.cast(col, want))
     if "prompt" in data.schema.names:
         typ = data.column("prompt").type
-        if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_list(typ)):
+        if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_list(typ)
+                or pa.types.is_large_list(typ)):
             raise InputError(batch.source, f"expected text or messages, got {typ}", field="prompt")
+        if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+            _check_messages_type(batch, typ)
+            col = combine(data.column("prompt"))
+            value = typ.value_type
+            if value.num_fields != 2 or pa.types.is_large_list(typ) or typ != MESSAGES:  # keep role, content
+                flat = pc.list_flatten(col)
+                structs = pa.StructArray.from_arrays(
+                    [pc.cast(pc.struct_field(flat, n), pa.string()) for n in ("role", "content")],
+                    names=["role", "content"])
+                offsets = pc.cast(col.offsets, pa.int32())
+                col = pa.ListArray.from_arrays(offsets, structs, mask=col.is_null())
+                data = data.set_column(data.schema.get_field_index("prompt"), "prompt", col)
         if "prompt_id" not in data.schema.names:
             prompts = data.column("prompt").to_pylist()
             data = data.append_column("prompt_id", pa.array([derive_prompt_id(p) for p in prompts]))

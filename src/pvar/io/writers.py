@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pvar.errors import InputError
+from pvar.io.paths import temp_path
 from pvar.io.readers import JSONL_SUFFIXES, PARQUET_SUFFIXES
 
 
@@ -75,32 +76,83 @@ def output_kind(path: str | Path) -> str:
     raise InputError(str(path), f"unsupported output type '{suffix or '(none)'}' (use .jsonl or .parquet)")
 
 
+class OutputError(InputError):
+    """Writing an output failed (full disk, no permission): names the file."""
+
+
+def _write_failed(path: Path, exc: OSError) -> OutputError:
+    return OutputError(str(path), f"cannot write ({exc.strerror or exc})")
+
+
 @contextmanager
 def atomic_rows(path: str | Path, schema: pa.Schema | None = None) -> Iterator[RowWriter]:
-    """Yield a ``RowWriter`` on a temp file; rename it to ``path`` only if the block succeeds."""
+    """Yield a ``RowWriter`` on a temp file; rename it to ``path`` only if the block succeeds.
+
+    The temp file is removed on every failure, including one while closing it (a full disk
+    fails the final flush); a write error names ``path``.
+    """
     path = Path(path)
     kind = output_kind(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    writer = RowWriter(tmp, kind)
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = RowWriter(tmp, kind)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_failed(path, exc) from None
     if schema is not None:
         writer._schema = schema
     try:
         yield writer
         writer.close()
         os.replace(tmp, path)
+    except BaseException as exc:
+        with suppress(Exception):  # closing may fail again (disk still full): the unlink must still run
+            if writer._fh is not None and not writer._fh.closed:
+                writer._fh.close()
+        with suppress(Exception):
+            if writer._pq is not None:
+                writer._pq.close()
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_failed(path, exc) from None
+        raise
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path`` to write by any means; renamed into place on success.
+
+    The temp file is removed on every failure; a write error names ``path``.
+    """
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_failed(path, exc) from None
     except BaseException:
-        if writer._fh is not None and not writer._fh.closed:
-            writer._fh.close()
-        if writer._pq is not None:
-            writer._pq.close()
         tmp.unlink(missing_ok=True)
         raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file and a rename; no temp file survives a failure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_failed(path, exc) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

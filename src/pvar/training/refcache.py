@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+
+from pvar.io.writers import atomic_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
@@ -83,9 +84,8 @@ class RefLogpCache:
             "ref_rejected_logps": pa.array(list(rejected), pa.float32()),
         })
         name = f"part-{uuid.uuid4().hex}.parquet"
-        tmp = self.dir / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, self.dir / name)
+        with atomic_file(self.dir / name) as tmp:
+            pq.write_table(table, tmp)
         return self.dir / name
 
     def __len__(self) -> int:

@@ -1,0 +1,100 @@
+"""Output paths: never the input, one writer at a time, and no temp file outliving its writer."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from pvar.errors import InputError
+
+log = logging.getLogger(__name__)
+
+TEMP_MARK = ".tmp-"  # temp names are ".NAME.tmp-PID" beside their target
+
+
+def temp_path(target: Path) -> Path:
+    """The temp name a writer of ``target`` uses (hidden, beside it, tagged with our PID)."""
+    return target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}")
+
+
+def _same(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():  # resolve() follows symlinks, also for a missing final part
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def check_output(source: str | Path, output: str | Path, *also: str | Path) -> None:
+    """Refuse an output (or a folder written beside it) that is the input itself.
+
+    Writing the output would replace the input before it has been read in full, so ``select`` would
+    destroy its input and ``generate`` would overwrite its prompts. Symlinks and hard links count.
+    """
+    src = Path(source)
+    if not src.exists():
+        return
+    for out in (Path(output), *map(Path, also)):
+        if _same(src, out):
+            raise InputError(str(output), f"the output is the input {str(source)!r}; write to another path")
+        if src.is_file() and out.is_dir() and src.resolve().is_relative_to(out.resolve()):
+            raise InputError(str(output), f"the output folder holds the input {str(source)!r}; write elsewhere")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, what: str) -> Iterator[None]:
+    """Exclusive advisory lock on ``path``, removed again on release.
+
+    A second process waits, then finds the first one's work done (a stage resumes from its
+    manifest). The lock file is unlinked while held; a waiter that then wins a lock on the removed
+    file sees that its path now names another (or no) file and locks again.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(path, "a+")  # noqa: SIM115 (closed below on every path)
+        try:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("waiting for another process writing %s", what)
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        handle.close()
+
+
+def remove_stale_temps(folder: Path, prefix: str = "") -> int:
+    """Delete temp files (``.NAME.tmp-PID``) in ``folder`` whose name starts with ``.PREFIX``.
+
+    Call only while holding the lock of whatever writes there: every such file is then left
+    over from a killed writer. Returns how many were removed.
+    """
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for stale in folder.glob(f".{prefix}*{TEMP_MARK}*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed += 1
+    return removed
