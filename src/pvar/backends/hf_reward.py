@@ -42,7 +42,13 @@ class HFReward:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(self.model_name)
+        from pvar.backends.assets import check_model_ref, hub_error
+
+        check_model_ref(self.model_name, "reward")
+        try:
+            tok = AutoTokenizer.from_pretrained(self.model_name)
+        except (OSError, ValueError) as exc:
+            raise hub_error(self.model_name, "reward", exc) from None
         if tok.pad_token is None:
             if tok.eos_token is None:
                 raise ValueError(f"reward model {self.model_name!r}: tokenizer has neither a pad nor an eos token")
@@ -52,7 +58,10 @@ class HFReward:
         tok.padding_side = "right"
         on_cpu = str(self.device).startswith("cpu")
         dtype = getattr(torch, self.dtype) if self.dtype else (torch.float32 if on_cpu else torch.bfloat16)
-        model = AutoModelForSequenceClassification.from_pretrained(self.model_name, dtype=dtype)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(self.model_name, dtype=dtype)
+        except (OSError, ValueError) as exc:
+            raise hub_error(self.model_name, "reward", exc) from None
         # Sequence classifiers pool the last token that is not pad_token_id: without it they refuse
         # batches, and with a wrong one they would pool a padding position.
         for cfg in {id(c): c for c in (model.config, model.config.get_text_config())}.values():

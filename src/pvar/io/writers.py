@@ -32,19 +32,33 @@ def _nan_to_null(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 class RowWriter:
-    """Writes record batches to JSONL or Parquet; the first batch fixes the schema."""
+    """Writes record batches to JSONL or Parquet; the first batch fixes the schema.
+
+    Nothing touches the disk before the first ``write`` (or ``close``): an input that fails
+    validation in its first batch leaves no folder and no temp file.
+    """
 
     def __init__(self, tmp: Path, kind: str) -> None:
         self.tmp, self.kind, self.rows = tmp, kind, 0
         self._schema: pa.Schema | None = None
         self._pq: pq.ParquetWriter | None = None
-        self._fh: Any = open(tmp, "w", encoding="utf-8") if kind == "jsonl" else None  # noqa: SIM115 (closed in close)
+        self._fh: Any = None
+        self.made: list[Path] = []  # folders created for the output, removed again on failure
+
+    def _open(self) -> None:
+        folder = self.tmp.parent
+        if not folder.exists():
+            self.made = [p for p in (folder, *folder.parents) if not p.exists()]
+            folder.mkdir(parents=True, exist_ok=True)
+        if self.kind == "jsonl" and self._fh is None:
+            self._fh = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115 (closed in close)
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self._schema is None:
             self._schema = batch.schema
         elif batch.schema != self._schema:
             batch = batch.cast(self._schema)
+        self._open()
         if self.kind == "jsonl":
             lines = (json.dumps(r, ensure_ascii=False) for r in _nan_to_null(batch).to_pylist())
             self._fh.writelines(line + "\n" for line in lines)
@@ -55,6 +69,7 @@ class RowWriter:
         self.rows += batch.num_rows
 
     def close(self) -> None:
+        self._open()
         if self._fh is not None:
             self._fh.flush()
             os.fsync(self._fh.fileno())
@@ -65,6 +80,19 @@ class RowWriter:
             self._schema = pa.schema([])
         if self.kind == "parquet" and self._pq is None:  # no rows: still a valid, empty file
             pq.write_table(pa.Table.from_batches([], schema=self._schema), self.tmp)
+
+    def discard(self) -> None:
+        """Close quietly (a full disk may fail the flush again) and remove what was created."""
+        with suppress(Exception):
+            if self._fh is not None and not self._fh.closed:
+                self._fh.close()
+        with suppress(Exception):
+            if self._pq is not None:
+                self._pq.close()
+        self.tmp.unlink(missing_ok=True)
+        for folder in self.made:  # innermost first
+            with suppress(OSError):
+                folder.rmdir()
 
 
 def output_kind(path: str | Path) -> str:
@@ -93,27 +121,15 @@ def atomic_rows(path: str | Path, schema: pa.Schema | None = None) -> Iterator[R
     """
     path = Path(path)
     kind = output_kind(path)
-    tmp = temp_path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = RowWriter(tmp, kind)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _write_failed(path, exc) from None
+    writer = RowWriter(temp_path(path), kind)
     if schema is not None:
         writer._schema = schema
     try:
         yield writer
         writer.close()
-        os.replace(tmp, path)
+        os.replace(writer.tmp, path)
     except BaseException as exc:
-        with suppress(Exception):  # closing may fail again (disk still full): the unlink must still run
-            if writer._fh is not None and not writer._fh.closed:
-                writer._fh.close()
-        with suppress(Exception):
-            if writer._pq is not None:
-                writer._pq.close()
-        tmp.unlink(missing_ok=True)
+        writer.discard()
         if isinstance(exc, OSError):
             raise _write_failed(path, exc) from None
         raise

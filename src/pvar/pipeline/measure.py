@@ -14,6 +14,7 @@ from pvar.config import StageConfig
 from pvar.core.stats import pvar_interval, reward_stats
 from pvar.core.summary import PoolSummary, summarize
 from pvar.io.arrow import float_column, list_to_padded
+from pvar.io.paths import check_output
 from pvar.io.rows import read_rows
 from pvar.io.writers import atomic_rows
 
@@ -79,6 +80,7 @@ def run(
 ) -> PoolSummary:
     """Measure every row of ``source`` into ``output`` (atomic) and summarise the pool."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("pvar", "reward_std", "pvar_low", "pvar_high")}
+    check_output(source, output)
     with atomic_rows(output) as writer:
         for batch in read_rows(source, fmt=cfg.format, rating=cfg.rating,
                                require=("prompt_id", "prompt", "responses", "rewards")):

@@ -22,6 +22,7 @@ from pvar.core import pairs as rules
 from pvar.core.seeding import prompt_uniforms
 from pvar.core.stats import preference_variance
 from pvar.io.arrow import combine, float_column, list_lengths, list_to_padded, to_numpy_float
+from pvar.io.paths import check_output
 from pvar.io.rows import read_rows
 from pvar.io.schema import MESSAGES
 from pvar.io.writers import atomic_rows
@@ -94,6 +95,7 @@ def run(
     progress: Callable[[int], None] | None = None,
 ) -> PairsSummary:
     n_prompts = n_pairs = n_paired = 0
+    check_output(source, output)
     with atomic_rows(output) as writer:
         for batch in read_rows(source, fmt=cfg.format, rating=cfg.rating,
                                require=("prompt_id", "prompt", "responses", "rewards")):

@@ -19,6 +19,7 @@ from pvar.config import StageConfig
 from pvar.core import select as sel
 from pvar.errors import InputError
 from pvar.io.arrow import to_numpy_float
+from pvar.io.paths import check_output
 from pvar.io.readers import kind_of
 from pvar.io.rows import read_rows
 from pvar.io.writers import atomic_rows
@@ -91,6 +92,7 @@ def run(
     progress: Callable[[int], None] | None = None,
 ) -> SelectSummary:
     source = str(source)
+    check_output(source, output)
     scores, ids = _read_scores(source, cfg.by)
     picked = choose(scores, ids, cfg)
     mask = np.zeros(scores.size, dtype=bool)

@@ -11,59 +11,56 @@ from typing import Any
 from pvar.errors import InputError
 
 REQUIRED = ("prompt", "chosen", "rejected")
-FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
 def load_pairs(path: str | Path, weight_by: str | None = None) -> Any:
     """The pairs as a Dataset with ``prompt``, ``chosen``, ``rejected`` (and ``weight_by``), other columns dropped.
 
-    Raises InputError naming the file, the line (JSONL) or row (Parquet) and the field.
+    Read through pvar's own readers, so errors name the file, the line (JSONL) or row (Parquet),
+    both 1-based as in every verb, and the field. A pair whose chosen equals its rejected is
+    refused: its DPO loss is log 2 whatever the policy does, so it would train nothing.
     """
-    from datasets import load_dataset
+    import pyarrow as pa
+    from datasets import Dataset
 
-    path = Path(path)
+    from pvar.io.rows import read_rows
+
     source = str(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise InputError(source, f"pairs must be .jsonl or .parquet, not {path.suffix or 'no extension'!r}")
-    if not path.is_file():
-        raise InputError(source, "no such file")
-    try:
-        data = load_dataset(fmt, data_files=source, split="train")
-    except Exception as exc:  # datasets wraps parse errors in several types
-        raise InputError(source, f"cannot read pairs: {_first_line(exc)}") from None
-    if len(data) == 0:
-        raise InputError(source, "holds no pairs")
-    where = _locator(path.suffix.lower() == ".jsonl")
-    for col in REQUIRED:
-        if col not in data.column_names:
-            raise InputError(source, "column missing (pairs need prompt, chosen, rejected)", field=col)
-    columns = [data[col] for col in REQUIRED]
+    parts = []
+    for batch in read_rows(path, require=REQUIRED, unique_ids=False):
+        _check_batch(batch, weight_by)
+        keep = [*REQUIRED, *([weight_by] if weight_by else [])]
+        parts.append(pa.Table.from_batches([batch.data.select(keep)]))
+    table = pa.concat_tables(parts, promote_options="permissive")
+    if weight_by is not None and not pa.compute.any(pa.compute.greater(table[weight_by], 0)).as_py():
+        raise InputError(source, "every weight is 0: nothing would be trained", field=weight_by)
+    return Dataset(table)
+
+
+def _check_batch(batch: Any, weight_by: str | None) -> None:
+    data = batch.data
+    if weight_by is not None and weight_by not in data.schema.names:
+        raise InputError(batch.source, f"weight_by column not found (columns: {', '.join(data.schema.names)})",
+                         field=weight_by)
+    columns = [data.column(c).to_pylist() for c in REQUIRED]
     for i, values in enumerate(zip(*columns, strict=True)):
         for col, value in zip(REQUIRED, values, strict=True):
-            if value is None or (isinstance(value, (str, list)) and len(value) == 0):
-                raise InputError(source, "empty value", field=col, **where(i))
             if not isinstance(value, (str, list)):
-                raise InputError(source, f"expected text or chat messages, not {type(value).__name__}",
-                                 field=col, **where(i))
+                raise batch.error(i, col, f"expected text or chat messages, not {type(value).__name__}")
+            if len(value) == 0 or (isinstance(value, str) and not value.strip()):
+                raise batch.error(i, col, "empty value")
         chat = isinstance(values[0], list)
         for col, value in zip(REQUIRED[1:], values[1:], strict=True):
             if isinstance(value, list) != chat:
                 kind = "chat messages" if chat else "text"
-                raise InputError(source, f"the prompt is {kind}, so {col} must be {kind} too", field=col, **where(i))
-    keep = list(REQUIRED)
+                raise batch.error(i, col, f"the prompt is {kind}, so {col} must be {kind} too")
+        if values[1] == values[2]:
+            raise batch.error(i, "rejected", "identical to chosen: the pair carries no preference "
+                                             "(its loss is log 2 whatever the policy does)")
     if weight_by is not None:
-        if weight_by not in data.column_names:
-            raise InputError(source, f"weight_by column not found (columns: {', '.join(data.column_names)})",
-                             field=weight_by)
-        weights = data[weight_by]
-        for i, w in enumerate(weights):
+        for i, w in enumerate(data.column(weight_by).to_pylist()):
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-                raise InputError(source, f"weight must be a finite number >= 0, not {w!r}", field=weight_by, **where(i))
-        if not any(w > 0 for w in weights):
-            raise InputError(source, "every weight is 0: nothing would be trained", field=weight_by)
-        keep.append(weight_by)
-    return data.select_columns(keep)
+                raise batch.error(i, weight_by, f"weight must be a finite number >= 0, not {w!r}")
 
 
 def in_sampling_context(data: Any, tokenizer: Any) -> Any:
@@ -95,13 +92,3 @@ def row_keys(data: Any, settings: dict[str, Any]) -> list[str]:
         blob = json.dumps([p, c, r, tail], ensure_ascii=False, sort_keys=True)
         keys.append(hashlib.sha256(blob.encode()).hexdigest()[:32])
     return keys
-
-
-def _locator(jsonl: bool):
-    """JSONL errors name the line (1-based, one pair per line); Parquet and JSON arrays the row (0-based)."""
-    return (lambda i: {"line": i + 1}) if jsonl else (lambda i: {"row": i})
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
