@@ -34,6 +34,7 @@ from pvar.backends.base import Prompt, prompt_text
 from pvar.config import StageConfig
 from pvar.core import winrate
 from pvar.errors import ConfigError
+from pvar.io.paths import check_output
 from pvar.io.rows import read_rows
 from pvar.io.writers import atomic_write_text
 
@@ -246,10 +247,8 @@ def side_outputs(cfg: EvalConfig, side: str, out: Path, ids: list[str], prompts:
 # -- judging and lengths --------------------------------------------------------------------------
 
 
-def _judge(cfg: EvalConfig, prompts: list[Prompt], refs: list[str | None], a: list[str],
-           b: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Judge scores of both sides, shape (n,) each. Identical answers are scored once, so they tie
-    exactly (a judge batched differently could otherwise split them by an ulp)."""
+def load_judge(cfg: EvalConfig) -> Any:
+    """The judge, parsed and loaded: done before any answer is generated, so a bad judge costs nothing."""
     from pvar.backends.callable_reward import ColumnReward
     from pvar.backends.spec import parse_reward_spec
 
@@ -257,6 +256,13 @@ def _judge(cfg: EvalConfig, prompts: list[Prompt], refs: list[str | None], a: li
     if isinstance(judge, ColumnReward):
         raise ConfigError(f"judge: {cfg.judge!r} reads stored rewards; a judge must score the generated answers")
     judge.setup()
+    return judge
+
+
+def _judge(judge: Any, prompts: list[Prompt], refs: list[str | None], a: list[str],
+           b: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Judge scores of both sides, shape (n,) each. Identical answers are scored once, so they tie
+    exactly (a judge batched differently could otherwise split them by an ulp)."""
     sa, sb = np.empty(len(a)), np.empty(len(a))
     for start in range(0, len(a), _JUDGE_CHUNK):
         part = slice(start, start + _JUDGE_CHUNK)
@@ -375,6 +381,17 @@ def _write_outputs(out: Path, cfg: EvalConfig, res: EvalResult, ids: list[str], 
     atomic_write_text(out / "eval.json", json.dumps(_eval_json(res, cfg), indent=2, ensure_ascii=False) + "\n")
 
 
+def _check_policy(model: str, side: str) -> None:
+    """A policy that is a folder must be a model or adapter; a missing one is named now, not after
+    the other side's answers have been generated."""
+    if (Path(model) / "adapter_config.json").is_file():
+        return
+    from pvar.backends.assets import check_model_ref
+
+    if model.strip().lower() != "smollm2":
+        check_model_ref(model, side)
+
+
 def _check_judge(cfg: EvalConfig) -> None:
     from pvar.backends.spec import is_exact
 
@@ -392,15 +409,19 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> EvalResult:
     judge, seed or number of resamples never needs new generations.
     """
     _check_judge(cfg)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ids, prompts, refs = _load_prompts(cfg.prompts, cfg.judge)
+    for side in SIDES:
+        _check_policy(getattr(cfg, side), side)
+    judge = load_judge(cfg)
+    out = Path(out_dir)
+    check_output(cfg.prompts, out)
+    out.mkdir(parents=True, exist_ok=True)
     digest = _digest([ids, prompts])
     rows, cached, known = {}, {}, {}
     for s in SIDES:
         rows[s], cached[s] = side_outputs(cfg, s, out, ids, prompts, digest, known)
     outputs = {s: [str(r["output"]) for r in rows[s]] for s in SIDES}
-    scores = dict(zip(SIDES, _judge(cfg, prompts, refs, outputs["policy"], outputs["baseline"]), strict=True))
+    scores = dict(zip(SIDES, _judge(judge, prompts, refs, outputs["policy"], outputs["baseline"]), strict=True))
     counter = _token_counter(cfg.policy)  # cheap; tokens are reported whatever unit LC uses
     lens = {s: lengths(outputs[s], counter) for s in SIDES}
     unit = "words" if cfg.lc_length == "tokens" and counter is None else cfg.lc_length

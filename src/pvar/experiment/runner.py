@@ -141,6 +141,62 @@ class Experiment:
         self.log(f"[green]  {name} finished in {seconds:,.1f} s[/green]")
         return True
 
+    def check_inputs(self) -> None:
+        """Everything the run will read or load, checked before its folder or any output exists.
+
+        Prompt files are read in full, reward and judge specs parsed and their models located,
+        user reward modules imported, arm score columns and TRL argument names resolved: a typo
+        fails in seconds, not after the pool has been scored.
+        """
+        from pvar.backends.assets import check_model_ref
+        from pvar.backends.callable_reward import CallableReward, ColumnReward
+        from pvar.backends.hf_reward import HFReward
+        from pvar.backends.spec import parse_reward_spec
+        from pvar.io.readers import read_column_names
+        from pvar.io.rows import read_rows
+        from pvar.pipeline.measure import COLUMNS as MEASURE_COLUMNS
+        from pvar.pipeline.pairs import pairs_columns
+
+        c = self.cfg
+        columns = set(MEASURE_COLUMNS)
+        for key, required in (("source", ("prompt",)), ("eval_source", ("prompt",))):
+            src = getattr(c.prompts, key)
+            if src == "sharegpt" or (key == "eval_source" and c.until != "eval"):
+                continue
+            for _ in read_rows(src, require=required, unique_ids=True):
+                pass
+            if key == "source":
+                columns |= set(read_column_names(src))
+        if c.policy.strip().lower() != "smollm2":
+            check_model_ref(c.policy, "policy")
+        specs = [("scoring.reward", c.scoring.reward)] if c.scoring.generate else []
+        if c.until == "eval":
+            specs.append(("eval.judge", c.eval.judge))
+            from pvar.evaluate import _check_judge
+
+            _check_judge(self._eval_config(c.policy))
+        for what, spec in specs:
+            scorer = parse_reward_spec(spec)
+            if isinstance(scorer, ColumnReward) and what == "eval.judge":
+                raise ConfigError(f"eval.judge: {spec!r} reads stored rewards; a judge must score the answers")
+            if isinstance(scorer, CallableReward):
+                scorer.setup()  # imports the user's module: a missing or broken one fails now
+            elif isinstance(scorer, HFReward):
+                check_model_ref(scorer.model_name, what)
+        for arm in c.arms:
+            if arm.select in ("top", "bottom", "threshold") and arm.by not in columns:
+                raise ConfigError(f"arms.{arm.name}.by: no score column {arm.by!r} in the measured pool "
+                                  f"(known: {', '.join(sorted(columns))})")
+            if arm.weight_by is not None and arm.weight_by not in pairs_columns():
+                raise ConfigError(f"arms.{arm.name}.weight_by: pairs have no column {arm.weight_by!r} "
+                                  f"(known: {', '.join(pairs_columns())})")
+        if c.until in ("train", "eval"):
+            from pvar.training.trainers import trl_config
+
+            for name, arm, _ in c.arm_runs():
+                trl_config(self._train_config(name, arm), self.paths.arm(name) / "model", cuda=False,
+                           ref_cache=True)
+
     # -- steps ------------------------------------------------------------------------------------
 
     def run(self) -> Path:
@@ -148,6 +204,7 @@ class Experiment:
         from pvar.train import peak_rss_mb
 
         preflight(self.cfg)
+        self.check_inputs()
         self._claim_folder()
         self.ledger = Ledger(self.paths.root)
         self.ledger.start_run({"versions": versions(), "force": self.force})

@@ -61,6 +61,11 @@ def _as_assistant(texts: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), msgs, type=MESSAGES)
 
 
+def pairs_columns() -> tuple[str, ...]:
+    """The columns of a pairs file, in order."""
+    return ("prompt", "chosen", "rejected", "prompt_id", "pvar", "chosen_reward", "rejected_reward")
+
+
 def pairs_batch(data: pa.RecordBatch, cfg: PairsConfig) -> pa.RecordBatch:
     """One output row per pair; columns prompt, chosen, rejected, prompt_id, pvar, rewards."""
     rewards = list_to_padded(data.column("rewards"))
@@ -70,6 +75,12 @@ def pairs_batch(data: pa.RecordBatch, cfg: PairsConfig) -> pa.RecordBatch:
     flat = pc.list_flatten(responses)
     chosen = flat.take(pa.array(starts[idx.prompt] + idx.chosen))
     rejected = flat.take(pa.array(starts[idx.prompt] + idx.rejected))
+    # The same text scored twice can differ in the last bits (batched reward models): such a
+    # "pair" carries no preference, and training refuses it, so it is never written.
+    differ = pc.fill_null(pc.not_equal(chosen, rejected), True).to_numpy(zero_copy_only=False)
+    if not differ.all():
+        idx = rules.PairIndex(idx.prompt[differ], idx.chosen[differ], idx.rejected[differ])
+        chosen, rejected = chosen.filter(pa.array(differ)), rejected.filter(pa.array(differ))
     prompt = combine(data.column("prompt")).take(pa.array(idx.prompt))
     if pa.types.is_list(prompt.type):
         chosen, rejected = _as_assistant(chosen), _as_assistant(rejected)
