@@ -359,24 +359,81 @@ def _print_headline(report_dir: Path) -> None:
     render.out.print(f"report: {report_dir / 'report.html'}")
 
 
+def _quiet_libraries() -> None:
+    """Hub progress bars and library log chatter off (``--debug`` keeps them).
+
+    Loading a model prints weight-loading bars and advisory warnings before anything fails, so
+    the one line that names the cause would not be the last. Settings already in the
+    environment win. Python warnings are not dropped: ``main`` replays them after a success.
+    """
+    import os
+
+    for key, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("DATASETS_VERBOSITY", "error"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+                       ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(key, value)
+
+
+def _is(exc: BaseException, name: str) -> bool:
+    """Click's exception classes by name: typer ships its own copy of click, so the classes differ."""
+    return any(cls.__name__ == name for cls in type(exc).__mro__)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2 (``--debug``: raise)."""
+    """Entry point: an error is one line on stderr, the last one, and exit code 2 (``--debug``: raise).
+
+    Python warnings raised while a command runs are held back and shown after it succeeds; a failed
+    command shows only its error, so nothing before it is mistaken for the cause.
+    """
+    import warnings
+
     debug = "--debug" in sys.argv[1:]
+    if not debug:
+        _quiet_libraries()
+    held: list[str] = []
+    if not debug:
+        def hold(message, category, filename, lineno, file=None, line=None) -> None:
+            held.append(warnings.formatwarning(message, category, filename, lineno, line))
+        warnings.showwarning = hold
     try:
-        app()
-    except PvarError as exc:
-        if debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as exc:
-        if debug:
-            raise
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        sys.exit(2)
+        code = app(standalone_mode=False)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except PvarError as exc:
+        if debug:
+            raise
+        _fail(str(exc))
+    except OSError as exc:
+        if debug:
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _fail(f"{where}{exc.strerror or exc}")
+    except MemoryError:
+        if debug:
+            raise
+        _fail("out of memory (an input or setting larger than this machine can hold)")
+    except Exception as exc:  # a bug, or bad input we failed to name: still one line, never a traceback
+        if debug:
+            raise
+        if _is(exc, "UsageError"):  # no such option, missing argument, a value of the wrong type
+            ctx = getattr(exc, "ctx", None)
+            where = f"{ctx.command_path}: " if ctx is not None else ""
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            _fail(f"{where}{exc.format_message()}{hint}")
+        if _is(exc, "Abort"):  # Ctrl-C inside a prompt
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+    if held:
+        sys.stderr.write("".join(held))
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

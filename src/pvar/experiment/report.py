@@ -54,13 +54,12 @@ def read_pool(root: Path) -> analysis.Pool | None:
 
 def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str, Any]:
     """Everything the report shows, as plain JSON-able data (``pool``: already read, else read here)."""
-    import yaml
 
-    from pvar.experiment.config import validate
+    from pvar.experiment.config import read_yaml, validate
     from pvar.experiment.runner import load_state
 
     root = Path(run_dir)
-    raw = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8")) or {}
+    raw = read_yaml(root / "config.yaml")
     cfg = validate(raw, str(root / "config.yaml"))
     state = load_state(root)
     steps = state.get("steps", {})
@@ -612,6 +611,11 @@ def write_report(run_dir: str | Path, *, log: Callable[[str], None] | None = Non
 
     if not (root / "config.yaml").is_file():
         raise InputError(str(root), "not a pvar run folder (no config.yaml)")
+    from pvar.experiment.state import read_state
+
+    if not read_state(root)["steps"]:
+        raise InputError(str(root), "no step of this run has finished yet: nothing to report (run `pvar run` "
+                                    "with its config first)")
     out = root / "report"
     pool = read_pool(root)  # read once: the numbers and the figures both need it
     data = collect(root, pool)

@@ -630,5 +630,6 @@ def _check_hub(what: str, name: str) -> None:
 
 
 def load_state(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "state.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"steps": {}, "runs": []}
+    from pvar.experiment.state import read_state
+
+    return read_state(Path(run_dir))

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pvar.errors import InputError
 from pvar.io.writers import atomic_write_text
 
 STATE_FILE = "state.json"
@@ -23,6 +24,24 @@ def digest(*parts: Any) -> str:
     """Short stable hash of JSON-serialisable parts."""
     text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """A run folder's ``state.json`` for reading (the report): a corrupt one is an error naming it."""
+    path = Path(run_dir) / STATE_FILE
+    if not path.is_file():
+        return {"steps": {}, "runs": []}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InputError(str(path), f"corrupt run state ({type(exc).__name__}); rerun `pvar run` on the folder "
+                                    "to rebuild it") from None
+    if not (isinstance(data, dict) and isinstance(data.get("steps", {}), dict)
+            and isinstance(data.get("runs", []), list)):
+        raise InputError(str(path), "corrupt run state (expected steps and runs); rerun `pvar run` on the folder")
+    data.setdefault("steps", {})
+    data.setdefault("runs", [])
+    return data
 
 
 class Ledger:
