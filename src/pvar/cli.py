@@ -396,12 +396,25 @@ def main() -> None:
     if not debug:
         _quiet_libraries()
     held: list[str] = []
+    shown = warnings.showwarning
     if not debug:
         def hold(message, category, filename, lineno, file=None, line=None) -> None:
             held.append(warnings.formatwarning(message, category, filename, lineno, line))
         warnings.showwarning = hold
     try:
-        code = app(standalone_mode=False)
+        code = _run_app(debug)
+    finally:
+        warnings.showwarning = shown
+    if held:
+        sys.stderr.write("".join(held))
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _run_app(debug: bool) -> object:
+    """The app, its errors turned into one line and an exit code (``SystemExit``)."""
+    try:
+        return app(standalone_mode=False)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -430,10 +443,7 @@ def main() -> None:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
         _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
-    if held:
-        sys.stderr.write("".join(held))
-    if isinstance(code, int) and code:
-        sys.exit(code)
+    return None
 
 
 if __name__ == "__main__":

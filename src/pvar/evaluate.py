@@ -52,7 +52,7 @@ class EvalConfig(StageConfig):
     selection_reward: str | None = Field(None, description="The reward that selected prompts; refused as judge.")
     max_new_tokens: int = Field(128, ge=1, description="Cap on generated tokens per answer.")
     batch_size: int = Field(32, ge=1, description="Sequences per generate call (a speed knob, not in the cache key).")
-    seed: int = Field(0, description="Bootstrap seed (decoding is greedy and needs none).")
+    seed: int = Field(0, ge=0, lt=2**32, description="Bootstrap seed (decoding is greedy and needs none).")
     n_boot: int = Field(2000, ge=10, description="Bootstrap resamples for the hard and soft win rates.")
     lc_boot: int = Field(1000, ge=10, description="Bootstrap resamples for the LC win rate (each refits the GLM).")
     confidence: float = Field(0.95, gt=0, lt=1, description="Interval coverage.")

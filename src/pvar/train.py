@@ -79,7 +79,7 @@ class TrainConfig(StageConfig):
                                     "costs about (1 + 2K/L) / 3 of a full-depth one.")
     max_length: int = Field(512, ge=8, description="Cap on prompt + completion tokens; longer sequences are cut "
                             "at the end, pairs whose prompt alone fills it are dropped (dpo/ipo).")
-    seed: int = Field(0, description="Seed for data order, LoRA init and dropout.")
+    seed: int = Field(0, ge=0, lt=2**32, description="Seed for data order, LoRA init and dropout.")
     weight_by: str | None = Field(None, description="Column of the pairs file (e.g. 'pvar') that scales each pair's "
                                   "loss, normalised to mean 1; dpo and ipo only. None = unweighted.")
     trl_args: dict[str, Any] = Field(default_factory=dict, description="Extra fields of the TRL config "

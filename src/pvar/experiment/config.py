@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pvar.errors import ConfigError, InputError, short_repr
 
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -59,7 +60,7 @@ class ArmConfig(_Section):
     name: str = Field(description="Folder-safe arm name (letters, digits, . _ -).")
     select: Literal["top", "bottom", "random", "threshold", "full"] = Field(description="How prompts are kept.")
     by: str = Field("pvar", description="Score column: pvar, reward_std, reward_range, reward_mean, pvar_low, ...")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Random arms: one arm per "
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, description="Random arms: one arm per "
                              "seed (named NAME-sSEED).")
     fraction: float | None = Field(None, gt=0, le=1, description="Budget override for this arm.")
     count: int | None = Field(None, ge=1, description="Budget override for this arm (a cap with fraction).")
@@ -68,7 +69,7 @@ class ArmConfig(_Section):
     usable: bool = Field(False, description="Random arms: draw only among prompts that yield a pair (PVar > 0), "
                          "at the same budget; separates 'PVar avoids tied prompts' from 'PVar finds informative "
                          "ones'.")
-    train_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Training seeds (offsets "
+    train_seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, description="Training seeds (offsets "
                                    "of the run seed) of non-random arms: several give one run each (NAME-tSEED), so "
                                    "training noise enters the comparison. A random arm's training seed is its seed.")
 
@@ -182,7 +183,8 @@ class RunConfig(_Section):
     """The whole experiment. ``until`` stops early: 'pairs' needs no training stack."""
 
     name: str = Field("run", description="Label shown in the report.")
-    seed: int = Field(0, description="Run seed: prompts order, sampling, pair draws, training, bootstrap.")
+    seed: int = Field(0, ge=0, lt=2**32,
+                      description="Run seed: prompts order, sampling, pair draws, training, bootstrap.")
     policy: str = Field("smollm2", description="Policy sampled, trained and judged against: hub name, folder, "
                         "or 'smollm2' (offline built-in).")
     backend: Literal["hf", "vllm", "fake"] = Field("hf", description="Sampling backend.")

@@ -23,7 +23,8 @@ class GenerateConfig(StageConfig):
     max_new_tokens: int = Field(128, ge=1, description="Cap on generated tokens per response.")
     temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
-    seed: int = Field(0, description="Run seed; each prompt's samples derive from it and the prompt_id.")
+    seed: int = Field(0, ge=0, lt=2**32,
+                      description="Run seed; each prompt's samples derive from it and the prompt_id.")
     batch_size: int = Field(128, ge=1, description="Sequences per model call (hf): a speed knob.")
     device: str = Field("cpu", description="torch device for the hf backend.")
     dtype: str = Field("auto", description="Weights dtype: auto = float32 for hf, the model's own for vllm. "

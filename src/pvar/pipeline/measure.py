@@ -27,7 +27,7 @@ class MeasureConfig(StageConfig):
         "rewards have gaps of ~0.05-0.3 and need s ~ 5-20 for PVar to separate prompts."))
     n_boot: int = Field(200, ge=10, description="Bootstrap resamples per prompt for the PVar interval.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of the PVar interval.")
-    seed: int = Field(0, description="Seed of the bootstrap resamples.")
+    seed: int = Field(0, ge=0, lt=2**32, description="Seed of the bootstrap resamples.")
     format: Literal["auto", "pipeline", "ultrafeedback"] = Field(
         "auto", description="Input schema; 'auto' detects UltraFeedback rows by their columns.")
     rating: Literal["overall", "aspects"] = Field(

@@ -25,6 +25,8 @@ def write_prompts(source: str, output: str | Path, *, count: int, split: str = "
         raise ConfigError(f"split: must be pool or eval, got {split!r}")
     if count < 1:
         raise ConfigError(f"count: must be >= 1, got {count}")
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"seed: must be in [0, 2**32), got {seed}")
     from pvar.prompts import sharegpt_prompts
 
     try:

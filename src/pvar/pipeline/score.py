@@ -28,7 +28,7 @@ class ScoreConfig(StageConfig):
     reward: str = "minilm-ref"
     scale: float = Field(10.0, gt=0, description="Reward scale: cosine gaps are ~0.05-0.3, so ~10.")
     backend: Literal["hf", "vllm", "fake"] = "hf"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     shard_size: int = Field(16, ge=1)
 
 

@@ -34,7 +34,7 @@ class SelectConfig(StageConfig):
     fraction: float | None = Field(None, gt=0, le=1, description="Budget as a fraction of eligible prompts.")
     count: int | None = Field(None, ge=1, description="Budget as a count; with a fraction, a cap on it.")
     minimum: float | None = Field(None, description="Threshold mode: keep prompts whose score >= minimum.")
-    seed: int = Field(0, description="Seed of the random arm.")
+    seed: int = Field(0, ge=0, lt=2**32, description="Seed of the random arm.")
 
     @model_validator(mode="after")
     def _budget_given(self) -> Self:
