@@ -143,6 +143,14 @@ TRACEBACKS = {
         def score(prompts, responses, references):
             return []
         """), ["user_reward.py", "ModuleNotFoundError", "no_such_package_here"]),
+    "figure with an unknown suffix": Case(lambda t: ["stats", _scored(t), "--plot", str(t / "fig.txt")],
+                                          ["fig.txt", ".png"]),
+    "unknown device": Case(lambda t: ["generate", str(write_jsonl(t / "in.jsonl", PROMPTS)), "-o", str(t / "o.jsonl"),
+                                      "--device", "quantum"], ["device", "torch device"]),
+    "bad ray address": Case(lambda t: ["generate", str(write_jsonl(t / "in.jsonl", PROMPTS)), "-o", str(t / "o.jsonl"),
+                                       "--backend", "fake", "--engine", "ray", "--ray-address", "x"], ["ray-address"]),
+    "column reward of text": Case(lambda t: ["reward", _scored(t), "-o", str(t / "o.jsonl"), "--reward",
+                                             "column:prompt"], ["in.jsonl:1", "field 'prompt'", "list of numbers"]),
     "report: only a config": Case(_report_config_only, ["run", "nothing to report"]),
     "report: corrupt state.json": Case(_report_corrupt_state, ["state.json", "corrupt run state"]),
 }
@@ -288,6 +296,15 @@ LATE = {
     "run: missing prompts file": Case(lambda t: _run_cfg(t, f"""
         prompts: {{source: {t}/missing.jsonl}}
         """), ["missing.jsonl", "no such file"]),
+    "reward: gold without task specs": Case(
+        lambda t: ["reward", _scored(t), "-o", str(t / "o.jsonl"), "--reward", "gold"],
+        ["in.jsonl:1", "field 'reference'"]),
+    "run: pool lacks the reward's references": Case(lambda t: _run_cfg(t, f"""
+        prompts: {{source: {write_jsonl(t / "p.jsonl", [{"prompt": "hi"}])}}}
+        scoring: {{reward: minilm-ref}}
+        """), ["p.jsonl:1", "field 'reference'"]),
+    "score: bad reward before sampling": Case(lambda t: ["score", "-o", str(t / "sc"), "--reward", "nope"],
+                                              ["unknown spec 'nope'"]),
     "run: reward module missing": Case(lambda t: _run_cfg(t, """
         scoring: {reward: "no_such_module_y:score"}
         """), ["no_such_module_y"]),
@@ -358,7 +375,8 @@ def test_large_finite_rewards_stay_finite(tmp_path, cli):
 
     got = [json.loads(line) for line in out.read_text().splitlines()]
     expected = preference_variance([[1e39, 2e39, 3e39]], 1.0)[0]  # the float64 estimator
-    assert got[0]["pvar"] == pytest.approx(expected) and got[0]["reward_std"] == pytest.approx(np.std([1e39, 2e39, 3e39]))
+    assert got[0]["pvar"] == pytest.approx(expected)
+    assert got[0]["reward_std"] == pytest.approx(np.std([1e39, 2e39, 3e39]))
     assert got[0]["pvar_low"] <= got[0]["pvar"] <= got[0]["pvar_high"]
     assert got[1]["pvar"] > 0
 
@@ -382,14 +400,14 @@ def test_full_disk_leaves_no_temp_file(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     target = tmp_path / "out.jsonl"
-    with pytest.raises(writers.OutputError, match=r"out\.jsonl: cannot write \(No space left on device\)"):
-        with writers.atomic_rows(target) as w:
-            w.write(pa.RecordBatch.from_pylist([{"a": 1}]))
-            monkeypatch.setattr(os, "fsync", full)  # the final flush fails, as on a full disk
+    no_space = r"out\.jsonl: cannot write \(No space left on device\)"
+    with pytest.raises(writers.OutputError, match=no_space), writers.atomic_rows(target) as w:
+        w.write(pa.RecordBatch.from_pylist([{"a": 1}]))
+        monkeypatch.setattr(os, "fsync", full)  # the final flush fails, as on a full disk
     monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(os, "replace", full)
-    with pytest.raises(writers.OutputError, match="state.json"):
+    with pytest.raises(writers.OutputError, match=r"state\.json"):
         writers.atomic_write_text(tmp_path / "state.json", "{}")
     assert list(tmp_path.iterdir()) == []
 
@@ -430,6 +448,19 @@ def test_resume_removes_stale_temp_files(tmp_path, cli):
         p.write_text("half")
     assert cli("generate", src, "-o", out, "--backend", "fake", "--shard-size", "2")[0] == 0
     assert not any(p.exists() for p in stale)
+
+
+def test_run_removes_stale_temp_files(tmp_path, cli):
+    """`pvar run` on a folder a killed run left: its temp files go, the run resumes."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("prompts: {pool: 4, eval: 4, task: format}\nscoring: {n: 2, reward: gold, max_new_tokens: 4}\n"
+                   "backend: fake\nuntil: pairs\narms:\n  - {name: top, select: top, fraction: 0.5}\n")
+    argv = ["run", str(cfg), "-o", str(tmp_path / "run")]
+    assert cli(*argv)[0] == 0
+    stale = tmp_path / "run" / ".state.json.tmp-999999"
+    stale.write_text("{")
+    assert cli(*argv)[0] == 0
+    assert not stale.exists() and not (tmp_path / ".run.lock").exists()
 
 
 # -- 7. concurrency ------------------------------------------------------------------------------------

@@ -111,6 +111,10 @@ def stats(
     """Summarise a pool: counts, PVar quantiles, Spearman with reward std, histogram."""
     from pvar.pipeline import stats as stage
 
+    if plot is not None:
+        from pvar.plots import check_figure_path
+
+        check_figure_path(plot)
     cfg = stage.StatsConfig.make(scale=scale, format=format, rating=rating)
     cols, summary = stage.run(input, cfg)
     render.pool_summary(summary, title=f"PVar over {input}")
@@ -369,7 +373,8 @@ def _quiet_libraries() -> None:
     import os
 
     for key, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                       ("DATASETS_VERBOSITY", "error"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+                       ("DATASETS_VERBOSITY", "error"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
                        ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(key, value)
 
@@ -390,8 +395,14 @@ def main() -> None:
     Python warnings raised while a command runs are held back and shown after it succeeds; a failed
     command shows only its error, so nothing before it is mistaken for the cause.
     """
+    import contextlib
+    import signal
     import warnings
 
+    # SIGTERM (a scheduler's or `timeout`'s stop) unwinds like Ctrl-C: locks are released and a
+    # fresh output that committed nothing is removed; committed shards stay for the resume.
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     debug = "--debug" in sys.argv[1:]
     if not debug:
         _quiet_libraries()

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+import re
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from pvar.errors import ConfigError, short_repr
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda|mps|xpu|hpu|npu)(:\d+)?$")
+
+
+def _device(value: str) -> str:
+    if not _DEVICE.match(value.strip()):
+        raise ValueError("expected a torch device such as cpu, cuda, cuda:1 or mps")
+    return value.strip()
+
+
+Device = Annotated[str, AfterValidator(_device)]
+"""A torch device name, checked when the config is built (torch would fail only when the model loads)."""
 
 
 class StageConfig(BaseModel):

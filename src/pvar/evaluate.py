@@ -31,7 +31,7 @@ from pydantic import Field
 
 import pvar
 from pvar.backends.base import Prompt, prompt_text
-from pvar.config import StageConfig
+from pvar.config import Device, StageConfig
 from pvar.core import winrate
 from pvar.errors import ConfigError
 from pvar.io.paths import check_output
@@ -50,11 +50,13 @@ class EvalConfig(StageConfig):
     prompts: str = Field(description="Held-out prompts: rows with prompt_id, prompt and (for *-ref judges) reference.")
     judge: str = Field("mpnet-ref", description="Judge spec; must differ from the selection reward (minilm-ref).")
     selection_reward: str | None = Field(None, description="The reward that selected prompts; refused as judge.")
-    max_new_tokens: int = Field(128, ge=1, description="Cap on generated tokens per answer.")
-    batch_size: int = Field(32, ge=1, description="Sequences per generate call (a speed knob, not in the cache key).")
+    max_new_tokens: int = Field(128, ge=1, le=131_072, description="Cap on generated tokens per answer.")
+    batch_size: int = Field(32, ge=1, le=65_536,
+                            description="Sequences per generate call (a speed knob, not in the cache key).")
     seed: int = Field(0, ge=0, lt=2**32, description="Bootstrap seed (decoding is greedy and needs none).")
-    n_boot: int = Field(2000, ge=10, description="Bootstrap resamples for the hard and soft win rates.")
-    lc_boot: int = Field(1000, ge=10, description="Bootstrap resamples for the LC win rate (each refits the GLM).")
+    n_boot: int = Field(2000, ge=10, le=1_000_000, description="Bootstrap resamples for the hard and soft win rates.")
+    lc_boot: int = Field(1000, ge=10, le=1_000_000,
+                         description="Bootstrap resamples for the LC win rate (each refits the GLM).")
     confidence: float = Field(0.95, gt=0, lt=1, description="Interval coverage.")
     soft_scale: float = Field(
         10.0, gt=0,
@@ -63,7 +65,7 @@ class EvalConfig(StageConfig):
     )
     lc_length: Literal["tokens", "words", "chars"] = Field(
         "tokens", description="Length unit of the LC regression: policy-tokenizer tokens (words if none loads).")
-    device: str = Field("cpu", description="torch device for generation and the judge.")
+    device: Device = Field("cpu", description="torch device for generation and the judge.")
     dtype: str = Field("float32", description="torch dtype for generation.")
 
 

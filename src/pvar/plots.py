@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pvar.errors import ConfigError
+from pvar.io.writers import atomic_file
 
 
 def _pyplot():
@@ -20,8 +21,20 @@ def _pyplot():
     return plt
 
 
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def check_figure_path(path: str | Path) -> Path:
+    """Refuse a figure path matplotlib cannot write, before any work is done."""
+    path = Path(path)
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        raise ConfigError(f"plot: {str(path)!r} must end in {', '.join(FIGURE_SUFFIXES)}")
+    return path
+
+
 def pvar_overview(pvar: np.ndarray, reward_std: np.ndarray, path: str | Path) -> Path:
-    """PVar histogram beside PVar vs reward std (the closest baseline), saved as PNG."""
+    """PVar histogram beside PVar vs reward std (the closest baseline), saved as PNG (or PDF, SVG)."""
+    path = check_figure_path(path)
     plt = _pyplot()
     ok = np.isfinite(pvar)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
@@ -30,19 +43,18 @@ def pvar_overview(pvar: np.ndarray, reward_std: np.ndarray, path: str | Path) ->
     both = ok & np.isfinite(reward_std)
     ax2.scatter(reward_std[both], pvar[both], s=6, alpha=0.5, color="#DD8452")
     ax2.set(xlabel="reward std", ylabel="PVar", title="PVar vs reward std")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Write the figure atomically (format from the suffix) and free it."""
     plt = _pyplot()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix[1:].lower() or "png")
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -69,7 +69,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from pvar.backends.base import generation_prompt_ids
-from pvar.config import StageConfig
+from pvar.config import Device, StageConfig
 from pvar.core.stats import preference_variance, spearman
 from pvar.errors import ConfigError, InputError
 from pvar.io.writers import atomic_file
@@ -95,12 +95,13 @@ class TheoryConfig(StageConfig):
     pick: Literal["first", "spread"] = Field("first", description=(
         "first: the first prompts of the pool; spread: prompts evenly spaced over the PVar quantiles "
         "(a better scatter; reads the pool twice)."))
-    max_length: int = Field(512, ge=2, description="Tokens of prompt + response; the prompt is cut from the left.")
+    max_length: int = Field(512, ge=2, le=1_048_576,
+                            description="Tokens of prompt + response; the prompt is cut from the left.")
     params: str = Field("all", description=(
         "Parameters the gradient is taken over: 'all', 'last-layers' (last 2 blocks + final norm), "
         "'last-layers:K', or 're:PATTERN' (names matching a regex). The bound holds for any subset."))
     append_eos: bool = Field(True, description="Score each response followed by EOS, as DPO trains on it.")
-    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', ...")
+    device: Device = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', ...")
 
     @field_validator("params")
     @classmethod

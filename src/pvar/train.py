@@ -69,7 +69,7 @@ class TrainConfig(StageConfig):
                       "use ~5e-6 for a full fine-tune (lora=False).")
     epochs: float = Field(1.0, gt=0, description="Passes over the pairs, when max_steps is -1.")
     max_steps: int = Field(-1, ge=-1, description="Optimizer steps to run; -1 = as many as `epochs` takes.")
-    batch_size: int = Field(4, ge=1, description="Pairs per step (KTO: unpaired rows per step, at least 2).")
+    batch_size: int = Field(4, ge=1, le=65_536, description="Pairs per step (KTO: unpaired rows per step, at least 2).")
     lora: bool = Field(True, description="Train a LoRA adapter on all linear layers (lm_head excluded) instead of "
                        "every weight.")
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
@@ -77,7 +77,8 @@ class TrainConfig(StageConfig):
     lora_layers: int | None = Field(None, ge=1, description="LoRA in the top K transformer blocks only (None = all). "
                                     "Gradients then stop at the lowest adapted block: with K of L blocks a step "
                                     "costs about (1 + 2K/L) / 3 of a full-depth one.")
-    max_length: int = Field(512, ge=8, description="Cap on prompt + completion tokens; longer sequences are cut "
+    max_length: int = Field(512, ge=8, le=1_048_576,
+                            description="Cap on prompt + completion tokens; longer sequences are cut "
                             "at the end, pairs whose prompt alone fills it are dropped (dpo/ipo).")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed for data order, LoRA init and dropout.")
     weight_by: str | None = Field(None, description="Column of the pairs file (e.g. 'pvar') that scales each pair's "
@@ -153,6 +154,9 @@ def train(
     start = time.perf_counter()
     cfg = cfg or TrainConfig()
     out = Path(out_dir)
+    from pvar.io.paths import check_output
+
+    check_output(pairs_path, out)
     built = build_trainer(pairs_path, out, cfg, ref_cache=ref_cache)
     trainer = built.trainer
     if progress is not None:

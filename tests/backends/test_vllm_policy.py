@@ -11,6 +11,7 @@ import pytest
 
 from pvar.backends.base import Generation
 from pvar.backends.vllm_policy import VLLMPolicy, sampling_requests
+from pvar.errors import ConfigError
 
 
 def test_sampling_requests_one_per_prompt() -> None:
@@ -142,5 +143,5 @@ def test_generate_without_chat_template(fake_vllm: FakeVLLM) -> None:
 def test_missing_vllm_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
     policy = VLLMPolicy("m")  # construction stays cheap and import-free
-    with pytest.raises(RuntimeError, match=r"pip install 'pvar\[gpu\]'"):
+    with pytest.raises(ConfigError, match=r"pip install 'pvar\[gpu\]'"):
         policy.setup()

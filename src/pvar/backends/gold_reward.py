@@ -16,6 +16,8 @@ KINDS = ("gold", "gold-guarded")
 class GoldReward:
     """Scores with :func:`pvar.tasks.gold` (and :func:`pvar.tasks.guard` for ``gold-guarded``)."""
 
+    needs_reference = True
+
     def __init__(self, kind: str = "gold") -> None:
         if kind not in KINDS:
             raise ConfigError(f"reward: unknown gold reward {kind!r}; choose one of {', '.join(KINDS)}")
@@ -23,6 +25,16 @@ class GoldReward:
 
     def setup(self) -> None:
         pass
+
+    def check_reference(self, reference: str | None) -> str | None:
+        """Why ``reference`` is not a task spec (None when it is): checked before scoring starts."""
+        from pvar.tasks import parse_spec
+
+        try:
+            parse_spec(reference)
+        except (TypeError, ValueError) as exc:
+            return f"not a task spec (gold scoring reads the task from 'reference'): {exc}"
+        return None
 
     def score(self, prompts: list[Prompt], responses: list[list[str]], references: list[str | None]) -> Scores:
         from pvar import tasks

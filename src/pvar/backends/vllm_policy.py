@@ -72,7 +72,9 @@ class VLLMPolicy:
         try:
             import vllm
         except ImportError as exc:
-            raise RuntimeError(f"VLLMPolicy needs vLLM, which is not installed; run: {INSTALL_HINT}") from exc
+            from pvar.errors import ConfigError
+
+            raise ConfigError(f"backend vllm needs vLLM, which is not installed; run: {INSTALL_HINT}") from exc
         from pvar.backends.assets import resolve_policy
 
         kwargs: dict[str, Any] = {

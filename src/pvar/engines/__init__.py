@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pvar.engines.base import Stage, Tick
@@ -11,6 +12,7 @@ from pvar.errors import ConfigError
 from pvar.io.paths import check_output
 
 ENGINES = ("local", "ray")
+_RAY_ADDRESS = re.compile(r"^(auto|local|(ray://)?[\w.\-\[\]:]+:\d+)$")
 
 
 def run_stage(
@@ -38,9 +40,12 @@ def run_stage(
         raise ConfigError(f"shard_size: must be an integer >= 1, got {shard_size!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
         raise ConfigError(f"workers: must be an integer >= 1, got {num_workers!r}")
+    if ray_address is not None and not _RAY_ADDRESS.match(ray_address):
+        raise ConfigError(f"ray-address: expected auto, local, HOST:PORT or ray://HOST:PORT, got {ray_address!r}")
     layout = Layout.for_output(output)
     check_output(source, output, layout.shard_dir)
-    validate_source(source, require)
+    require = getattr(stage, "require", require)  # a stage may need more columns than its kind does
+    validate_source(source, require, getattr(stage, "check_batch", None))
     with guarded_output(layout):
         if engine == "ray":
             from pvar.engines.ray import run_ray

@@ -95,8 +95,14 @@ def run_ray(
     tokens = 0
     if pending:
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                     **({} if address else {"num_cpus": max(2, num_workers)}))
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING, **({} if address else {"num_cpus": max(2, num_workers)}))
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                from pvar.errors import ConfigError
+
+                raise ConfigError(f"ray-address: cannot start or reach Ray at {address or 'a local instance'!r} "
+                                  f"({' '.join(str(exc).split())[:160]})") from None
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours is on the driver
         ds = ray.data.from_items([{"shard": k} for k in pending], override_num_blocks=len(pending))
         done = ds.map_batches(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pvar.errors import ResumeMismatch
 from pvar.io.paths import file_lock, remove_stale_temps
-from pvar.io.readers import JSONL_SUFFIXES, MANIFEST, PARQUET_SUFFIXES, read_manifest, shard_files
+from pvar.io.readers import JSONL_SUFFIXES, MANIFEST, PARQUET_SUFFIXES, Batch, read_manifest, shard_files
 from pvar.io.rows import read_rows
 from pvar.io.writers import atomic_file, atomic_rows, atomic_write_text
 
@@ -118,13 +118,20 @@ class Manifest:
         atomic_write_text(self.path, json.dumps(body, indent=1))
 
 
-def validate_source(source: str | Path, require: tuple[str, ...]) -> int:
+def validate_source(source: str | Path, require: tuple[str, ...],
+                    check: Callable[[Batch], None] | None = None) -> int:
     """Read and check the whole input once, before any output exists; returns its row count.
 
-    A bad row near the end of a large input then fails in seconds instead of after hours of
-    sampling, and a refused input leaves nothing behind.
+    ``check`` adds the stage's own checks (a reward's column or references). A bad row near the end
+    of a large input then fails in seconds instead of after hours of sampling, and a refused input
+    leaves nothing behind.
     """
-    return sum(batch.data.num_rows for batch in read_rows(source, require=require, batch_size=65536))
+    rows = 0
+    for batch in read_rows(source, require=require, batch_size=65536):
+        if check is not None:
+            check(batch)
+        rows += batch.data.num_rows
+    return rows
 
 
 @contextmanager

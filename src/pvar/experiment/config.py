@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pvar.config import Device
 from pvar.errors import ConfigError, InputError, short_repr
 
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
@@ -27,10 +28,10 @@ class _Section(BaseModel):
 class PromptsConfig(_Section):
     source: str = Field("sharegpt", description="'sharegpt' (offline, built in) or a file/dataset of prompt rows "
                         "(prompt_id, prompt; reference for *-ref rewards and judges).")
-    pool: int = Field(128, ge=2, description="Pool prompts to score and select from (sharegpt source).")
+    pool: int = Field(128, ge=2, le=10_000_000, description="Pool prompts to score and select from (sharegpt source).")
     eval_source: str = Field("sharegpt", description="Held-out eval prompts: 'sharegpt' (its eval split, disjoint "
                              "from the pool split) or a file of rows with prompt_id, prompt, reference.")
-    eval: int = Field(64, ge=2, description="Eval prompts (sharegpt eval source).")
+    eval: int = Field(64, ge=2, le=10_000_000, description="Eval prompts (sharegpt eval source).")
     task: Literal["ifeval", "format", "phrase"] | None = Field(
         None, description="Verifiable task family (pvar.tasks) attached to the sharegpt prompts: ifeval (1-2 "
         "IFEval-style constraints checked by code, keywords and bullets included), format (one constraint on the "
@@ -43,11 +44,11 @@ class ScoringConfig(_Section):
 
     generate: bool = Field(True, description="Sample responses; False reads rated rows (UltraFeedback schema or "
                            "rows with responses and rewards) from prompts.source instead.")
-    n: int = Field(4, ge=2, description="Responses per prompt.")
-    max_new_tokens: int = Field(64, ge=1, description="Cap on tokens per sampled response.")
+    n: int = Field(4, ge=2, le=1024, description="Responses per prompt.")
+    max_new_tokens: int = Field(64, ge=1, le=131_072, description="Cap on tokens per sampled response.")
     temperature: float = Field(0.8, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
-    batch_size: int = Field(128, ge=1, description="Sequences per model call while sampling (a speed knob).")
+    batch_size: int = Field(128, ge=1, le=65_536, description="Sequences per model call while sampling (a speed knob).")
     reward: str = Field("minilm-ref", description="Selection reward spec (see `pvar reward --help`).")
     scale: float = Field(10.0, gt=0, description="Reward scale s of PVar (cosine rewards: ~10; reward-model "
                          "logits: ~1; 1-10 ratings: ~1).")
@@ -123,12 +124,12 @@ class TrainSection(_Section):
     lr: float = Field(5e-5, gt=0)
     epochs: float = Field(1.0, gt=0, description="Passes over each arm's pairs (max_steps -1).")
     max_steps: int = Field(32, ge=-1, description="Optimizer steps per arm; -1 = epochs decides.")
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, le=65_536)
     lora: bool = True
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_layers: int | None = Field(None, ge=1, description="LoRA in the top K blocks only (see pvar train --help).")
-    max_length: int = Field(320, ge=8)
+    max_length: int = Field(320, ge=8, le=1_048_576)
     pair_rule: Literal["best-worst", "best-random", "all"] = Field("best-worst", description="Pairs per prompt.")
     matching: Literal["auto", "compute", "data"] = Field(
         "auto", description="compute: every arm trains max_steps optimizer steps (needs max_steps > 0); data: each "
@@ -152,10 +153,10 @@ class TrainSection(_Section):
 
 class EvalSection(_Section):
     judge: str = Field("mpnet-ref", description="Held-out judge; must differ from the selection reward.")
-    max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(64, ge=1)
-    n_boot: int = Field(2000, ge=10)
-    lc_boot: int = Field(300, ge=10)
+    max_new_tokens: int = Field(64, ge=1, le=131_072)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    n_boot: int = Field(2000, ge=10, le=1_000_000)
+    lc_boot: int = Field(300, ge=10, le=1_000_000)
     soft_scale: float = Field(10.0, gt=0)
     confidence: float = Field(0.95, gt=0, lt=1)
     dtype: Literal["run", "float32", "bfloat16", "float16"] = Field(
@@ -168,7 +169,7 @@ class EvalSection(_Section):
 class TheorySection(_Section):
     prompts: int = Field(8, ge=0, description="Prompts for the gradient-norm check; 0 skips it.")
     params: str = Field("all", description="Parameter subset (regex on names) or 'all'.")
-    max_length: int = Field(256, ge=2)
+    max_length: int = Field(256, ge=2, le=1_048_576)
     signal_prompts: int = Field(0, ge=0, description="Gradient-signal check (pvar.diagnostics): pool prompts, spread "
                                 "over PVar, whose DPO gradient is estimated from two fresh sample sets; their dot "
                                 "product (unbiased for ‖E g‖²) is regressed on PVar and on the reward std. 0 skips it.")
@@ -182,14 +183,14 @@ class TheorySection(_Section):
 class RunConfig(_Section):
     """The whole experiment. ``until`` stops early: 'pairs' needs no training stack."""
 
-    name: str = Field("run", description="Label shown in the report.")
+    name: str = Field("run", min_length=1, description="Label shown in the report.")
     seed: int = Field(0, ge=0, lt=2**32,
                       description="Run seed: prompts order, sampling, pair draws, training, bootstrap.")
     policy: str = Field("smollm2", description="Policy sampled, trained and judged against: hub name, folder, "
                         "or 'smollm2' (offline built-in).")
     backend: Literal["hf", "vllm", "fake"] = Field("hf", description="Sampling backend.")
     engine: Literal["local", "ray"] = Field("local", description="Engine of the sharded stages.")
-    device: str = Field("cpu", description="torch device for sampling, reward, training and eval.")
+    device: Device = Field("cpu", description="torch device for sampling, reward, training and eval.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="dtype of sampling and eval generation; auto = bfloat16 on GPUs and on CPUs with "
         "native bf16 dot products (avx512_bf16/AMX: ~2x faster), else float32. Training stays float32.")

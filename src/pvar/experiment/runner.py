@@ -37,6 +37,7 @@ from pvar import render
 from pvar.errors import ConfigError
 from pvar.experiment.config import ArmConfig, RunConfig
 from pvar.experiment.state import Ledger, digest
+from pvar.io.paths import file_lock, remove_stale_temps
 from pvar.io.writers import atomic_write_text
 
 CONFIG_FILE = "config.yaml"
@@ -159,7 +160,13 @@ class Experiment:
 
         c = self.cfg
         columns = set(MEASURE_COLUMNS)
-        for key, required in (("source", ("prompt",)), ("eval_source", ("prompt",))):
+        needs_ref = {what: getattr(parse_reward_spec(spec), "needs_reference", False)
+                     for what, spec in (("reward", c.scoring.reward), ("judge", c.eval.judge))}
+        pool_needs = ("prompt", "reference") if c.scoring.generate and needs_ref["reward"] else ("prompt",)
+        if not c.scoring.generate:
+            pool_needs = ("prompt", "responses", "rewards")
+        for key, required in (("source", pool_needs),
+                              ("eval_source", ("prompt", "reference") if needs_ref["judge"] else ("prompt",))):
             src = getattr(c.prompts, key)
             if src == "sharegpt" or (key == "eval_source" and c.until != "eval"):
                 continue
@@ -201,10 +208,16 @@ class Experiment:
 
     def run(self) -> Path:
         """Every step up to ``cfg.until``, then the report. Returns the report folder."""
-        from pvar.train import peak_rss_mb
-
         preflight(self.cfg)
         self.check_inputs()
+        root = self.paths.root
+        with file_lock(root.parent / f".{root.name}.lock", str(root)):  # a second `pvar run` waits, then resumes
+            remove_stale_temps(root, recursive=True)  # left by a killed run: we hold the lock
+            return self._run()
+
+    def _run(self) -> Path:
+        from pvar.train import peak_rss_mb
+
         self._claim_folder()
         self.ledger = Ledger(self.paths.root)
         self.ledger.start_run({"versions": versions(), "force": self.force})

@@ -82,7 +82,7 @@ def file_lock(path: Path, what: str) -> Iterator[None]:
         handle.close()
 
 
-def remove_stale_temps(folder: Path, prefix: str = "") -> int:
+def remove_stale_temps(folder: Path, prefix: str = "", *, recursive: bool = False) -> int:
     """Delete temp files (``.NAME.tmp-PID``) in ``folder`` whose name starts with ``.PREFIX``.
 
     Call only while holding the lock of whatever writes there: every such file is then left
@@ -91,7 +91,8 @@ def remove_stale_temps(folder: Path, prefix: str = "") -> int:
     if not folder.is_dir():
         return 0
     removed = 0
-    for stale in folder.glob(f".{prefix}*{TEMP_MARK}*"):
+    pattern = f".{prefix}*{TEMP_MARK}*"
+    for stale in list(folder.rglob(pattern) if recursive else folder.glob(pattern)):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
         else:

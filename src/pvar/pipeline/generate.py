@@ -12,21 +12,21 @@ import pyarrow as pa
 from pydantic import Field
 
 from pvar.backends.base import Policy
-from pvar.config import StageConfig
+from pvar.config import Device, StageConfig
 from pvar.core.seeding import prompt_seed
 
 
 class GenerateConfig(StageConfig):
     model: str = Field("smollm2", description="Policy: a hub name, a local folder, or 'smollm2' (offline built-in).")
     backend: Literal["hf", "vllm", "fake"] = Field("hf", description="hf (transformers), vllm (GPU), fake (tests).")
-    n: int = Field(4, ge=2, description="Responses per prompt (PVar needs at least 2).")
-    max_new_tokens: int = Field(128, ge=1, description="Cap on generated tokens per response.")
+    n: int = Field(4, ge=2, le=1024, description="Responses per prompt (PVar needs at least 2).")
+    max_new_tokens: int = Field(128, ge=1, le=131_072, description="Cap on generated tokens per response.")
     temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
     seed: int = Field(0, ge=0, lt=2**32,
                       description="Run seed; each prompt's samples derive from it and the prompt_id.")
-    batch_size: int = Field(128, ge=1, description="Sequences per model call (hf): a speed knob.")
-    device: str = Field("cpu", description="torch device for the hf backend.")
+    batch_size: int = Field(128, ge=1, le=65_536, description="Sequences per model call (hf): a speed knob.")
+    device: Device = Field("cpu", description="torch device for the hf backend.")
     dtype: str = Field("auto", description="Weights dtype: auto = float32 for hf, the model's own for vllm. "
                        "bfloat16 halves hf's time on GPUs and on CPUs with native bf16 (avx512_bf16/AMX); "
                        "samples then differ from float32 ones.")

@@ -25,7 +25,7 @@ class MeasureConfig(StageConfig):
     scale: float = Field(1.0, gt=0, description=(
         "Reward scale s in sigmoid(s * (r_i - r_j)). Reward models differ in logit scale; cosine "
         "rewards have gaps of ~0.05-0.3 and need s ~ 5-20 for PVar to separate prompts."))
-    n_boot: int = Field(200, ge=10, description="Bootstrap resamples per prompt for the PVar interval.")
+    n_boot: int = Field(200, ge=10, le=1_000_000, description="Bootstrap resamples per prompt for the PVar interval.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of the PVar interval.")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of the bootstrap resamples.")
     format: Literal["auto", "pipeline", "ultrafeedback"] = Field(

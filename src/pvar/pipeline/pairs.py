@@ -32,7 +32,7 @@ class PairsConfig(StageConfig):
     rule: Literal["best-worst", "best-random", "all"] = Field("best-worst", description=(
         "best-worst: highest vs lowest reward; best-random: highest vs a random lower one; "
         "all: every pair with r_i > r_j, largest gap first, capped by max_pairs."))
-    max_pairs: int = Field(8, ge=1, description="Cap on pairs per prompt for rule 'all'.")
+    max_pairs: int = Field(8, ge=1, le=100_000, description="Cap on pairs per prompt for rule 'all'.")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of best-random's draw (per prompt, from prompt_id).")
     scale: float = Field(1.0, gt=0, description="Reward scale for PVar when the rows lack a pvar column.")
     format: Literal["auto", "pipeline", "ultrafeedback"] = "auto"

@@ -7,18 +7,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from pvar.config import StageConfig
+from pvar.config import Device, StageConfig
 from pvar.errors import InputError
-from pvar.io.arrow import list_lengths
+from pvar.io.arrow import combine, list_lengths
+from pvar.io.readers import Batch
 
 
 class RewardConfig(StageConfig):
     reward: str = Field("minilm-ref", description=(
         "minilm-ref | mpnet-ref (cosine to the row's reference answer), hf:NAME_OR_PATH (sequence-"
         "classification reward model, raw logit), column:NAME, or module:function."))
-    batch_size: int = Field(64, ge=1, description="Texts per model call.")
-    max_length: int = Field(1024, ge=8, description="Token cap for hf reward models; longer inputs are truncated.")
-    device: str = Field("cpu", description="torch device.")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Texts per model call.")
+    max_length: int = Field(1024, ge=8, le=1_048_576,
+                            description="Token cap for hf reward models; longer inputs are truncated.")
+    device: Device = Field("cpu", description="torch device.")
 
 
 class RewardStage:
@@ -34,6 +36,8 @@ class RewardStage:
         self.scorer = parse_reward_spec(config.reward, batch_size=config.batch_size, device=config.device,
                                         max_length=config.max_length)
         self._column = self.scorer.column if isinstance(self.scorer, ColumnReward) else None
+        needs_reference = getattr(self.scorer, "needs_reference", False)
+        self.require = ("prompt_id", "prompt", "responses", *(("reference",) if needs_reference else ()))
         self._truncated = 0
         self._scored = 0
 
@@ -43,6 +47,30 @@ class RewardStage:
 
     def counters(self) -> dict[str, int]:
         return {"responses": self._scored, "truncated": self._truncated}
+
+    def check_batch(self, batch: Batch) -> None:
+        """Checks of the input rows this reward needs, run before anything is scored or written."""
+        data = batch.data
+        if self._column is not None:
+            if self._column not in data.schema.names:
+                raise batch.error(0, self._column, f"missing (the reward {self.config.reward!r} reads it)")
+            typ = data.schema.field(self._column).type
+            if not (pa.types.is_list(typ) and (pa.types.is_floating(typ.value_type)
+                                               or pa.types.is_integer(typ.value_type))):
+                raise batch.error(0, self._column, f"expected a list of numbers per row, got {typ}")
+            col = combine(data.column(self._column))
+            bad = np.flatnonzero(list_lengths(col) != list_lengths(data.column("responses")))
+            if bad.size:
+                raise batch.error(int(bad[0]), self._column, "needs one score per response")
+            values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(float)
+            if not np.isfinite(values[~np.isnan(values)]).all():
+                raise batch.error(0, self._column, "holds an infinite score")
+        check = getattr(self.scorer, "check_reference", None)
+        if check is not None and "reference" in data.schema.names:
+            for i, ref in enumerate(data.column("reference").to_pylist()):
+                problem = check(ref)
+                if problem:
+                    raise batch.error(i, "reference", problem)
 
     def _from_column(self, table: pa.Table) -> pa.Array:
         if self._column not in table.column_names:

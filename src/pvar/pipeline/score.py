@@ -21,9 +21,9 @@ from pvar.pipeline.prompts import write_prompts
 
 
 class ScoreConfig(StageConfig):
-    count: int = Field(64, ge=2, description="ShareGPT pool prompts.")
-    n: int = Field(4, ge=2, description="Responses per prompt.")
-    max_new_tokens: int = Field(64, ge=1)
+    count: int = Field(64, ge=2, le=10_000_000, description="ShareGPT pool prompts.")
+    n: int = Field(4, ge=2, le=1024, description="Responses per prompt.")
+    max_new_tokens: int = Field(64, ge=1, le=131_072)
     model: str = "smollm2"
     reward: str = "minilm-ref"
     scale: float = Field(10.0, gt=0, description="Reward scale: cosine gaps are ~0.05-0.3, so ~10.")
@@ -40,6 +40,13 @@ class ScoreResult:
 
 
 def run_score(cfg: ScoreConfig, out_dir: str | Path, *, engine: str = "local") -> ScoreResult:
+    from pvar.backends.assets import check_model_ref
+    from pvar.backends.spec import parse_reward_spec
+
+    if cfg.model.strip().lower() != "smollm2" and cfg.backend != "fake":
+        check_model_ref(cfg.model, "model")
+    reward_cfg = stages.RewardConfig.make(reward=cfg.reward)
+    parse_reward_spec(cfg.reward)  # a bad spec fails before any prompt is sampled
     out = Path(out_dir)
     prompts, generated, rewarded, measured = (out / n for n in
                                               ("01-prompts.jsonl", "02-generate", "03-reward", "04-measure.parquet"))
@@ -47,7 +54,7 @@ def run_score(cfg: ScoreConfig, out_dir: str | Path, *, engine: str = "local") -
     gen = stages.GenerateConfig.make(model=cfg.model, n=cfg.n, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                                      backend=cfg.backend)
     stages.run("generate", gen, prompts, generated, engine=engine, shard_size=cfg.shard_size)
-    stages.run("reward", stages.RewardConfig.make(reward=cfg.reward), generated, rewarded, engine=engine,
+    stages.run("reward", reward_cfg, generated, rewarded, engine=engine,
                shard_size=cfg.shard_size)
     pool = measure.run(rewarded, measured, measure.MeasureConfig.make(scale=cfg.scale))
     pvar = np.concatenate([to_numpy_float(b.data.column("pvar")) for b in read_rows(measured)])
