@@ -151,6 +151,11 @@ TRACEBACKS = {
                                        "--backend", "fake", "--engine", "ray", "--ray-address", "x"], ["ray-address"]),
     "column reward of text": Case(lambda t: ["reward", _scored(t), "-o", str(t / "o.jsonl"), "--reward",
                                              "column:prompt"], ["in.jsonl:1", "field 'prompt'", "list of numbers"]),
+    "rewards spanning past float64": Case(lambda t: ["measure", str(write_jsonl(t / "in.jsonl", [
+        {"prompt_id": "a", "prompt": "x", "responses": ["a", "b"], "rewards": [-1e308, 1e308]}])), "-o",
+        str(t / "o.jsonl")], ["in.jsonl:1", "field 'rewards'", "float64"]),
+    "corrupt stage manifest": Case(lambda t: (t / "stage").mkdir() or (t / "stage" / "_manifest.json").write_text(
+        "{oops") and ["measure", str(t / "stage"), "-o", str(t / "o.jsonl")], ["_manifest.json", "corrupt"]),
     "report: only a config": Case(_report_config_only, ["run", "nothing to report"]),
     "report: corrupt state.json": Case(_report_corrupt_state, ["state.json", "corrupt run state"]),
 }

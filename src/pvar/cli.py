@@ -373,8 +373,8 @@ def _quiet_libraries() -> None:
     import os
 
     for key, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                       ("DATASETS_VERBOSITY", "error"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
-                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+                       ("DATASETS_VERBOSITY", "error"), ("HF_HUB_VERBOSITY", "error"),
+                       ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
                        ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(key, value)
 

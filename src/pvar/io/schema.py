@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pvar.errors import InputError, short_repr
-from pvar.io.arrow import combine, list_lengths
+from pvar.io.arrow import combine, list_lengths, list_to_padded
 from pvar.io.readers import Batch, RawRows
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -289,6 +289,13 @@ def check_rewards(batch: Batch) -> None:
         row = int(np.searchsorted(np.cumsum(n_rew), k, side="right"))
         raise batch.error(row, "rewards", f"item {k - int(np.cumsum(n_rew)[row] - n_rew[row])} "
                                           f"is not finite ({values[k]})")
+    with np.errstate(all="ignore"):
+        padded = list_to_padded(data.column("rewards"))
+        span = np.nanmax(np.where(np.isnan(padded), -np.inf, padded), axis=1, initial=-np.inf) - np.nanmin(
+            np.where(np.isnan(padded), np.inf, padded), axis=1, initial=np.inf)
+    wide = np.flatnonzero(np.isinf(span) & (span > 0))
+    if wide.size:  # e.g. -1e308 and 1e308: every gap-based statistic would be infinite
+        raise batch.error(int(wide[0]), "rewards", "the rewards span more than a float64 can hold")
 
 
 def _null_mask(data: pa.RecordBatch) -> np.ndarray:
