@@ -23,9 +23,10 @@ _CACHE: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
 CACHE_ENTRIES = 65536  # LRU bound: ~200 MB of 768-d float32 embeddings
 
 
-def clear_cache() -> None:
-    """Forget loaded models and cached embeddings (tests; memory)."""
-    _MODELS.clear()
+def clear_cache(models: bool = True) -> None:
+    """Forget cached embeddings, and loaded models unless ``models=False`` (tests; benchmarks; memory)."""
+    if models:
+        _MODELS.clear()
     _CACHE.clear()
 
 
