@@ -106,6 +106,12 @@ def _report_corrupt_state(tmp: Path) -> list[str]:
     return ["report", str(tmp / "run")]
 
 
+def _corrupt_manifest(tmp: Path) -> list[str]:
+    (tmp / "stage").mkdir()
+    (tmp / "stage" / "_manifest.json").write_text("{oops")
+    return ["measure", str(tmp / "stage"), "-o", str(tmp / "o.jsonl")]
+
+
 def _scored(tmp: Path) -> str:
     return str(write_jsonl(tmp / "in.jsonl", scored_rows(4)))
 
@@ -154,8 +160,7 @@ TRACEBACKS = {
     "rewards spanning past float64": Case(lambda t: ["measure", str(write_jsonl(t / "in.jsonl", [
         {"prompt_id": "a", "prompt": "x", "responses": ["a", "b"], "rewards": [-1e308, 1e308]}])), "-o",
         str(t / "o.jsonl")], ["in.jsonl:1", "field 'rewards'", "float64"]),
-    "corrupt stage manifest": Case(lambda t: (t / "stage").mkdir() or (t / "stage" / "_manifest.json").write_text(
-        "{oops") and ["measure", str(t / "stage"), "-o", str(t / "o.jsonl")], ["_manifest.json", "corrupt"]),
+    "corrupt stage manifest": Case(_corrupt_manifest, ["_manifest.json", "corrupt"]),
     "report: only a config": Case(_report_config_only, ["run", "nothing to report"]),
     "report: corrupt state.json": Case(_report_corrupt_state, ["state.json", "corrupt run state"]),
 }

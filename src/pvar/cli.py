@@ -57,14 +57,25 @@ def select(
     min: Annotated[float | None, typer.Option("--min", help="Keep prompts with score >= X.")] = None,
     count: Annotated[int | None, typer.Option(help="Budget as a count (caps the fraction).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --random.")] = 0,
+    rip: Annotated[bool, typer.Option("--rip", help="Keep the prompts the RIP filter keeps (arXiv 2501.18578): "
+                                      "rejected reward and length not low, reward gap not large.")] = False,
 ) -> None:
-    """Keep a subset by any score: top / bottom / random / threshold; ties broken by prompt_id."""
+    """Keep a subset by any score: top / bottom / random / threshold / rip; ties broken by prompt_id."""
     from pvar.pipeline import select as stage
 
     given = {k: v for k, v in {"top": top, "bottom": bottom, "random": random, "min": min}.items()
              if v is not None}
+    if rip:
+        if given:
+            raise ConfigError("--rip is a filter: combine it with --count N only")
+        cfg = stage.SelectConfig.make(by="rip", mode="rip", seed=seed, count=count)
+        with render.progress("select", input) as tick:
+            s = stage.run(input, output, cfg, tick)
+        render.key_values(f"select rip -> {output}", {"prompts": s.n_prompts, "survive RIP": s.n_eligible,
+                                                      "kept": s.n_kept})
+        return
     if len(given) != 1:
-        raise ConfigError("give exactly one of --top F, --bottom F, --random F, --min X")
+        raise ConfigError("give exactly one of --top F, --bottom F, --random F, --min X, --rip")
     (flag, value), = given.items()
     if flag != "min" and not 0 < value <= 1:
         raise ConfigError(f"--{flag}: fraction must be in (0, 1], got {value}")
@@ -84,7 +95,8 @@ def select(
 @app.command()
 def pairs(
     input: In, output: Out,
-    rule: Annotated[str, typer.Option(help="best-worst | best-random | all.")] = "best-worst",
+    rule: Annotated[str, typer.Option(help="best-worst | best-random | sweet-spot (rejected nearest mean - 2 std, "
+                                           "arXiv 2502.16825) | all.")] = "best-worst",
     max_pairs: Annotated[int, typer.Option(help="Cap per prompt for --rule all.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of best-random.")] = 0,
     scale: Scale = 1.0, format: Format = "auto", rating: Rating = "overall",
@@ -123,6 +135,22 @@ def stats(
         from pvar.plots import pvar_overview
 
         render.out.print(f"figure: {pvar_overview(cols['pvar'], cols['reward_std'], plot)}")
+
+
+@app.command()
+def potential(
+    input: In, output: Out,
+    model: Annotated[str, typer.Option(help="The policy to be trained: hub name, folder, or smollm2.")] = "smollm2",
+    max_length: Annotated[int, typer.Option(help="Token cap on prompt + response.")] = 512,
+    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+) -> None:
+    """Add logp_margin and alignment_potential (arXiv 2503.01864) to scored rows: select with --by."""
+    from pvar.pipeline import potential as stage
+
+    cfg = stage.PotentialConfig.make(model=model, max_length=max_length, device=device)
+    with render.progress("potential", input) as tick:
+        n = stage.run(input, output, cfg, tick)
+    render.out.print(f"alignment potential of {n:,} best-worst pairs -> {output}")
 
 
 Engine = Annotated[str, typer.Option(help="local (this process) | ray (Ray Data actor pool).")]

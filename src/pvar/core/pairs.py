@@ -71,6 +71,32 @@ def best_random(rewards: RewardsLike, uniforms: np.ndarray) -> PairIndex:
     return PairIndex(rows, best[rows].astype(np.int64), rejected.astype(np.int64))
 
 
+def sweet_spot(rewards: RewardsLike, k: float = 2.0) -> PairIndex:
+    """Best response vs the one nearest mu - k*sigma of the prompt's rewards (arXiv 2502.16825).
+
+    "Finding the Sweet Spot" samples many responses per prompt, models their rewards as normal,
+    and finds that a rejected response at mu - 2 sigma trains better than the minimum (an outlier
+    that the policy rarely produces) or one near the mean. mu and sigma are over the valid
+    rewards (population sigma); the rejected candidate must lie strictly below the best, and ties
+    in distance go to the lower reward, then the earlier response. Prompts with fewer than two
+    valid rewards or all rewards equal give no pair. With n = 2 this is best-worst.
+    """
+    x = to_padded(rewards).astype(np.float64)
+    best, _, ok = _extremes(x)
+    rows = np.flatnonzero(ok)
+    if rows.size == 0:
+        return PairIndex(rows, rows.copy(), rows.copy())
+    xr = x[rows]
+    top = xr[np.arange(rows.size), best[rows]][:, None]
+    target = np.nanmean(xr, axis=1) - k * np.nanstd(xr, axis=1)
+    below = xr < top  # NaN compares False
+    dist = np.where(below, np.abs(xr - target[:, None]), np.inf)
+    # lexicographic (distance, reward, index): argmin of distance, lower reward among exact ties
+    rank = np.lexsort((np.broadcast_to(np.arange(x.shape[1]), xr.shape), np.where(below, xr, np.inf), dist), axis=1)
+    rejected = rank[:, 0]
+    return PairIndex(rows, best[rows].astype(np.int64), rejected.astype(np.int64))
+
+
 def all_pairs(rewards: RewardsLike, max_per_prompt: int = 8) -> PairIndex:
     """Every pair with r_i > r_j, largest reward gap first, at most ``max_per_prompt`` per prompt.
 

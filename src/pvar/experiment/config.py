@@ -18,6 +18,7 @@ from pvar.config import Device
 from pvar.errors import ConfigError, InputError, short_repr
 
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
+PairRule = Literal["best-worst", "best-random", "sweet-spot", "all"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -59,7 +60,11 @@ class ArmConfig(_Section):
     """One selection of the pool. ``select: full`` keeps every scored prompt."""
 
     name: str = Field(description="Folder-safe arm name (letters, digits, . _ -).")
-    select: Literal["top", "bottom", "random", "threshold", "full"] = Field(description="How prompts are kept.")
+    select: Literal["top", "bottom", "random", "threshold", "rip", "full"] = Field(
+        description="How prompts are kept; rip = the RIP filter (arXiv 2501.18578), capped at the budget, smallest "
+        "reward gap first.")
+    rule: PairRule | None = Field(None, description="Pair rule of this arm (default: train.pair_rule); sweet-spot "
+                                  "pairs the best with the response nearest mean - 2 std (arXiv 2502.16825).")
     by: str = Field("pvar", description="Score column: pvar, reward_std, reward_range, reward_mean, pvar_low, ...")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, description="Random arms: one arm per "
                              "seed (named NAME-sSEED).")
@@ -130,7 +135,7 @@ class TrainSection(_Section):
     lora_alpha: int = Field(32, ge=1)
     lora_layers: int | None = Field(None, ge=1, description="LoRA in the top K blocks only (see pvar train --help).")
     max_length: int = Field(320, ge=8, le=1_048_576)
-    pair_rule: Literal["best-worst", "best-random", "all"] = Field("best-worst", description="Pairs per prompt.")
+    pair_rule: PairRule = Field("best-worst", description="Pairs per prompt (an arm's ``rule`` overrides it).")
     matching: Literal["auto", "compute", "data"] = Field(
         "auto", description="compute: every arm trains max_steps optimizer steps (needs max_steps > 0); data: each "
         "arm trains `epochs` passes over its own pairs (max_steps -1), so arms with more pairs get more steps. auto = "

@@ -38,6 +38,7 @@ def _testbed_arms(random_seeds: list[int], usable_seeds: list[int], top_seeds: l
         {"name": "random", "select": "random", "seeds": random_seeds},
         {"name": "random-usable", "select": "random", "usable": True, "seeds": usable_seeds},
         {"name": "bottom-pvar", "select": "bottom", "by": "pvar"},
+        {"name": "top-margin", "select": "top", "by": "reward_range"},  # "Less is More" (arXiv 2502.14560)
     ]
 
 

@@ -74,6 +74,10 @@ class RunPaths:
     def measured(self) -> Path:
         return self.root / "scoring" / "measured.parquet"
 
+    @property
+    def potential(self) -> Path:
+        return self.root / "scoring" / "potential.parquet"
+
     def arm(self, name: str) -> Path:
         return self.root / "arms" / name
 
@@ -157,9 +161,10 @@ class Experiment:
         from pvar.io.rows import read_rows
         from pvar.pipeline.measure import COLUMNS as MEASURE_COLUMNS
         from pvar.pipeline.pairs import pairs_columns
+        from pvar.pipeline.potential import COLUMNS as POTENTIAL_COLUMNS
 
         c = self.cfg
-        columns = set(MEASURE_COLUMNS)
+        columns = set(MEASURE_COLUMNS) | set(POTENTIAL_COLUMNS)
         needs_ref = {what: getattr(parse_reward_spec(spec), "needs_reference", False)
                      for what, spec in (("reward", c.scoring.reward), ("judge", c.eval.judge))}
         pool_needs = ("prompt", "reference") if c.scoring.generate and needs_ref["reward"] else ("prompt",)
@@ -226,6 +231,7 @@ class Experiment:
         self.scoring()
         self.theory()
         self.signal()
+        self.potential()
         self.arms_pairs()
         if self.cfg.until in ("train", "eval"):
             if self.cfg.until == "eval":
@@ -394,30 +400,50 @@ class Experiment:
             selected, pair_file = folder / "selected.parquet", folder / "pairs.jsonl"
             scfg = None if arm.select == "full" else select.SelectConfig.make(
                 **_select_args(c, arm, seed, self._pool_size() if arm.usable else None))
-            pcfg = pairs.PairsConfig.make(rule=c.train.pair_rule, seed=c.seed, scale=c.scoring.scale)
+            pcfg = pairs.PairsConfig.make(rule=arm.rule or c.train.pair_rule, seed=c.seed, scale=c.scoring.scale)
 
             def go(scfg: Any = scfg, pcfg: Any = pcfg, selected: Path = selected, pair_file: Path = pair_file,
                    folder: Path = folder, arm: ArmConfig = arm) -> dict[str, Any]:
                 folder.mkdir(parents=True, exist_ok=True)
-                source: Path = self.paths.measured
+                pool = self.paths.potential if _needs_potential(arm) else self.paths.measured
+                source: Path = pool
                 info: dict[str, Any] = {}
                 if scfg is not None:
                     if arm.usable:  # random among prompts that yield a pair: PVar > 0 first, then the draw
                         usable = folder / "usable.parquet"
-                        got = select.run(self.paths.measured, usable,
+                        got = select.run(pool, usable,
                                          select.SelectConfig.make(by="pvar", mode="threshold", minimum=_TIED))
                         info["usable"] = got.n_kept
                         got = select.run(usable, selected, scfg)
                     else:
-                        got = select.run(self.paths.measured, selected, scfg)
+                        got = select.run(pool, selected, scfg)
                     source = selected
                     info.update(kept=got.n_kept, eligible=got.n_eligible)
+                    if got.n_kept == 0:  # nothing eligible (e.g. every AP undefined): an arm with no pairs
+                        atomic_write_text(pair_file, "")
+                        return {**info, "pairs": 0}
                 pr = pairs.run(source, pair_file, pcfg)
                 return {**info, "pairs": pr.n_pairs}
 
-            key = digest(self.keys["measure"], scfg.fingerprint() if scfg else "full", pcfg.fingerprint(),
+            upstream = self.keys["potential"] if _needs_potential(arm) else self.keys["measure"]
+            key = digest(upstream, scfg.fingerprint() if scfg else "full", pcfg.fingerprint(),
                          *(["usable", _TIED] if arm.usable else []))
             self._step(f"pairs:{name}", key, [pair_file], go)
+
+    def potential(self) -> None:
+        """Alignment Potential of every measured prompt, when an arm selects by it (one policy pass)."""
+        if not any(_needs_potential(arm) for arm in self.cfg.arms):
+            return
+        from pvar.pipeline import potential
+
+        pcfg = potential.PotentialConfig.make(model=self.cfg.policy, max_length=self.cfg.train.max_length,
+                                              device=self.cfg.device)
+
+        def go() -> dict[str, Any]:
+            with render.progress("potential", self.paths.measured) as tick:
+                return {"pairs": potential.run(self.paths.measured, self.paths.potential, pcfg, tick)}
+
+        self._step("potential", digest(self.keys["measure"], pcfg.fingerprint()), [self.paths.potential], go)
 
     def _pool_size(self) -> int:
         """Prompts in the measured pool (the base of fractional budgets)."""
@@ -553,6 +579,12 @@ def _auto_dtype(device: str) -> str:
     except OSError:
         return "float32"
     return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
+def _needs_potential(arm: ArmConfig) -> bool:
+    from pvar.pipeline.potential import COLUMNS
+
+    return arm.select in ("top", "bottom", "threshold") and arm.by in COLUMNS
 
 
 def _select_args(cfg: RunConfig, arm: ArmConfig, seed: int, pool_size: int | None = None) -> dict[str, Any]:

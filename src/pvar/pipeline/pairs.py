@@ -29,8 +29,9 @@ from pvar.io.writers import atomic_rows
 
 
 class PairsConfig(StageConfig):
-    rule: Literal["best-worst", "best-random", "all"] = Field("best-worst", description=(
-        "best-worst: highest vs lowest reward; best-random: highest vs a random lower one; "
+    rule: Literal["best-worst", "best-random", "sweet-spot", "all"] = Field("best-worst", description=(
+        "best-worst: highest vs lowest reward; best-random: highest vs a random lower one; sweet-spot: highest "
+        "vs the one nearest mean - 2 std (arXiv 2502.16825); "
         "all: every pair with r_i > r_j, largest gap first, capped by max_pairs."))
     max_pairs: int = Field(8, ge=1, le=100_000, description="Cap on pairs per prompt for rule 'all'.")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of best-random's draw (per prompt, from prompt_id).")
@@ -52,6 +53,8 @@ def _index(data: pa.RecordBatch, cfg: PairsConfig, rewards: np.ndarray) -> rules
     if cfg.rule == "best-random":
         ids = data.column("prompt_id").to_pylist()
         return rules.best_random(rewards, prompt_uniforms(cfg.seed, ids))
+    if cfg.rule == "sweet-spot":
+        return rules.sweet_spot(rewards)
     return rules.all_pairs(rewards, cfg.max_pairs)
 
 

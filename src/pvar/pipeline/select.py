@@ -17,30 +17,39 @@ from pydantic import Field, model_validator
 
 from pvar.config import StageConfig
 from pvar.core import select as sel
+from pvar.core.pairs import best_worst
+from pvar.core.selectors import rip_keep
 from pvar.errors import InputError
-from pvar.io.arrow import to_numpy_float
+from pvar.io.arrow import list_to_padded, to_numpy_float
 from pvar.io.paths import check_output
 from pvar.io.readers import kind_of
 from pvar.io.rows import read_rows
 from pvar.io.writers import atomic_rows
 from pvar.pipeline.measure import COLUMNS as MEASURE_COLUMNS
 
-Mode = Literal["top", "bottom", "random", "threshold"]
+Mode = Literal["top", "bottom", "random", "threshold", "rip"]
 
 
 class SelectConfig(StageConfig):
     by: str = Field("pvar", description="Score column to rank by (any numeric column: pvar, reward_std, ...).")
-    mode: Mode = Field(..., description="top / bottom / random at a budget, or threshold (score >= minimum).")
+    mode: Mode = Field(..., description="top / bottom / random at a budget, threshold (score >= minimum), or rip "
+                       "(the RIP filter of arXiv 2501.18578 on the best-worst pair; a budget caps it, smallest gap "
+                       "first).")
     fraction: float | None = Field(None, gt=0, le=1, description="Budget as a fraction of eligible prompts.")
     count: int | None = Field(None, ge=1, description="Budget as a count; with a fraction, a cap on it.")
     minimum: float | None = Field(None, description="Threshold mode: keep prompts whose score >= minimum.")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of the random arm.")
+    rip_reward_quantile: float = Field(0.25, ge=0, le=1, description="rip: drop rejected rewards below this "
+                                       "pool quantile.")
+    rip_length_quantile: float = Field(0.25, ge=0, le=1, description="rip: drop rejected responses shorter (in "
+                                       "words) than this pool quantile.")
+    rip_gap_quantile: float = Field(0.75, ge=0, le=1, description="rip: drop reward gaps above this pool quantile.")
 
     @model_validator(mode="after")
     def _budget_given(self) -> Self:
         if self.mode == "threshold" and self.minimum is None:
             raise ValueError("threshold mode needs a minimum")
-        if self.mode != "threshold" and self.fraction is None and self.count is None:
+        if self.mode not in ("threshold", "rip") and self.fraction is None and self.count is None:
             raise ValueError(f"{self.mode} needs a fraction or a count")
         return self
 
@@ -60,6 +69,10 @@ def choose(scores: np.ndarray, ids: np.ndarray, cfg: SelectConfig) -> np.ndarray
     if cfg.mode == "threshold":
         picked = sel.select_threshold(scores, cfg.minimum, ids=ids)
         return picked[: cfg.count] if cfg.count else picked
+    if cfg.mode == "rip":  # scores are -gap for survivors, NaN otherwise
+        if cfg.fraction is None and cfg.count is None:
+            return sel.select_top(scores, n_eligible, ids=ids)
+        return sel.select_top(scores, sel.budget(n_eligible, fraction=cfg.fraction, count=cfg.count), ids=ids)
     k = sel.budget(n_eligible, fraction=cfg.fraction, count=cfg.count)
     if cfg.mode == "top":
         return sel.select_top(scores, k, ids=ids)
@@ -85,6 +98,30 @@ def _read_scores(source: str, by: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(scores), np.concatenate(ids)
 
 
+def _read_rip(source: str, cfg: SelectConfig) -> tuple[np.ndarray, np.ndarray]:
+    """-gap of each prompt that survives RIP, NaN for the others (see ``core.selectors.rip_keep``)."""
+    rejected_reward, rejected_length, gaps, ids = [], [], [], []
+    for batch in read_rows(source, require=("prompt_id", "responses", "rewards"),
+                           columns=["prompt_id", "responses", "rewards"]):
+        rewards = list_to_padded(batch.data.column("rewards"))
+        idx = best_worst(rewards)
+        n = batch.data.num_rows
+        rr, rl, gap = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+        responses = batch.data.column("responses").to_pylist()
+        rr[idx.prompt] = rewards[idx.prompt, idx.rejected]
+        gap[idx.prompt] = rewards[idx.prompt, idx.chosen] - rr[idx.prompt]
+        rl[idx.prompt] = [len(responses[p][r].split()) for p, r in zip(idx.prompt, idx.rejected, strict=True)]
+        rejected_reward.append(rr)
+        rejected_length.append(rl)
+        gaps.append(gap)
+        ids.append(batch.data.column("prompt_id").to_numpy(zero_copy_only=False))
+    gap = np.concatenate(gaps)
+    keep = rip_keep(np.concatenate(rejected_reward), np.concatenate(rejected_length), gap,
+                    reward_quantile=cfg.rip_reward_quantile, length_quantile=cfg.rip_length_quantile,
+                    gap_quantile=cfg.rip_gap_quantile)
+    return np.where(keep, -gap, np.nan), np.concatenate(ids)
+
+
 def run(
     source: str | Path,
     output: str | Path,
@@ -93,7 +130,7 @@ def run(
 ) -> SelectSummary:
     source = str(source)
     check_output(source, output)
-    scores, ids = _read_scores(source, cfg.by)
+    scores, ids = _read_rip(source, cfg) if cfg.mode == "rip" else _read_scores(source, cfg.by)
     picked = choose(scores, ids, cfg)
     mask = np.zeros(scores.size, dtype=bool)
     mask[picked] = True
