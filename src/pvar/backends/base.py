@@ -33,8 +33,8 @@ class Scores:
 class Policy(Protocol):
     def setup(self) -> None: ...
 
-    def generate(self, prompts: list[Prompt], n: int, seeds: list[int]) -> Generation:
-        """Sample ``n`` responses per prompt; sample j of a prompt depends only on (seeds[i], j)."""
+    def generate(self, prompts: list[Prompt], n: int, seeds: list[int], start: int = 0) -> Generation:
+        """Samples ``start .. start + n - 1`` of each prompt; sample j depends only on (seeds[i], j)."""
         ...
 
 

@@ -27,19 +27,19 @@ class FakePolicy:
     def setup(self) -> None:
         pass
 
-    def generate(self, prompts: list[Prompt], n: int, seeds: list[int]) -> Generation:
+    def generate(self, prompts: list[Prompt], n: int, seeds: list[int], start: int = 0) -> Generation:
         responses, stopped, tokens = [], [], 0
         for prompt, seed in zip(prompts, seeds, strict=True):
             if self.delay:
                 time.sleep(self.delay)
             text = prompt_text(prompt)
             outs = []
-            for j in range(n):
+            for j in range(start, start + n):
                 k = 2 + _h(text, seed, j) % 11
                 outs.append(" ".join(WORDS[_h(text, seed, j, t) % len(WORDS)] for t in range(k)))
                 tokens += k
             responses.append(outs)
-            stopped.append([_h(text, seed, j, "eos") % 5 != 0 for j in range(n)])
+            stopped.append([_h(text, seed, j, "eos") % 5 != 0 for j in range(start, start + n)])
         return Generation(responses, stopped, tokens)
 
 

@@ -216,8 +216,9 @@ class HFPolicy:
             ids = ids[len(ids) - (limit - self.max_new_tokens):]
         return ids
 
-    def generate(self, prompts: list[Prompt], n: int, seeds: list[int]) -> Generation:
-        """``n`` samples per prompt; sample j of prompt i depends only on (seeds[i], j) and the model."""
+    def generate(self, prompts: list[Prompt], n: int, seeds: list[int], start: int = 0) -> Generation:
+        """Samples ``start .. start + n - 1`` of each prompt; sample j of prompt i depends only on
+        (seeds[i], j) and the model, so asking for more samples later never changes earlier ones."""
         if len(prompts) != len(seeds):
             raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
         if n < 1:
@@ -226,7 +227,8 @@ class HFPolicy:
             self.setup()
         ids = [self.prompt_ids(p) for p in prompts]
         # One row per (prompt, sample); sorting by length keeps padding (wasted compute) small.
-        rows = sorted(((i, j) for i in range(len(prompts)) for j in range(n)), key=lambda r: (len(ids[r[0]]), r))
+        rows = sorted(((i, j) for i in range(len(prompts)) for j in range(start, start + n)),
+                      key=lambda r: (len(ids[r[0]]), r))
         texts: list[list[str]] = [[""] * n for _ in prompts]
         stopped: list[list[bool]] = [[False] * n for _ in prompts]
         total = 0
@@ -234,7 +236,7 @@ class HFPolicy:
             batch = rows[start:start + self.batch_size]
             out, counts, ended = self._generate_batch(batch, ids, [sample_seed(seeds[i], j) for i, j in batch])
             for (i, j), text, count, end in zip(batch, out, counts, ended, strict=True):
-                texts[i][j], stopped[i][j] = text, end
+                texts[i][j - start], stopped[i][j - start] = text, end
                 total += count
         return Generation(texts, stopped, total)
 

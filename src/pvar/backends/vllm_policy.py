@@ -93,8 +93,17 @@ class VLLMPolicy:
         """The text vLLM receives: the chat template with a generation prompt, or the raw text."""
         return generation_prompt(self.tokenizer, prompt)[0]
 
-    def generate(self, prompts: list[Prompt], n: int, seeds: list[int]) -> Generation:
-        """``n`` samples per prompt from one ``llm.generate`` call; outputs come back in request order."""
+    def generate(self, prompts: list[Prompt], n: int, seeds: list[int], start: int = 0) -> Generation:
+        """``n`` samples per prompt from one ``llm.generate`` call; outputs come back in request order.
+
+        vLLM seeds a request, not each of its samples: a later batch (``start`` > 0) gets the seed of
+        its first sample index, so earlier samples never change, but samples start.. differ from those
+        of a single request for more samples (the hf backend seeds every sample and has no such caveat).
+        """
+        if start:
+            from pvar.backends.hf_policy import sample_seed
+
+            seeds = [sample_seed(s, start) for s in seeds]
         requests = sampling_requests(prompts, n, seeds, max_new_tokens=self.max_new_tokens,
                                      temperature=self.temperature, top_p=self.top_p, greedy=self.greedy)
         if self.llm is None:

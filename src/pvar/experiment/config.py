@@ -40,6 +40,17 @@ class PromptsConfig(_Section):
         "given phrase). Each row's reference then holds its task spec, read by the exact 'gold' reward and judge.")
 
 
+class AdaptiveSection(_Section):
+    """Adaptive sampling (``pvar.pipeline.adaptive``): more samples only where the selection is still open."""
+
+    n0: int = Field(4, ge=2, le=1024, description="Samples every prompt gets first.")
+    step: int = Field(4, ge=1, le=1024, description="Samples added per round to each undecided prompt.")
+    n_max: int = Field(16, ge=2, le=1024, description="Most samples a prompt gets.")
+    max_samples: int | None = Field(None, ge=1, description="Total sample budget of the pool (None: no cap).")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of the PVar interval that decides a prompt.")
+    stop: bool = Field(True, description="False grows every prompt to n_max (the fixed-n run, for checks).")
+
+
 class ScoringConfig(_Section):
     """Sampling from the policy and scoring with the selection reward: done once, shared by every arm."""
 
@@ -54,6 +65,8 @@ class ScoringConfig(_Section):
     scale: float = Field(10.0, gt=0, description="Reward scale s of PVar (cosine rewards: ~10; reward-model "
                          "logits: ~1; 1-10 ratings: ~1).")
     shard_size: int = Field(32, ge=1, description="Prompts per resumable shard.")
+    adaptive: AdaptiveSection | None = Field(None, description="Sample adaptively instead of n per prompt (n is "
+                                             "then unused): the selection cut is the run's budget.")
 
 
 class ArmConfig(_Section):

@@ -285,7 +285,7 @@ class Experiment:
         return str(self.paths.eval_prompts) if src == "sharegpt" else src
 
     def scoring(self) -> None:
-        from pvar.pipeline import measure, stages
+        from pvar.pipeline import stages
 
         c, p, s = self.cfg, self.paths, self.cfg.scoring
         scored = self.pool_source()
@@ -303,11 +303,42 @@ class Experiment:
                     return {"shards": rep.shards, "shards_run": rep.shards_run, "rows": rep.rows, **rep.counters}
                 return go
 
+            if s.adaptive is not None:
+                self._adaptive(scored, gen, rew, upstream)
+                scored, upstream = str(p.root / "scoring" / "adaptive" / "measured.parquet"), self.keys["adaptive"]
+                self._measure(scored, upstream)
+                return
             gen_key = digest(upstream, gen.fingerprint(), s.shard_size)
             self._step("generate", gen_key, [p.generated], sharded("generate", gen, scored, p.generated))
             rew_key = digest(gen_key, rew.fingerprint(), s.shard_size)
             self._step("reward", rew_key, [p.rewarded], sharded("reward", rew, p.generated, p.rewarded))
             scored, upstream = str(p.rewarded), rew_key
+        self._measure(scored, upstream)
+
+    def _adaptive(self, source: str, gen: Any, rew: Any, upstream: str) -> None:
+        from pvar.pipeline import adaptive
+
+        c, a = self.cfg, self.cfg.scoring.adaptive
+        assert a is not None
+        fraction = (min(1.0, c.budget / max(1, _count_rows(source))) if isinstance(c.budget, int)
+                    else float(c.budget))
+        acfg = adaptive.AdaptiveConfig.make(n0=a.n0, step=a.step, n_max=a.n_max, max_samples=a.max_samples,
+                                            stop=a.stop, confidence=a.confidence, fraction=fraction,
+                                            scale=c.scoring.scale, seed=c.seed)
+        out = self.paths.root / "scoring" / "adaptive"
+
+        def go() -> dict[str, Any]:
+            res = adaptive.run(source, out, gen, rew, acfg, engine=c.engine, shard_size=c.scoring.shard_size,
+                               log=self.log)
+            return {"samples": res.samples, "prompts": res.prompts, "rounds": len(res.rounds)}
+
+        key = digest(upstream, gen.fingerprint(), rew.fingerprint(), acfg.fingerprint(), c.scoring.shard_size)
+        self._step("adaptive", key, [out / "measured.parquet"], go)
+
+    def _measure(self, scored: str, upstream: str) -> None:
+        from pvar.pipeline import measure
+
+        c, p, s = self.cfg, self.paths, self.cfg.scoring
         mcfg = measure.MeasureConfig.make(scale=s.scale, seed=c.seed)
 
         def measure_pool() -> dict[str, Any]:
@@ -579,6 +610,12 @@ def _auto_dtype(device: str) -> str:
     except OSError:
         return "float32"
     return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
+def _count_rows(source: str) -> int:
+    from pvar.io.readers import count_rows
+
+    return count_rows(source) or 0
 
 
 def _needs_potential(arm: ArmConfig) -> bool:

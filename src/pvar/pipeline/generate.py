@@ -6,10 +6,10 @@ resuming do not change what a prompt gets.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from pvar.backends.base import Policy
 from pvar.config import Device, StageConfig
@@ -25,11 +25,21 @@ class GenerateConfig(StageConfig):
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
     seed: int = Field(0, ge=0, lt=2**32,
                       description="Run seed; each prompt's samples derive from it and the prompt_id.")
+    start: int = Field(0, ge=0, le=1_000_000, description="Index of the first sample: adaptive sampling asks for "
+                       "samples start.. of prompts it has sampled before; earlier samples never change.")
     batch_size: int = Field(128, ge=1, le=65_536, description="Sequences per model call (hf): a speed knob.")
     device: Device = Field("cpu", description="torch device for the hf backend.")
     dtype: str = Field("auto", description="Weights dtype: auto = float32 for hf, the model's own for vllm. "
                        "bfloat16 halves hf's time on GPUs and on CPUs with native bf16 (avx512_bf16/AMX); "
                        "samples then differ from float32 ones.")
+
+    @model_serializer(mode="wrap")
+    def _omit_first_sample(self, handler: Any) -> Any:
+        """``start`` 0 is left out of dumps, so fingerprints (and resumable outputs) made before it existed hold."""
+        data = handler(self)
+        if isinstance(data, dict) and self.start == 0:
+            data.pop("start", None)
+        return data
 
 
 def make_policy(cfg: GenerateConfig) -> Policy:
@@ -69,7 +79,8 @@ class GenerateStage:
     def __call__(self, table: pa.Table) -> pa.Table:
         prompts = table.column("prompt").to_pylist()
         seeds = [prompt_seed(self.config.seed, pid) for pid in table.column("prompt_id").to_pylist()]
-        gen = self.policy.generate(prompts, self.config.n, seeds)
+        gen = (self.policy.generate(prompts, self.config.n, seeds, start=self.config.start) if self.config.start
+               else self.policy.generate(prompts, self.config.n, seeds))
         self._tokens += gen.new_tokens
         for name in ("responses", "stopped_at_eos", "rewards"):  # stale downstream columns go too
             if name in table.column_names:
