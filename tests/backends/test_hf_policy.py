@@ -66,6 +66,17 @@ def test_samples_do_not_depend_on_batching_or_order(tiny_model: str) -> None:
     assert all(len(r) == 3 for r in one.responses) and any(t for r in one.responses for t in r)
 
 
+@pytest.mark.parametrize("batch_size", [2, 16])
+def test_later_samples_extend_earlier_ones(tiny_model: str, batch_size: int) -> None:
+    """Samples start.. of a prompt are those a single call for more samples returns (adaptive sampling)."""
+    seeds = [SEEDS[A], SEEDS[B]]
+    full = policy(tiny_model, batch_size=batch_size).generate([A, B], 5, seeds)
+    head = policy(tiny_model, batch_size=batch_size).generate([A, B], 2, seeds)
+    tail = policy(tiny_model, batch_size=batch_size).generate([A, B], 3, seeds, start=2)
+    assert [h + t for h, t in zip(head.responses, tail.responses, strict=True)] == full.responses
+    assert [h + t for h, t in zip(head.stopped, tail.stopped, strict=True)] == full.stopped
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
 def test_shared_prompt_cache_changes_nothing(tiny_model: str, batch_size: int) -> None:
     shared = policy(tiny_model, batch_size=batch_size)

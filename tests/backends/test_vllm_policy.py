@@ -145,3 +145,12 @@ def test_missing_vllm_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> No
     policy = VLLMPolicy("m")  # construction stays cheap and import-free
     with pytest.raises(ConfigError, match=r"pip install 'pvar\[gpu\]'"):
         policy.setup()
+
+
+def test_later_samples_get_their_own_request_seed(fake_vllm: FakeVLLM) -> None:
+    """vLLM seeds a request: samples start.. come from the seed of sample index ``start``."""
+    from pvar.backends.hf_policy import sample_seed
+
+    VLLMPolicy("m").generate(["hello"], 2, [11], start=4)
+    (_, params, _), = fake_vllm.generate_calls
+    assert params[0].kwargs["seed"] == sample_seed(11, 4) and params[0].kwargs["n"] == 2

@@ -232,8 +232,8 @@ class HFPolicy:
         texts: list[list[str]] = [[""] * n for _ in prompts]
         stopped: list[list[bool]] = [[False] * n for _ in prompts]
         total = 0
-        for start in range(0, len(rows), self.batch_size):
-            batch = rows[start:start + self.batch_size]
+        for at in range(0, len(rows), self.batch_size):
+            batch = rows[at:at + self.batch_size]
             out, counts, ended = self._generate_batch(batch, ids, [sample_seed(seeds[i], j) for i, j in batch])
             for (i, j), text, count, end in zip(batch, out, counts, ended, strict=True):
                 texts[i][j - start], stopped[i][j - start] = text, end
