@@ -23,8 +23,8 @@ from rich.text import Text
 
 from pvar.core.summary import PoolSummary, histogram
 
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)  # ":top:" in "pairs:top: done" is an arm name, not an emoji
+err = Console(stderr=True, emoji=False)
 
 
 class RateColumn(ProgressColumn):

@@ -215,6 +215,12 @@ class RunConfig(_Section):
     budget: float | int = Field(0.25, gt=0, description="Prompts per arm: a fraction (<= 1.0) of the scored pool, "
                                 "or a count (an integer).")
     until: Literal["pairs", "train", "eval"] = Field("eval", description="Last stage to run.")
+    rounds: int = Field(1, ge=1, le=16, description="Iterative rounds per arm: after training, re-sample the prompts "
+                        "not yet selected from the trained policy, measure PVar again, select the next slice at the "
+                        "same budget and train on from the trained policy. The arm's model is its last round's.")
+    rounds_by: Literal["pvar", "pvar_policy"] = Field("pvar", description="Score that PVar arms rank by in later "
+                                                      "rounds: the reward's PVar, or the policy form (the DPO "
+                                                      "implicit preference of the trained policy vs the base).")
     primary: list[str] | None = Field(None, min_length=2, max_length=2, description="The pre-registered primary "
                                       "comparison [focus arm, comparator arm], each arm's runs pooled; None = the "
                                       "first arm against the first random arm. The comparator must beat the base "

@@ -238,8 +238,10 @@ class Experiment:
                 self.base_eval()
                 self.aa_eval()
                 self.heldout_pairs()
-            for name, arm, _ in self.cfg.arm_runs():
+            for name, arm, seed in self.cfg.arm_runs():
                 self.train_arm(name, arm)
+                for r in range(2, self.cfg.rounds + 1):
+                    self.round(name, arm, seed, r)
                 if self.cfg.until == "eval":
                     self.eval_arm(name)
                     self.heldout_arm(name)
@@ -407,7 +409,7 @@ class Experiment:
             return
         from pvar.diagnostics import pair_preferences
 
-        model = self.paths.arm(name) / "model"
+        model = self.final_model(name)
         out = self.paths.arm(name) / "heldout.json"
 
         def go() -> dict[str, Any]:
@@ -420,7 +422,7 @@ class Experiment:
             atomic_write_text(out, json.dumps(res, indent=2) + "\n")
             return res
 
-        self._step(f"heldout:{name}", digest(self.keys[f"train:{name}"], self.keys["heldout-pairs"]), [out], go)
+        self._step(f"heldout:{name}", digest(self._train_key(name), self.keys["heldout-pairs"]), [out], go)
 
     def arms_pairs(self) -> None:
         from pvar.pipeline import pairs, select
@@ -493,10 +495,14 @@ class Experiment:
                                 weight_by=arm.weight_by, trl_args=dict(t.trl_args))
 
     def train_arm(self, name: str, arm: ArmConfig) -> None:
+        tcfg = self._train_config(name, arm)
+        self._train(f"train:{name}", self.paths.arm(name), tcfg, digest(self.keys[f"pairs:{name}"], tcfg.fingerprint()))
+
+    def _train(self, step: str, folder: Path, tcfg: Any, key: str) -> None:
+        """Train ``folder/pairs.jsonl`` into ``folder/model`` (an arm without pairs is marked untrained)."""
         from pvar.train import train
 
-        folder = self.paths.arm(name)
-        tcfg = self._train_config(name, arm)
+        name = step.split(":", 1)[1]
         model = folder / "model"
 
         def go() -> dict[str, Any]:
@@ -522,8 +528,122 @@ class Experiment:
             info = {k: v for k, v in res.to_dict().items() if k not in ("out_dir", "seconds")}
             return {**info, "total_seconds": res.seconds}
 
-        self._step(f"train:{name}", digest(self.keys[f"pairs:{name}"], tcfg.fingerprint()),
-                   [model / "train_log.jsonl"], go)
+        self._step(step, key, [model / "train_log.jsonl"], go)
+
+    # -- iterative rounds ---------------------------------------------------------------------------
+
+    def _round_dir(self, name: str, r: int) -> Path:
+        return self.paths.arm(name) if r == 1 else self.paths.arm(name) / f"round-{r}"
+
+    def final_model(self, name: str) -> Path:
+        """The arm's model: its last round's checkpoint, or an earlier one where a round had no pairs."""
+        for r in range(self.cfg.rounds, 0, -1):
+            model = self._round_dir(name, r) / "model"
+            if (model / "train_log.jsonl").is_file() and not (model / UNTRAINED).is_file():
+                return model
+        return self.paths.arm(name) / "model"
+
+    def _train_key(self, name: str) -> str:
+        return self.keys[f"train:{name}" if self.cfg.rounds == 1 else f"round{self.cfg.rounds}-train:{name}"]
+
+    def _policy_after(self, name: str, r: int) -> str:
+        """What round ``r + 1`` samples from: round r's model merged (LoRA), or the base if none trained."""
+        for k in range(r, 0, -1):
+            model = self._round_dir(name, k) / "model"
+            if not (model / UNTRAINED).is_file():
+                from pvar.evaluate import merged_model
+
+                return merged_model(str(model), self._round_dir(name, k + 1) / "policy")
+        return self.cfg.policy
+
+    def round(self, name: str, arm: ArmConfig, seed: int, r: int) -> None:
+        """Round ``r`` (>= 2) of an arm: fresh samples of the unselected prompts from the trained policy,
+        PVar measured again (reward and policy form), the next slice selected, trained on from that policy."""
+        from pvar.pipeline import measure, pairs, select, stages
+        from pvar.pipeline.policy_pvar import policy_pvar, sequence_logprobs
+
+        c, s = self.cfg, self.cfg.scoring
+        rdir = self._round_dir(name, r)
+        prev_key = self.keys[f"train:{name}" if r == 2 else f"round{r - 1}-train:{name}"]
+        measured = rdir / "measured.parquet"
+
+        def score() -> dict[str, Any]:
+            import numpy as np
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            taken = set()
+            for k in range(1, r):
+                sel = self._round_dir(name, k) / "selected.parquet"
+                if sel.is_file():
+                    taken |= set(pq.read_table(sel, columns=["prompt_id"]).column("prompt_id").to_pylist())
+                elif arm.select == "full":
+                    taken |= set(pq.read_table(self.paths.measured, columns=["prompt_id"]).column(0).to_pylist())
+            pool = pq.read_table(self.paths.measured)
+            keep = [c_ for c_ in ("prompt_id", "prompt", "reference") if c_ in pool.column_names]
+            left = pa.array([pid not in taken for pid in pool.column("prompt_id").to_pylist()])
+            rest = pool.select(keep).filter(left)
+            if rest.num_rows < 2:
+                raise ConfigError(f"rounds: arm {name} has {rest.num_rows} unselected prompts left for round {r}; "
+                                  "use fewer rounds or a smaller budget")
+            rdir.mkdir(parents=True, exist_ok=True)
+            from pvar.io.writers import atomic_rows
+
+            with atomic_rows(rdir / "pool.parquet") as w:
+                for rb in rest.to_batches():
+                    w.write(rb)
+            policy = self._policy_after(name, r - 1)
+            gen = stages.GenerateConfig.make(model=policy, backend=c.backend, n=s.n, max_new_tokens=s.max_new_tokens,
+                                             temperature=s.temperature, top_p=s.top_p, seed=c.seed + r,
+                                             batch_size=s.batch_size, device=c.device, dtype=_dtype(c))
+            stages.run("generate", gen, rdir / "pool.parquet", rdir / "generate", engine=c.engine,
+                       shard_size=s.shard_size)
+            stages.run("reward", stages.RewardConfig.make(reward=s.reward, device=c.device), rdir / "generate",
+                       rdir / "reward", engine=c.engine, shard_size=s.shard_size)
+            tmp = rdir / "measured-reward.parquet"
+            measure.run(rdir / "reward", tmp, measure.MeasureConfig.make(scale=s.scale, seed=c.seed))
+            table = pq.read_table(tmp)
+            prompts, responses = table.column("prompt").to_pylist(), table.column("responses").to_pylist()
+            logp = sequence_logprobs(policy, prompts, responses, device=c.device, max_length=c.train.max_length)
+            ref = sequence_logprobs(c.policy, prompts, responses, device=c.device, max_length=c.train.max_length)
+            pvp = policy_pvar(logp, ref, c.train.beta)
+            from pvar.io.arrow import float_column
+
+            table = table.append_column("pvar_policy", float_column(pvp))
+            with atomic_rows(measured) as w:
+                for rb in table.to_batches():
+                    w.write(rb)
+            tmp.unlink()
+            rewards = np.concatenate([np.asarray(x, dtype=float) for x in table.column("rewards").to_pylist()])
+            pv = table.column("pvar").to_numpy(zero_copy_only=False)
+            return {"prompts": table.num_rows, "mean_reward": float(np.nanmean(rewards)),
+                    "mean_pvar": float(np.nanmean(pv)), "tied": float(np.mean(pv == 0)),
+                    "mean_pvar_policy": float(np.nanmean(pvp))}
+
+        score_key = digest(prev_key, "round", r, self.keys["measure"])
+        self._step(f"round{r}-score:{name}", score_key, [measured], score)
+
+        by = "pvar_policy" if (c.rounds_by == "pvar_policy" and arm.by == "pvar") else arm.by
+        scfg = None if arm.select == "full" else select.SelectConfig.make(
+            **{**_select_args(c, arm, seed, self._pool_size()), "by": by})
+        pcfg = pairs.PairsConfig.make(rule=arm.rule or c.train.pair_rule, seed=c.seed + r, scale=s.scale)
+
+        def pick() -> dict[str, Any]:
+            source = measured
+            info: dict[str, Any] = {}
+            if scfg is not None:
+                got = select.run(measured, rdir / "selected.parquet", scfg)
+                info.update(kept=got.n_kept, eligible=got.n_eligible)
+                source = rdir / "selected.parquet"
+                if got.n_kept == 0:
+                    atomic_write_text(rdir / "pairs.jsonl", "")
+                    return {**info, "pairs": 0}
+            return {**info, "pairs": pairs.run(source, rdir / "pairs.jsonl", pcfg).n_pairs}
+
+        pairs_key = digest(score_key, scfg.fingerprint() if scfg else "full", pcfg.fingerprint())
+        self._step(f"round{r}-pairs:{name}", pairs_key, [rdir / "pairs.jsonl"], pick)
+        tcfg = self._train_config(name, arm).model_copy(update={"model": self._policy_after(name, r - 1)})
+        self._train(f"round{r}-train:{name}", rdir, tcfg, digest(pairs_key, tcfg.fingerprint()))
 
     def _eval_config(self, policy: str) -> Any:
         from pvar.evaluate import EvalConfig
@@ -570,8 +690,9 @@ class Experiment:
         from pvar.evaluate import evaluate
 
         folder = self.paths.arm(name)
-        untrained = (folder / "model" / UNTRAINED).is_file()
-        ecfg = self._eval_config(self.cfg.policy if untrained else str(folder / "model"))
+        model = self.final_model(name)
+        untrained = (model / UNTRAINED).is_file()
+        ecfg = self._eval_config(self.cfg.policy if untrained else str(model))
         out = folder / "eval"
 
         def go() -> dict[str, Any]:
@@ -588,7 +709,7 @@ class Experiment:
             return {"win_rate": res.hard.estimate, "lc_win_rate": res.length_controlled.estimate,
                     "n_prompts": res.n_prompts, "baseline_cached": res.baseline.cached}
 
-        key = digest(self.keys[f"train:{name}"], self.keys["eval-prompts"], ecfg.model_copy(update={"policy": name})
+        key = digest(self._train_key(name), self.keys["eval-prompts"], ecfg.model_copy(update={"policy": name})
                      .fingerprint(), *(["untrained"] if untrained else []))
         self._step(f"eval:{name}", key, [out / "eval.json", out / "judgements.jsonl"], go)
 
