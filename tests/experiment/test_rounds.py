@@ -66,3 +66,12 @@ def test_policy_pvar_is_zero_at_init():
     same = [[-3.0, -5.0, -4.0]]
     assert policy_pvar(same, same, 0.1)[0] == 0.0
     assert policy_pvar([[-3.0, -5.0, -4.0]], [[-4.0, -4.0, -4.0]], 0.1)[0] > 0
+
+
+def test_report_shows_the_rounds(tmp_path, cli, tiny_policy, torch_one_thread):
+    cfg = _config(tmp_path, tiny_policy)
+    assert cli("run", cfg, "-o", tmp_path / "run")[0] == 0
+    md = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "## Iterative rounds" in md and md.count("| top | ") >= 2
+    data = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    assert [r["round"] for r in data["rounds"]["top"]] == [2, 3]

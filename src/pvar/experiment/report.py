@@ -148,6 +148,12 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
     logs = {n: analysis.read_jsonl(root / "arms" / n / "model" / "train_log.jsonl", missing_ok=True) for n in arm_names}
     out["curves"] = {n: [[r["step"], r["loss"]] for r in rows if isinstance(r.get("loss"), (int, float))]
                      for n, rows in logs.items()}
+    if cfg.rounds > 1:  # iterative rounds: what each round sampled, measured, selected and trained
+        out["rounds"] = {n: [{"round": r, **steps.get(f"round{r}-score:{n}", {}),
+                              "pairs": steps.get(f"round{r}-pairs:{n}", {}).get("pairs"),
+                              "final_loss": steps.get(f"round{r}-train:{n}", {}).get("final_loss")}
+                             for r in range(2, cfg.rounds + 1) if f"round{r}-score:{n}" in steps]
+                         for n in arm_names}
     out["complete"] = bool(arms) and all(a["eval"] for a in arms) if cfg.until == "eval" else \
         all(a["pairs"] is not None for a in arms)
     out["until"] = cfg.until
@@ -497,6 +503,20 @@ def document(data: dict[str, Any]) -> list[Block]:
                        [[a["name"], _f(a["pairs"], "d"), _f(a["steps"], "d"), _f(a["final_loss"], ".4f"),
                          _f(a["train_seconds"], ".1f")] for a in data["arms"]]))
         blocks.append(("fig", "curves", "DPO training loss per arm (every optimizer step)."))
+
+    rounds = {n: rs for n, rs in (data.get("rounds") or {}).items() if rs}
+    if rounds:
+        blocks.append(("h2", "Iterative rounds"))
+        blocks.append(("p", "Round r samples the prompts no earlier round selected, from the policy trained so far "
+                            "(round 1 is the pool scored with the base policy); the mean reward of those fresh samples "
+                            "shows whether training moved the policy. PVar (policy) is the policy form: the DPO "
+                            "implicit preference of that policy against the base."))
+        blocks.append(("table", ["arm", "round", "prompts", "mean reward", "mean PVar", "tied", "mean PVar (policy)",
+                                 "pairs", "final loss"],
+                       [[n, str(r["round"]), _f(r.get("prompts"), "d"), _f(r.get("mean_reward")),
+                         _f(r.get("mean_pvar"), ".4f"), f"{_f(100 * r['tied'], '.0f')}%" if "tied" in r else "-",
+                         _f(r.get("mean_pvar_policy"), ".4f"), _f(r.get("pairs"), "d"),
+                         _f(r.get("final_loss"), ".4f")] for n, rs in rounds.items() for r in rs]))
 
     sig = data.get("signal")
     if sig:
