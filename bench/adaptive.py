@@ -1,6 +1,7 @@
 """Adaptive sampling vs fixed n: agreement with a fixed-n oracle's top-k, and the samples spent.
 
-    python bench/adaptive.py [--prompts 64] [--oracle-n 16] [--fraction 0.25] [--out runs/bench-adaptive]
+    python bench/adaptive.py [--prompts 64] [--pool-seed 1] [--oracle-n 16] [--fraction 0.25]
+                             [--n0 3 --step 2 --confidence 0.8] [--spend 0.6] [--out runs/bench-adaptive]
 
 A real pool scored here: testbed prompts (the `format` task family on ShareGPT pool prompts),
 SmolLM2 sampling at temperature 0.8, the exact gold reward, PVar at the testbed's scale 4. Steps:
@@ -9,8 +10,12 @@ SmolLM2 sampling at temperature 0.8, the exact gold reward, PVar at the testbed'
    fraction by PVar is the reference selection.
 2. fixed n = 4 and 8: the first n of each oracle prompt's samples. Sampling is seeded per (prompt,
    sample index), so these are exactly what `generate --n 4/8` returns (the suite checks it).
-3. adaptive: `pvar.pipeline.adaptive.run` (n0 4, step 4, n_max = oracle n), the real sampling and
-   scoring path; every sample it draws is checked equal to the oracle's sample of that index.
+3. adaptive: `pvar.pipeline.adaptive.run` (n_max = oracle n; ``--spend`` caps its samples at that
+   fraction of fixed n = 8's, 0 = no cap), the real sampling and scoring path; every sample it draws
+   is checked equal to the oracle's sample of that index.
+
+The settings (n0 3, step 2, confidence 0.8, spend 0.6) were chosen on the pool of --pool-seed 0 by
+replaying the oracle's samples; report figures from another pool (--pool-seed 1), not the one tuned on.
 
 Printed per arm: samples spent, the top-k overlap with the oracle (same prompt ids, ties broken by
 prompt id as `select` does) and the tie-aware agreement (selected prompts whose oracle PVar is at
@@ -55,12 +60,17 @@ def main() -> None:
     ap.add_argument("--oracle-n", type=int, default=16)
     ap.add_argument("--fraction", type=float, default=0.25)
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--pool-seed", type=int, default=1, help="which ShareGPT pool prompts (0 tuned the settings)")
+    ap.add_argument("--n0", type=int, default=3)
+    ap.add_argument("--step", type=int, default=2)
+    ap.add_argument("--confidence", type=float, default=0.8)
+    ap.add_argument("--spend", type=float, default=0.6, help="sample cap as a fraction of fixed n = 8 (0: none)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-adaptive"))
     args = ap.parse_args()
-    out: Path = args.out
+    out: Path = args.out / f"pool-{args.pool_seed}"
     prompts = out / "prompts.jsonl"
     if not prompts.exists():
-        write_prompts("sharegpt", prompts, count=args.prompts, split="pool", seed=0, task="format")
+        write_prompts("sharegpt", prompts, count=args.prompts, split="pool", seed=args.pool_seed, task="format")
     gen = stages.GenerateConfig.make(model="smollm2", n=args.oracle_n, max_new_tokens=args.max_new_tokens, seed=0,
                                      batch_size=128)
     rew = stages.RewardConfig.make(reward="gold")
@@ -84,8 +94,10 @@ def main() -> None:
         rows[n] = (n * n_prompts, *agreement(_top(pv, ids, k), by_id, oracle_top, k))
 
     t = time.perf_counter()
-    acfg = adaptive.AdaptiveConfig.make(n0=4, step=4, n_max=args.oracle_n, fraction=args.fraction, scale=SCALE)
-    res = adaptive.run(prompts, out / "adaptive", gen.model_copy(update={"n": 4}), rew, acfg, shard_size=16)
+    cap = int(args.spend * 8 * n_prompts) if args.spend else None
+    acfg = adaptive.AdaptiveConfig.make(n0=args.n0, step=args.step, n_max=args.oracle_n, fraction=args.fraction,
+                                        confidence=args.confidence, max_samples=cap, scale=SCALE)
+    res = adaptive.run(prompts, out / "adaptive", gen, rew, acfg, shard_size=16)
     adaptive_s = time.perf_counter() - t
     got = pq.read_table(res.measured)
     oracle_rows = {r["prompt_id"]: r for r in table.select(["prompt_id", "responses", "rewards"]).to_pylist()}
@@ -101,15 +113,18 @@ def main() -> None:
     lo, hi = int(np.floor(spend)), int(np.ceil(spend))
     w = spend - lo
     eq = [(1 - w) * rows[lo][j] + w * rows[hi][j] for j in (1, 2)] if hi in rows and lo in rows else [np.nan] * 2
-    print(f"pool: {n_prompts} prompts (format family, gold reward), top {args.fraction:.0%} = {k} prompts; oracle "
+    print(f"pool seed {args.pool_seed}: {n_prompts} prompts (format family, gold reward), top {args.fraction:.0%} = "
+          f"{k} prompts; oracle "
           f"n = {args.oracle_n} ({oracle_s:.0f} s), adaptive ({adaptive_s:.0f} s, {len(res.rounds)} rounds: "
-          + ", ".join(f"{r['prompts']}x{r['samples'] // max(r['prompts'], 1)}" for r in res.rounds) + ")")
+          + ", ".join(f"{r['prompts']}x{r['samples'] // max(r['prompts'], 1)}" for r in res.rounds) + "); "
+          f"confidence {args.confidence}, cap {cap if cap else 'none'}")
     print(f"adaptive samples equal to the oracle's of the same index: {res.samples - differ} of {res.samples}")
     print(f"{'arm':<24}{'samples':>9}{'per prompt':>12}{'overlap':>10}{'tie-aware':>11}")
     for n in (4, 8):
         print(f"{f'fixed n = {n}':<24}{rows[n][0]:>9}{n:>12.2f}{rows[n][1]:>10.3f}{rows[n][2]:>11.3f}")
     print(f"{'fixed n at equal spend':<24}{res.samples:>9}{spend:>12.2f}{eq[0]:>10.3f}{eq[1]:>11.3f}")
-    print(f"{'adaptive (4 + 4/round)':<24}{res.samples:>9}{spend:>12.2f}{a_strict:>10.3f}{a_tie:>11.3f}")
+    label = f"adaptive ({args.n0} + {args.step}/round)"
+    print(f"{label:<24}{res.samples:>9}{spend:>12.2f}{a_strict:>10.3f}{a_tie:>11.3f}")
     saving = 1 - res.samples / rows[8][0]
     verdict = "meets" if a_tie >= rows[8][2] and saving >= 0.4 else "misses"
     print(f"samples saved vs fixed n = 8: {saving:.0%}; adaptive tie-aware agreement {a_tie:.3f} vs fixed-8 "

@@ -142,3 +142,18 @@ def test_run_with_adaptive_scoring(tmp_path, cli):
     assert "n_samples" in pool.column_names and sum(pool.column("n_samples").to_pylist()) == \
         state["adaptive"]["samples"]
     assert cli("run", cfg, "-o", tmp_path / "run")[0] == 0  # resumes with nothing to do
+
+
+def test_changed_settings_reuse_round_zero_only(tmp_path):
+    """A rerun with another stop rule keeps round 0 (same samples) and redoes the rest, never refusing."""
+    src = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    out = tmp_path / "ad"
+    a = adaptive.run(src, out, _gen(), _reward(), adaptive.AdaptiveConfig.make(confidence=0.5, n_boot=50),
+                     shard_size=8, show_progress=False)
+    first = (out / "round-00" / "reward" / "shard-00000.parquet").stat().st_mtime_ns
+    b = adaptive.run(src, out, _gen(), _reward(), adaptive.AdaptiveConfig.make(confidence=0.99, n_boot=50),
+                     shard_size=8, show_progress=False)
+    assert (out / "round-00" / "reward" / "shard-00000.parquet").stat().st_mtime_ns == first
+    fresh = adaptive.run(src, tmp_path / "fresh", _gen(), _reward(),
+                         adaptive.AdaptiveConfig.make(confidence=0.99, n_boot=50), shard_size=8, show_progress=False)
+    assert _rows(b.measured) == _rows(fresh.measured) and b.samples == fresh.samples >= a.samples

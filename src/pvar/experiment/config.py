@@ -43,11 +43,12 @@ class PromptsConfig(_Section):
 class AdaptiveSection(_Section):
     """Adaptive sampling (``pvar.pipeline.adaptive``): more samples only where the selection is still open."""
 
-    n0: int = Field(4, ge=2, le=1024, description="Samples every prompt gets first.")
-    step: int = Field(4, ge=1, le=1024, description="Samples added per round to each undecided prompt.")
+    n0: int = Field(3, ge=2, le=1024, description="Samples every prompt gets first.")
+    step: int = Field(2, ge=1, le=1024, description="Samples added per round to each undecided prompt.")
     n_max: int = Field(16, ge=2, le=1024, description="Most samples a prompt gets.")
-    max_samples: int | None = Field(None, ge=1, description="Total sample budget of the pool (None: no cap).")
-    confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of the PVar interval that decides a prompt.")
+    max_samples: int | None = Field(None, ge=1, description="Total sample budget of the pool (None: no cap); the "
+                                    "prompts nearest the cut are sampled first when it binds.")
+    confidence: float = Field(0.8, gt=0, lt=1, description="Coverage of the PVar interval that decides a prompt.")
     stop: bool = Field(True, description="False grows every prompt to n_max (the fixed-n run, for checks).")
 
 

@@ -37,8 +37,8 @@ SUMMARY = "adaptive.json"
 
 
 class AdaptiveConfig(StageConfig):
-    n0: int = Field(4, ge=2, le=1024, description="Samples every prompt gets first.")
-    step: int = Field(4, ge=1, le=1024, description="Samples added per round to each undecided prompt.")
+    n0: int = Field(3, ge=2, le=1024, description="Samples every prompt gets first.")
+    step: int = Field(2, ge=1, le=1024, description="Samples added per round to each undecided prompt.")
     n_max: int = Field(16, ge=2, le=1024, description="Most samples any prompt gets.")
     fraction: float = Field(0.25, gt=0, le=1, description="The selection budget whose cut-off decides prompts.")
     max_samples: int | None = Field(None, ge=1, description="Total sample budget (None: until decided or n_max); "
@@ -46,7 +46,8 @@ class AdaptiveConfig(StageConfig):
     stop: bool = Field(True, description="Stop sampling decided prompts; False grows every prompt to n_max.")
     scale: float = Field(1.0, gt=0, description="Reward scale of PVar.")
     n_boot: int = Field(200, ge=10, le=1_000_000, description="Bootstrap resamples of the PVar interval.")
-    confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of the interval that decides.")
+    confidence: float = Field(0.8, gt=0, lt=1, description="Coverage of the interval that decides (lower: fewer "
+                              "prompts stay open, fewer samples, more misplaced prompts).")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of the bootstrap.")
 
     @model_validator(mode="after")
@@ -121,6 +122,7 @@ def run(source: str | Path, out_dir: str | Path, gen: stages.GenerateConfig, rew
     prompt's samples, PVar columns and ``n_samples``) and ``adaptive.json`` (samples per round).
     """
     out = Path(out_dir)
+    _reset_if_changed(out, source, gen, reward, cfg, shard_size)
     ids = [pid for b in read_rows(source, require=("prompt_id", "prompt")) for pid in
            b.data.column("prompt_id").to_pylist()]
     mcfg = MeasureConfig.make(scale=cfg.scale, n_boot=cfg.n_boot, confidence=cfg.confidence, seed=cfg.seed)
@@ -170,6 +172,30 @@ def run(source: str | Path, out_dir: str | Path, gen: stages.GenerateConfig, rew
             writer.write(rb)
     atomic_write_text(out / SUMMARY, json.dumps(result.to_dict(), indent=1))
     return result
+
+
+def _reset_if_changed(out: Path, source: str | Path, gen: stages.GenerateConfig, reward: stages.RewardConfig,
+                      cfg: AdaptiveConfig, shard_size: int) -> None:
+    """Keep what a rerun can reuse: all rounds under the same settings, round 0 when only the stop
+    rule changed (it samples every prompt the same way), nothing when sampling or scoring changed."""
+    import shutil
+
+    from pvar.engines.shards import fingerprint_source
+
+    first = {"input": fingerprint_source(source), "generate": gen.model_copy(update={"n": cfg.n0}).fingerprint(),
+             "reward": reward.fingerprint(), "shard_size": shard_size}
+    settings = {"first": first, "rounds": cfg.fingerprint()}
+    path = out / "settings.json"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = None
+    if old != settings and out.exists():
+        for folder in sorted(out.glob("round-*")):
+            if old is None or old.get("first") != first or folder.name != "round-00":
+                shutil.rmtree(folder)
+        (out / "measured.parquet").unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps(settings, indent=1))
 
 
 def _cut(pvar: np.ndarray, fraction: float) -> float:
