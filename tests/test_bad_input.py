@@ -204,6 +204,13 @@ def _via_symlink(tmp: Path) -> list[str]:
     return ["select", src, "-o", str(tmp / "link.jsonl"), "--top", "0.5"]
 
 
+def _user_folder(tmp: Path) -> list[str]:
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "notes.txt").write_text("keep me")
+    return ["generate", str(write_jsonl(tmp / "in.jsonl", PROMPTS)), "-o", str(tmp / "mine"), "--backend", "fake",
+            "--force"]
+
+
 def _identical_pairs(tmp: Path) -> list[str]:
     rows = _pairs(3)
     rows[2]["rejected"] = rows[2]["chosen"]
@@ -220,6 +227,9 @@ DATA_LOSS = {
     "measure output is its input": Case(_same_path("measure"), ["is the input"]),
     "generate output is its input": Case(_same_path("generate", "--backend", "fake"), ["is the input"]),
     "output is a symlink to the input": Case(_via_symlink, ["link.jsonl", "is the input"]),
+    "stage output is a user's folder": Case(_user_folder, ["mine", "never overwritten"]),
+    "run folder is a file": Case(lambda t: (t / "afile").write_text("x") and ["run", "--preset", "quick", "-o",
+                                                                             str(t / "afile")], ["afile", "a file"]),
     "min nan": Case(lambda t: ["select", _scored(t), "-o", str(t / "o.jsonl"), "--min", "nan", "--by", "reward_std"],
                     ["minimum", "finite"]),
     "temperature inf": Case(lambda t: ["generate", str(write_jsonl(t / "in.jsonl", PROMPTS)), "-o",

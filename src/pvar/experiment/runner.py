@@ -216,6 +216,11 @@ class Experiment:
         preflight(self.cfg)
         self.check_inputs()
         root = self.paths.root
+        if root.exists() and (not root.is_dir() or (any(root.iterdir()) and not (root / CONFIG_FILE).is_file())):
+            from pvar.errors import InputError
+
+            what = "a file" if not root.is_dir() else "a folder that is not a pvar run (no config.yaml)"
+            raise InputError(str(root), f"the run folder is {what}; it is never written into: choose another -o")
         with file_lock(root.parent / f".{root.name}.lock", str(root)):  # a second `pvar run` waits, then resumes
             remove_stale_temps(root, recursive=True)  # left by a killed run: we hold the lock
             return self._run()
