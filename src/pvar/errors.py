@@ -5,6 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message with its whitespace (newlines included) collapsed, cut to ``limit``;
+    its type name when it has no message. Library errors often carry multi-line context."""
+    text = " ".join(str(exc).split())[:limit]
+    return text or type(exc).__name__
+
+
 def short_repr(value: Any, limit: int = 80) -> str:
     """``repr`` cut to ``limit`` characters: an error line never carries a whole pasted value."""
     text = repr(value)

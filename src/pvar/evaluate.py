@@ -388,10 +388,9 @@ def _check_policy(model: str, side: str) -> None:
     the other side's answers have been generated."""
     if (Path(model) / "adapter_config.json").is_file():
         return
-    from pvar.backends.assets import check_model_ref
+    from pvar.backends.assets import check_policy_ref
 
-    if model.strip().lower() != "smollm2":
-        check_model_ref(model, side)
+    check_policy_ref(model, side)
 
 
 def _check_judge(cfg: EvalConfig) -> None:

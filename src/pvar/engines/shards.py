@@ -23,8 +23,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pvar.errors import InputError, ResumeMismatch
-from pvar.io.paths import file_lock, remove_stale_temps
+from pvar.errors import ResumeMismatch
+from pvar.io.paths import file_lock, refuse_foreign, remove_stale_temps
 from pvar.io.readers import JSONL_SUFFIXES, MANIFEST, PARQUET_SUFFIXES, Batch, read_manifest, shard_files
 from pvar.io.rows import read_rows
 from pvar.io.writers import atomic_file, atomic_rows, atomic_write_text
@@ -142,10 +142,7 @@ def guarded_output(layout: Layout) -> Iterator[None]:
     we hold the lock, so they are deleted. If this run created the stage folder and fails before
     committing a shard, the folder is removed again (an error must not leave an empty output).
     """
-    d = layout.shard_dir
-    if d.exists() and (not d.is_dir() or (any(d.iterdir()) and not (d / MANIFEST).is_file())):
-        what = "a file" if not d.is_dir() else "a folder that is not a pvar stage output (no _manifest.json)"
-        raise InputError(str(d), f"the output is {what}; it is never overwritten: choose another path")
+    refuse_foreign(layout.shard_dir, MANIFEST, "a pvar stage output")
     with file_lock(layout.lock, str(layout.final or layout.shard_dir)):
         for folder in (layout.shard_dir, layout.shard_dir / "_input"):
             remove_stale_temps(folder)

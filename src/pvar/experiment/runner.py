@@ -37,7 +37,7 @@ from pvar import render
 from pvar.errors import ConfigError
 from pvar.experiment.config import ArmConfig, RunConfig
 from pvar.experiment.state import Ledger, digest
-from pvar.io.paths import file_lock, remove_stale_temps
+from pvar.io.paths import file_lock, refuse_foreign, remove_stale_temps
 from pvar.io.writers import atomic_write_text
 
 CONFIG_FILE = "config.yaml"
@@ -153,7 +153,7 @@ class Experiment:
         user reward modules imported, arm score columns and TRL argument names resolved: a typo
         fails in seconds, not after the pool has been scored.
         """
-        from pvar.backends.assets import check_model_ref
+        from pvar.backends.assets import check_model_ref, check_policy_ref
         from pvar.backends.callable_reward import CallableReward, ColumnReward
         from pvar.backends.hf_reward import HFReward
         from pvar.backends.spec import parse_reward_spec
@@ -179,8 +179,7 @@ class Experiment:
                 pass
             if key == "source":
                 columns |= set(read_column_names(src))
-        if c.policy.strip().lower() != "smollm2":
-            check_model_ref(c.policy, "policy")
+        check_policy_ref(c.policy, "policy")
         specs = [("scoring.reward", c.scoring.reward)] if c.scoring.generate else []
         if c.until == "eval":
             specs.append(("eval.judge", c.eval.judge))
@@ -216,11 +215,7 @@ class Experiment:
         preflight(self.cfg)
         self.check_inputs()
         root = self.paths.root
-        if root.exists() and (not root.is_dir() or (any(root.iterdir()) and not (root / CONFIG_FILE).is_file())):
-            from pvar.errors import InputError
-
-            what = "a file" if not root.is_dir() else "a folder that is not a pvar run (no config.yaml)"
-            raise InputError(str(root), f"the run folder is {what}; it is never written into: choose another -o")
+        refuse_foreign(root, CONFIG_FILE, "a pvar run")
         with file_lock(root.parent / f".{root.name}.lock", str(root)):  # a second `pvar run` waits, then resumes
             remove_stale_temps(root, recursive=True)  # left by a killed run: we hold the lock
             return self._run()
@@ -298,10 +293,7 @@ class Experiment:
         scored = self.pool_source()
         upstream = self.keys["prompts"]
         if s.generate:
-            gen = stages.GenerateConfig.make(model=c.policy, backend=c.backend, n=s.n, max_new_tokens=s.max_new_tokens,
-                                             temperature=s.temperature, top_p=s.top_p, seed=c.seed,
-                                             batch_size=s.batch_size, device=c.device, dtype=_dtype(c))
-            rew = stages.RewardConfig.make(reward=s.reward, device=c.device)
+            gen, rew = self._sampling(c.policy, c.seed)
 
             def sharded(name: str, cfg: Any, source: str | Path, out: Path) -> Callable[[], dict[str, Any]]:
                 def go() -> dict[str, Any]:
@@ -321,6 +313,16 @@ class Experiment:
             self._step("reward", rew_key, [p.rewarded], sharded("reward", rew, p.generated, p.rewarded))
             scored, upstream = str(p.rewarded), rew_key
         self._measure(scored, upstream)
+
+    def _sampling(self, policy: str, seed: int) -> tuple[Any, Any]:
+        """The generate and reward settings of the pool's scoring, for ``policy`` at ``seed``."""
+        from pvar.pipeline import stages
+
+        c, s = self.cfg, self.cfg.scoring
+        gen = stages.GenerateConfig.make(model=policy, backend=c.backend, n=s.n, max_new_tokens=s.max_new_tokens,
+                                         temperature=s.temperature, top_p=s.top_p, seed=seed,
+                                         batch_size=s.batch_size, device=c.device, dtype=_dtype(c))
+        return gen, stages.RewardConfig.make(reward=s.reward, device=c.device)
 
     def _adaptive(self, source: str, gen: Any, rew: Any, upstream: str) -> None:
         from pvar.pipeline import adaptive
@@ -598,13 +600,10 @@ class Experiment:
                 for rb in rest.to_batches():
                     w.write(rb)
             policy = self._policy_after(name, r - 1)
-            gen = stages.GenerateConfig.make(model=policy, backend=c.backend, n=s.n, max_new_tokens=s.max_new_tokens,
-                                             temperature=s.temperature, top_p=s.top_p, seed=c.seed + r,
-                                             batch_size=s.batch_size, device=c.device, dtype=_dtype(c))
+            gen, rew = self._sampling(policy, c.seed + r)
             stages.run("generate", gen, rdir / "pool.parquet", rdir / "generate", engine=c.engine,
                        shard_size=s.shard_size)
-            stages.run("reward", stages.RewardConfig.make(reward=s.reward, device=c.device), rdir / "generate",
-                       rdir / "reward", engine=c.engine, shard_size=s.shard_size)
+            stages.run("reward", rew, rdir / "generate", rdir / "reward", engine=c.engine, shard_size=s.shard_size)
             tmp = rdir / "measured-reward.parquet"
             measure.run(rdir / "reward", tmp, measure.MeasureConfig.make(scale=s.scale, seed=c.seed))
             table = pq.read_table(tmp)

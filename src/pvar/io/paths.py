@@ -47,6 +47,17 @@ def check_output(source: str | Path, output: str | Path, *also: str | Path) -> N
             raise InputError(str(output), f"the output folder holds the input {str(source)!r}; write elsewhere")
 
 
+def refuse_foreign(folder: Path, marker: str, what: str) -> None:
+    """Refuse to write into ``folder`` when it is a file, or a non-empty folder without ``marker``.
+
+    A stage or a run owns only folders it made (they hold its marker file); anything else at that
+    path is the user's, and ``--force`` must not delete it either.
+    """
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / marker).is_file())):
+        kind = "a file" if not folder.is_dir() else f"a folder that is not {what} (no {marker})"
+        raise InputError(str(folder), f"the output is {kind}; it is never overwritten: choose another path")
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, what: str) -> Iterator[None]:
     """Exclusive advisory lock on ``path``, removed again on release.

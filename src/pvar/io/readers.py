@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pvar.errors import InputError
+from pvar.errors import InputError, one_line
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 MANIFEST = "_manifest.json"  # marks a pvar stage folder of Parquet shards
@@ -110,12 +110,7 @@ def _open_parquet(path: str | Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
-        raise InputError(str(path), f"not a readable Parquet file ({_short(exc)})") from None
-
-
-def _short(exc: BaseException) -> str:
-    """An Arrow message on one line (some carry a multi-line context)."""
-    return " ".join(str(exc).split())[:200]
+        raise InputError(str(path), f"not a readable Parquet file ({one_line(exc)})") from None
 
 
 def iter_parquet(
@@ -133,7 +128,7 @@ def iter_parquet(
         except StopIteration:
             return
         except (OSError, pa.ArrowException) as exc:  # a corrupt page: name the file and where
-            raise InputError(source, f"corrupt Parquet data near row {first} ({_short(exc)})") from None
+            raise InputError(source, f"corrupt Parquet data near row {first} ({one_line(exc)})") from None
         yield Batch(rb, source, first_row=first)
         first += rb.num_rows
 

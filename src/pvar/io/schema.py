@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pvar.errors import InputError, short_repr
+from pvar.core.selectors import reward_margin
+from pvar.errors import InputError, one_line, short_repr
 from pvar.io.arrow import combine, list_lengths, list_to_padded
 from pvar.io.readers import Batch, RawRows
 
@@ -147,7 +148,7 @@ def rows_to_batch(raw: RawRows, rows: list[dict[str, Any]] | None = None) -> Bat
             arrays.append(pa.array(values, type=typ))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
             i = _first_bad(values, typ)
-            raise InputError(raw.source, f"value does not fit the column's type ({_one_line(exc)})",
+            raise InputError(raw.source, f"value does not fit the column's type ({one_line(exc, 160)})",
                              line=raw.lines[i], field=name) from None
     return Batch(pa.RecordBatch.from_arrays(arrays, names=names), raw.source,
                  lines=np.asarray(raw.lines, dtype=np.int64))
@@ -167,10 +168,6 @@ def _first_bad(values: list[Any], typ: pa.DataType | None) -> int:
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             hi = mid
     return lo
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:160]
 
 
 def _check_messages_type(batch: Batch, typ: pa.DataType) -> None:
@@ -290,10 +287,8 @@ def check_rewards(batch: Batch) -> None:
         raise batch.error(row, "rewards", f"item {k - int(np.cumsum(n_rew)[row] - n_rew[row])} "
                                           f"is not finite ({values[k]})")
     with np.errstate(all="ignore"):
-        padded = list_to_padded(data.column("rewards"))
-        span = np.nanmax(np.where(np.isnan(padded), -np.inf, padded), axis=1, initial=-np.inf) - np.nanmin(
-            np.where(np.isnan(padded), np.inf, padded), axis=1, initial=np.inf)
-    wide = np.flatnonzero(np.isinf(span) & (span > 0))
+        span = reward_margin(list_to_padded(data.column("rewards")))
+    wide = np.flatnonzero(np.isinf(span))
     if wide.size:  # e.g. -1e308 and 1e308: every gap-based statistic would be infinite
         raise batch.error(int(wide[0]), "rewards", "the rewards span more than a float64 can hold")
 

@@ -34,20 +34,11 @@ class PotentialConfig(StageConfig):
 def logp_margins(rows: list[tuple[object, str, str]], cfg: PotentialConfig,
                  progress: Callable[[int], None] | None = None) -> np.ndarray:
     """log pi(chosen|x) - log pi(rejected|x) for each (prompt, chosen, rejected), float64."""
-    import torch
+    from pvar.pipeline.policy_pvar import sequence_logprobs
 
-    from pvar.theory import load_policy, sequence_ids, sequence_logprob
-
-    model, tokenizer, _params, _device = load_policy(cfg.model, cfg.device, params="all")
-    out = np.empty(len(rows))
-    with torch.no_grad():
-        for i, (prompt, chosen, rejected) in enumerate(rows):
-            lp = [float(sequence_logprob(model, *sequence_ids(tokenizer, prompt, r, max_length=cfg.max_length)))
-                  for r in (chosen, rejected)]
-            out[i] = lp[0] - lp[1]
-            if progress:
-                progress(1)
-    return out
+    logps = sequence_logprobs(cfg.model, [p for p, _, _ in rows], [[c, r] for _, c, r in rows],
+                              device=cfg.device, max_length=cfg.max_length, progress=progress)
+    return np.array([c - r for c, r in logps], dtype=np.float64)
 
 
 def run(source: str | Path, output: str | Path, cfg: PotentialConfig,

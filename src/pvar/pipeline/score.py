@@ -40,11 +40,11 @@ class ScoreResult:
 
 
 def run_score(cfg: ScoreConfig, out_dir: str | Path, *, engine: str = "local") -> ScoreResult:
-    from pvar.backends.assets import check_model_ref
+    from pvar.backends.assets import check_policy_ref
     from pvar.backends.spec import parse_reward_spec
 
-    if cfg.model.strip().lower() != "smollm2" and cfg.backend != "fake":
-        check_model_ref(cfg.model, "model")
+    if cfg.backend != "fake":
+        check_policy_ref(cfg.model, "model")
     reward_cfg = stages.RewardConfig.make(reward=cfg.reward)
     parse_reward_spec(cfg.reward)  # a bad spec fails before any prompt is sampled
     out = Path(out_dir)
