@@ -23,12 +23,12 @@ def reward_margin(rewards: RewardsLike) -> np.ndarray:
     >>> reward_margin([[1.0, 3.0, 2.0], [5.0]]).tolist()
     [2.0, nan]
     """
-    x = to_padded(rewards).astype(np.float64)
-    valid = (~np.isnan(x)).sum(axis=1)
-    with np.errstate(all="ignore"):
-        hi = np.max(np.where(np.isnan(x), -np.inf, x), axis=1, initial=-np.inf)
-        lo = np.min(np.where(np.isnan(x), np.inf, x), axis=1, initial=np.inf)
-    return np.where(valid >= 2, hi - lo, np.nan)
+    x = to_padded(rewards).astype(np.float64, copy=False)
+    ok = ~np.isnan(x)
+    hi = np.max(x, axis=1, where=ok, initial=-np.inf)
+    lo = np.min(x, axis=1, where=ok, initial=np.inf)
+    with np.errstate(all="ignore"):  # empty rows give -inf - inf; they are NaN below
+        return np.where(ok.sum(axis=1) >= 2, hi - lo, np.nan)
 
 
 def zscore(values: np.ndarray) -> np.ndarray:

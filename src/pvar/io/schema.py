@@ -286,8 +286,7 @@ def check_rewards(batch: Batch) -> None:
         row = int(np.searchsorted(np.cumsum(n_rew), k, side="right"))
         raise batch.error(row, "rewards", f"item {k - int(np.cumsum(n_rew)[row] - n_rew[row])} "
                                           f"is not finite ({values[k]})")
-    with np.errstate(all="ignore"):
-        span = reward_margin(list_to_padded(data.column("rewards")))
+    span = reward_margin(list_to_padded(data.column("rewards")))
     wide = np.flatnonzero(np.isinf(span))
     if wide.size:  # e.g. -1e308 and 1e308: every gap-based statistic would be infinite
         raise batch.error(int(wide[0]), "rewards", "the rewards span more than a float64 can hold")
