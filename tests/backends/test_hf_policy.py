@@ -141,6 +141,7 @@ def test_accounting_matches_the_generated_ids(tiny_model: str, monkeypatch: pyte
         return torch.cat([input_ids, tail], dim=1)
 
     monkeypatch.setattr(p.model, "generate", fake_generate)
+    p.continuous = False  # the model.generate path (models with sliding-window or hybrid caches)
     gen = p.generate([A, "the cat"], 3, [1, 2])  # rows sort by prompt length: "the cat" first
     assert gen.stopped == [[True, False, True], [True, False, True]]
     assert gen.responses == [["cat", "cat cat cat cat", ""], ["cat", "cat cat cat cat", ""]]

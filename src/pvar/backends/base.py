@@ -81,7 +81,16 @@ def generation_prompt(tokenizer: Any, prompt: Prompt) -> tuple[str, bool]:
     return (prompt if isinstance(prompt, str) else "\n\n".join(m["content"] for m in prompt)), False
 
 
-def generation_prompt_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
-    """Token ids of ``generation_prompt`` (special tokens added only when no template was applied)."""
+def generation_prompt_ids(tokenizer: Any, prompt: Prompt, *, limit: int | None = None,
+                          max_new_tokens: int = 0) -> list[int]:
+    """Token ids of ``generation_prompt`` (special tokens added only when no template was applied).
+
+    Every policy backend hands the model these ids (vLLM as a token prompt), so a chat template's
+    BOS is never doubled. With a context ``limit``, prompts longer than ``limit - max_new_tokens``
+    keep their end: it holds the question.
+    """
     text, templated = generation_prompt(tokenizer, prompt)
-    return tokenizer(text, add_special_tokens=not templated)["input_ids"]
+    ids = list(tokenizer(text, add_special_tokens=not templated)["input_ids"])
+    if limit and len(ids) > limit - max_new_tokens:
+        ids = ids[len(ids) - max(1, limit - max_new_tokens):]
+    return ids

@@ -34,6 +34,24 @@ def sample_seed(seed: int, j: int) -> int:
     return (int(seed) * SEED_MULTIPLIER + int(j)) % 2**63
 
 
+_POOL: Any = None
+
+
+def _pool() -> Any:
+    """A thread pool as wide as torch's intra-op threads (None when torch runs single-threaded)."""
+    global _POOL
+    import torch
+
+    width = torch.get_num_threads()
+    if width < 2:
+        return None
+    if _POOL is None or _POOL._max_workers != width:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(width, thread_name_prefix="pvar-rng")
+    return _POOL
+
+
 def _gumbel_(u: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel noise -log(-log(u)) from uniforms, in place (u = 0 is moved to a tiny value)."""
     return u.clamp_(min=_U_EPS).log_().neg_().log_().neg_()
@@ -71,14 +89,51 @@ class GumbelSampler:
         self._uniforms: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        import torch
-
         if self.greedy:
             return scores
         if scores.shape[0] != self.rows:
             raise RuntimeError(f"GumbelSampler was built for {self.rows} rows but got {scores.shape[0]}")
+        return self.perturb(scores, self.generators)
+
+    def choose(self, scores: torch.Tensor, generators: Sequence[torch.Generator | None]) -> torch.Tensor:
+        """The next token of each row, row r drawing from ``generators[r]`` (continuous batching).
+
+        The same draw as ``perturb(...).argmax(-1)``, computed on the top-k candidates only: no
+        vocabulary-wide mask, index or fill per step. Rows whose nucleus the first top-k does not
+        hold fall back to `perturb`.
+        """
+        import torch
+
+        if self.greedy:
+            return scores.argmax(-1)
+        vocab = scores.shape[-1]
+        k = self.TOPK_STEPS[0]
+        if self.top_p >= 1.0 or k >= vocab:
+            return self.perturb(scores, generators).argmax(-1)
         logits = scores.float() / self.temperature if self.temperature != 1.0 else scores.float()
-        uniforms = self.uniforms(logits.shape[-1])  # every row's stream advances by one vector per step
+        uniforms = self.uniforms(vocab, generators)
+        top, idx = torch.topk(torch.softmax(logits, dim=-1), k, dim=-1, sorted=True)  # as `nucleus` ranks
+        inside = (top.cumsum(-1) - top) < self.top_p
+        inside[:, 0] = True
+        done = top.sum(-1) >= self.top_p
+        noise = _gumbel_(uniforms.gather(1, idx.cpu())).to(logits.device)
+        perturbed = torch.where(inside, logits.gather(1, idx) + noise, -math.inf)
+        picked = idx.gather(1, perturbed.argmax(-1, keepdim=True)).squeeze(1)
+        if not bool(done.all()):  # a flat distribution: redo those rows with the full nucleus
+            rest = (~done).nonzero().squeeze(1)
+            keep = self.nucleus(logits[rest])
+            sub = torch.full_like(logits[rest], -math.inf)
+            r, c = keep.nonzero(as_tuple=True)
+            sub[r, c] = logits[rest][r, c] + _gumbel_(uniforms[rest.cpu()][r.cpu(), c.cpu()]).to(logits.device)
+            picked[rest] = sub.argmax(-1)
+        return picked
+
+    def perturb(self, scores: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """Filtered scores plus Gumbel noise; row r's noise comes from ``generators[r]``."""
+        import torch
+
+        logits = scores.float() / self.temperature if self.temperature != 1.0 else scores.float()
+        uniforms = self.uniforms(logits.shape[-1], generators)  # every row's stream advances one vector
         if self.top_p >= 1.0:
             return logits + _gumbel_(uniforms.to(logits.device))
         # Only nucleus tokens can win, so only they need noise: the logs run on a few hundred
@@ -89,15 +144,33 @@ class GumbelSampler:
         perturbed[rows, cols] = logits[rows, cols] + noise
         return perturbed
 
-    def uniforms(self, vocab: int) -> torch.Tensor:
-        """One uniform vector per row, drawn from that row's generator (CPU, float32, reused buffer)."""
+    def uniforms(self, vocab: int, generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        """One uniform vector per row, drawn from that row's generator (CPU, float32, reused buffer).
+
+        Rows draw on a small thread pool: each draw is single-threaded and holds its own generator,
+        so the values are those of a serial loop.
+        """
         import torch
 
-        if self._uniforms is None or self._uniforms.shape[1] != vocab:
-            self._uniforms = torch.empty(self.rows, vocab, dtype=torch.float32)
-        for row, gen in enumerate(self.generators):
-            torch.rand(vocab, generator=gen, out=self._uniforms[row])
-        return self._uniforms
+        generators = self.generators if generators is None else generators
+        rows = len(generators)
+        if self._uniforms is None or self._uniforms.shape[1] != vocab or self._uniforms.shape[0] < rows:
+            self._uniforms = torch.empty(max(rows, self.rows), vocab, dtype=torch.float32)
+        out = self._uniforms[:rows]
+        inference = torch.is_inference_mode_enabled()  # thread-local: the workers must match the caller
+
+        def draw(part: range) -> None:
+            with torch.inference_mode(inference):
+                for row in part:
+                    torch.rand(vocab, generator=generators[row], out=out[row])
+
+        workers = _pool()
+        if rows >= 16 and workers is not None:
+            step = -(-rows // workers._max_workers)
+            list(workers.map(draw, [range(a, min(a + step, rows)) for a in range(0, rows, step)]))
+        else:
+            draw(range(rows))
+        return out
 
     def nucleus(self, logits: torch.Tensor) -> torch.Tensor:
         """Boolean mask of the top-p nucleus: the most likely tokens until their mass reaches top_p.
@@ -158,6 +231,9 @@ class HFPolicy:
         self._cache_kwarg = "cache"
         self._logits_to_keep = False
         self.share_prompt = True  # prefill each prompt once for its n samples (see _generate_batch)
+        # Continuous batching (backends/decode.py) where every layer is full attention; else model.generate.
+        self.continuous = True
+        self._slots = False
 
     def setup(self) -> None:
         import torch
@@ -170,7 +246,8 @@ class HFPolicy:
         path = resolve_policy(self.model_name)
         try:
             tok = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype))
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype="auto" if self.dtype == "auto" else getattr(torch, self.dtype))
         except (OSError, ValueError) as exc:
             raise hub_error(self.model_name, "model", exc) from None
         tok.padding_side = "left"
@@ -207,14 +284,14 @@ class HFPolicy:
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self._logits_to_keep = "logits_to_keep" in params
+        from pvar.backends.decode import supports_slots
+
+        self._slots = supports_slots(model)
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt as the model sees it (chat template with generation prompt if any)."""
-        ids = generation_prompt_ids(self.tokenizer, prompt)
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        if limit and len(ids) > limit - self.max_new_tokens:  # keep the end: it holds the question
-            ids = ids[len(ids) - (limit - self.max_new_tokens):]
-        return ids
+        return generation_prompt_ids(self.tokenizer, prompt, max_new_tokens=self.max_new_tokens,
+                                     limit=getattr(self.model.config, "max_position_embeddings", None))
 
     def generate(self, prompts: list[Prompt], n: int, seeds: list[int], start: int = 0) -> Generation:
         """Samples ``start .. start + n - 1`` of each prompt; sample j of prompt i depends only on
@@ -226,11 +303,13 @@ class HFPolicy:
         if self.model is None:
             self.setup()
         ids = [self.prompt_ids(p) for p in prompts]
-        # One row per (prompt, sample); sorting by length keeps padding (wasted compute) small.
-        rows = sorted(((i, j) for i in range(len(prompts)) for j in range(start, start + n)),
-                      key=lambda r: (len(ids[r[0]]), r))
         texts: list[list[str]] = [[""] * n for _ in prompts]
         stopped: list[list[bool]] = [[False] * n for _ in prompts]
+        pairs = [(i, j) for i in range(len(prompts)) for j in range(start, start + n)]
+        if self.continuous and self._slots:
+            return self._generate_slots(pairs, ids, seeds, start, texts, stopped)
+        # One row per (prompt, sample); sorting by length keeps padding (wasted compute) small.
+        rows = sorted(pairs, key=lambda r: (len(ids[r[0]]), r))
         total = 0
         for at in range(0, len(rows), self.batch_size):
             batch = rows[at:at + self.batch_size]
@@ -239,6 +318,25 @@ class HFPolicy:
                 texts[i][j - start], stopped[i][j - start] = text, end
                 total += count
         return Generation(texts, stopped, total)
+
+    def _generate_slots(self, pairs: list[tuple[int, int]], ids: list[list[int]], seeds: list[int], start: int,
+                        texts: list[list[str]], stopped: list[list[bool]]) -> Generation:
+        """All rows through `decode`: ``batch_size`` slots, refilled as rows finish."""
+        import torch
+
+        from pvar.backends.decode import decode
+
+        sampler = GumbelSampler([], temperature=self.temperature or 1.0, top_p=self.top_p, greedy=self.greedy)
+        rows = [(i, None if self.greedy else torch.Generator().manual_seed(sample_seed(seeds[i], j)))
+                for i, j in pairs]
+        out = decode(self.model, ids, rows, slots=self.batch_size, max_new_tokens=self.max_new_tokens,
+                     eos=self._eos_ids, pad=self._gen_config.pad_token_id, choose=sampler.choose, device=self.device,
+                     share_prompt=self.share_prompt, cache_kwarg=self._cache_kwarg,
+                     logits_to_keep=self._logits_to_keep)
+        decoded = self.tokenizer.batch_decode(out.ids, skip_special_tokens=True)
+        for (i, j), text, end in zip(pairs, decoded, out.stopped, strict=True):
+            texts[i][j - start], stopped[i][j - start] = text.strip(), end
+        return Generation(texts, stopped, sum(out.counts))
 
     def _generate_batch(self, rows: list[tuple[int, int]], ids: list[list[int]],
                         row_seeds: list[int]) -> tuple[list[str], list[int], list[bool]]:
