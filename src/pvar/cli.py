@@ -158,6 +158,13 @@ ShardSize = Annotated[int, typer.Option(help="Prompts per shard: the unit of res
 Force = Annotated[bool, typer.Option(help="Discard an existing output made with other settings.")]
 RayAddress = Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local Ray).")]
 Workers = Annotated[int, typer.Option(help="Ray actors (each loads the model once).")]
+GpusPerWorker = Annotated[float | None, typer.Option(
+    help="GPUs each Ray actor requests (default: vllm its tensor-parallel size, a cuda device 1, else 0).")]
+CpusPerWorker = Annotated[float, typer.Option(help="CPUs each Ray actor requests.")]
+Dtype = Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16 (auto: float32 on CPU, the "
+                                         "checkpoint's dtype on GPUs).")]
+TensorParallel = Annotated[int, typer.Option(help="vllm: GPUs one engine shards the model over.")]
+GpuMemory = Annotated[float, typer.Option(help="vllm: share of each GPU's memory the engine may take.")]
 
 
 @app.command()
@@ -187,36 +194,51 @@ def generate(
     batch_size: Annotated[int, typer.Option(help="Sequences per model call.")] = 128,
     backend: Annotated[str, typer.Option(help="hf | vllm | fake.")] = "hf",
     device: Annotated[str, typer.Option(help="torch device (hf backend).")] = "cpu",
+    dtype: Dtype = "auto", tensor_parallel_size: TensorParallel = 1, gpu_memory_utilization: GpuMemory = 0.9,
     engine: Engine = "local", shard_size: ShardSize = 64, force: Force = False,
-    ray_address: RayAddress = None, workers: Workers = 2,
+    ray_address: RayAddress = None, workers: Workers = 2, gpus_per_worker: GpusPerWorker = None,
+    cpus_per_worker: CpusPerWorker = 1.0,
 ) -> None:
     """Sample n responses per prompt: sharded, resumable, seeded per prompt."""
     from pvar.pipeline import stages
 
     cfg = stages.GenerateConfig.make(model=model, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                                     top_p=top_p, seed=seed, batch_size=batch_size, backend=backend, device=device)
+                                     top_p=top_p, seed=seed, batch_size=batch_size, backend=backend, device=device,
+                                     dtype=dtype, tensor_parallel_size=tensor_parallel_size,
+                                     gpu_memory_utilization=gpu_memory_utilization)
     report = stages.run("generate", cfg, input, output, engine=engine, shard_size=shard_size, force=force,
-                        ray_address=ray_address, num_workers=workers)
+                        ray_address=ray_address, num_workers=workers, gpus_per_worker=gpus_per_worker,
+                        cpus_per_worker=cpus_per_worker)
     render.run_report("generate", report)
 
 
 @app.command()
 def reward(
     input: In, output: Out,
-    reward: Annotated[str, typer.Option(help="minilm-ref | mpnet-ref | hf:NAME | column:NAME | module:function.")]
-    = "minilm-ref",
+    reward: Annotated[str, typer.Option(
+        help="minilm-ref | mpnet-ref | hf:NAME | vllm:NAME | column:NAME | module:function.")] = "minilm-ref",
     batch_size: Annotated[int, typer.Option(help="Texts per model call.")] = 64,
-    max_length: Annotated[int, typer.Option(help="Token cap for hf: reward models.")] = 1024,
+    max_length: Annotated[int, typer.Option(help="Token cap for hf:/vllm: reward models.")] = 1024,
+    max_batch_tokens: Annotated[int, typer.Option(help="hf: padded tokens per batch (texts sorted by length).")]
+    = 32_768,
     device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="auto (float32 on CPU, bfloat16 on GPUs) | float32 | bfloat16.")]
+    = "auto",
+    tensor_parallel_size: TensorParallel = 1, gpu_memory_utilization: GpuMemory = 0.9,
     engine: Engine = "local", shard_size: ShardSize = 64, force: Force = False,
-    ray_address: RayAddress = None, workers: Workers = 2,
+    ray_address: RayAddress = None, workers: Workers = 2, gpus_per_worker: GpusPerWorker = None,
+    cpus_per_worker: CpusPerWorker = 1.0,
 ) -> None:
     """Score every response (raw scores, never sigmoid-ed): sharded and resumable."""
     from pvar.pipeline import stages
 
-    cfg = stages.RewardConfig.make(reward=reward, batch_size=batch_size, max_length=max_length, device=device)
+    cfg = stages.RewardConfig.make(reward=reward, batch_size=batch_size, max_length=max_length, device=device,
+                                   dtype=dtype, max_batch_tokens=max_batch_tokens,
+                                   tensor_parallel_size=tensor_parallel_size,
+                                   gpu_memory_utilization=gpu_memory_utilization)
     report = stages.run("reward", cfg, input, output, engine=engine, shard_size=shard_size, force=force,
-                        ray_address=ray_address, num_workers=workers)
+                        ray_address=ray_address, num_workers=workers, gpus_per_worker=gpus_per_worker,
+                        cpus_per_worker=cpus_per_worker)
     render.run_report("reward", report)
 
 
@@ -315,13 +337,19 @@ def eval_(
     soft_scale: Annotated[float, typer.Option(help="Scale of the soft win rate sigmoid(s * score gap).")] = 10.0,
     selection_reward: Annotated[str | None, typer.Option(help="The selection reward, refused as judge.")] = None,
     device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="Generation dtype (float32 keeps greedy answers batch-independent).")]
+    = "float32",
+    backend: Annotated[str, typer.Option(help="hf | vllm (greedy either way).")] = "hf",
+    tensor_parallel_size: TensorParallel = 1, gpu_memory_utilization: GpuMemory = 0.9,
 ) -> None:
     """Judge policy vs baseline on held-out prompts: win rates with 95% bootstrap intervals, LC win rate."""
     from pvar.evaluate import EvalConfig, evaluate, render_markdown
 
     cfg = EvalConfig.make(policy=policy, prompts=str(prompts), baseline=baseline, judge=judge,
                           max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, n_boot=n_boot,
-                          soft_scale=soft_scale, selection_reward=selection_reward, device=device)
+                          soft_scale=soft_scale, selection_reward=selection_reward, device=device, dtype=dtype,
+                          backend=backend, tensor_parallel_size=tensor_parallel_size,
+                          gpu_memory_utilization=gpu_memory_utilization)
     result = evaluate(cfg, output)
     render.out.print(render_markdown(result, cfg))
 
@@ -331,11 +359,15 @@ def run(
     config: Annotated[Path | None, typer.Argument(help="Experiment config (YAML); keys on top of the preset.")] = None,
     preset: Annotated[str | None, typer.Option(
         help="Built-in config: quick (default: the verifiable testbed, ~10 min CPU) | cpu-full (the testbed, "
-             "<= 75 min CPU) | sharegpt-proxy (embedding reward and judge) | paper (GPU + hub) | ultrafeedback "
-             "(rated data, no generation).")] = None,
+             "<= 75 min CPU) | sharegpt-proxy (embedding reward and judge) | paper (8 x 80 GB GPUs + hub) | "
+             "paper-1gpu (one 80 GB GPU, LoRA) | ultrafeedback (rated data, no generation).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Run folder (default runs/NAME).")] = None,
     engine: Annotated[str | None, typer.Option(help="Override: local | ray, for the sharded stages.")] = None,
     backend: Annotated[str | None, typer.Option(help="Override: hf | vllm | fake, for sampling.")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Override: Ray cluster address (engine ray).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Override: Ray actors per stage.")] = None,
+    gpus_per_worker: Annotated[float | None, typer.Option(help="Override: GPUs per Ray actor.")] = None,
+    device: Annotated[str | None, typer.Option(help="Override: torch device (cpu, cuda, ...).")] = None,
     force: Annotated[bool, typer.Option(help="Continue a run folder made with a different config.")] = False,
     show_config: Annotated[bool, typer.Option(help="Print the resolved config as YAML and exit.")] = False,
 ) -> None:
@@ -346,7 +378,9 @@ def run(
     from pvar.experiment.presets import load_config
     from pvar.experiment.runner import Experiment
 
-    overrides = {k: v for k, v in (("engine", engine), ("backend", backend)) if v is not None}
+    overrides = {k: v for k, v in (("engine", engine), ("backend", backend), ("ray_address", ray_address),
+                                   ("workers", workers), ("gpus_per_worker", gpus_per_worker), ("device", device))
+                 if v is not None}
     cfg = load_config(config, preset, overrides)
     if show_config:
         import yaml

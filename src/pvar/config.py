@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_serializer
 
 from pvar.errors import ConfigError, short_repr
 
@@ -26,6 +26,18 @@ class StageConfig(BaseModel):
     """Frozen pydantic model; ``make`` turns validation errors into one-line ``ConfigError``s."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # Fields added after outputs were fingerprinted: left out of dumps while at their default, so
+    # outputs made before they existed still resume.
+    omit_at_default: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self.omit_at_default:
+                if name in data and getattr(self, name) == type(self).model_fields[name].default:
+                    data.pop(name)
+        return data
 
     @classmethod
     def make(cls, **values: Any) -> Self:

@@ -67,6 +67,12 @@ class EvalConfig(StageConfig):
         "tokens", description="Length unit of the LC regression: policy-tokenizer tokens (words if none loads).")
     device: Device = Field("cpu", description="torch device for generation and the judge.")
     dtype: str = Field("float32", description="torch dtype for generation.")
+    backend: Literal["hf", "vllm"] = Field("hf", description="Generation backend: hf (transformers) or vllm "
+                                           "(GPU; greedy, the same token-id prompts).")
+    tensor_parallel_size: int = Field(1, ge=1, le=1024, description="vllm: GPUs one engine shards the model over.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: share of each GPU's memory.")
+
+    omit_at_default = ("backend", "tensor_parallel_size", "gpu_memory_utilization")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +146,11 @@ def model_identity(name: str) -> dict[str, Any]:
 
 def generation_key(cfg: EvalConfig, model: str, prompts_digest: str) -> str:
     """Cache key of one side's generations: model identity, decoding settings and the prompts."""
-    return _digest({"format": GENERATION_FORMAT, "model": model_identity(model), "decoding": "greedy",
-                    "max_new_tokens": cfg.max_new_tokens, "dtype": cfg.dtype, "prompts": prompts_digest})
+    key = {"format": GENERATION_FORMAT, "model": model_identity(model), "decoding": "greedy",
+           "max_new_tokens": cfg.max_new_tokens, "dtype": cfg.dtype, "prompts": prompts_digest}
+    if cfg.backend != "hf":  # hf keys stay as they were, so existing caches still hit
+        key["backend"] = cfg.backend
+    return _digest(key)
 
 
 # -- generation -----------------------------------------------------------------------------------
@@ -195,11 +204,20 @@ def merged_model(model: str, folder: Path) -> str:
 def _generate(cfg: EvalConfig, model: str, ids: list[str], prompts: list[Prompt]) -> tuple[list[str], list[bool]]:
     import gc
 
-    from pvar.backends.hf_policy import HFPolicy
     from pvar.core.seeding import prompt_seed
 
-    policy = HFPolicy(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, device=cfg.device,
-                      dtype=cfg.dtype, greedy=True)
+    policy: Any
+    if cfg.backend == "vllm":
+        from pvar.backends.vllm_policy import VLLMPolicy
+
+        policy = VLLMPolicy(model, max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype, greedy=True,
+                            tensor_parallel_size=cfg.tensor_parallel_size,
+                            gpu_memory_utilization=cfg.gpu_memory_utilization)
+    else:
+        from pvar.backends.hf_policy import HFPolicy
+
+        policy = HFPolicy(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, device=cfg.device,
+                          dtype=cfg.dtype, greedy=True)
     policy.setup()
     gen = policy.generate(prompts, 1, [prompt_seed(cfg.seed, pid) for pid in ids])
     del policy  # free one model before the next side loads

@@ -83,8 +83,16 @@ class TrainConfig(StageConfig):
     seed: int = Field(0, ge=0, lt=2**32, description="Seed for data order, LoRA init and dropout.")
     weight_by: str | None = Field(None, description="Column of the pairs file (e.g. 'pvar') that scales each pair's "
                                   "loss, normalised to mean 1; dpo and ipo only. None = unweighted.")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="Dtype the weights load in. bfloat16 halves the memory of a LoRA run's frozen base "
+        "(an 8B model in 16 GB); full fine-tunes keep float32 master weights and train in bf16 via `bf16`.")
+    bf16: bool = Field(False, description="bf16 mixed precision (GPUs; TrainingArguments.bf16).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: "
+                                         "less memory for ~30 % more compute.")
     trl_args: dict[str, Any] = Field(default_factory=dict, description="Extra fields of the TRL config "
                                      "(DPOConfig, CPOConfig, ORPOConfig or KTOConfig), applied last.")
+
+    omit_at_default = ("dtype", "bf16", "gradient_checkpointing")
 
     @field_validator("batch_size")
     @classmethod
@@ -161,9 +169,13 @@ def train(
     trainer = built.trainer
     if progress is not None:
         quiet_progress(trainer, progress)
+    # Under `accelerate launch` every process runs this function; only the main one writes files.
+    main = trainer.accelerator.is_main_process
     earlier_run = (out / CONFIG_FILE).is_file()
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / CONFIG_FILE, built.manifest)
+    trainer.accelerator.wait_for_everyone()  # every process has looked before the main one writes
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / CONFIG_FILE, built.manifest)
     log_rows = built.log_rows
 
     t0 = time.perf_counter()
@@ -201,17 +213,31 @@ _LORA_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_mode
 
 
 def _save_checkpoint(trainer: Any, tokenizer: Any, out: Path, *, clean: bool) -> None:
-    """Full fine-tune: model weights + config; LoRA: the adapter folder. The tokenizer goes beside either."""
+    """Full fine-tune: model weights + config; LoRA: the adapter folder. The tokenizer goes beside either.
+
+    With several processes, every process calls ``trainer.save_model``: under FSDP or ZeRO-3 the
+    weights are sharded and gathering them is collective; transformers then writes on the main
+    process only. One process saves the unwrapped model directly (the same files as always).
+    """
     from accelerate.utils import is_peft_model
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    acc = trainer.accelerator
+    model = acc.unwrap_model(trainer.model)
     lora = is_peft_model(model)
-    if clean:  # out_dir holds an earlier pvar train output: drop a checkpoint of the other kind
+    if clean and acc.is_main_process:  # out_dir holds an earlier pvar train output: drop the other kind
         for pattern in _FULL_FILES if lora else _LORA_FILES:
             for stale in out.glob(pattern):
                 stale.unlink()
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
+    acc.wait_for_everyone()
+    if acc.num_processes > 1:
+        trainer.save_model(str(out))
+        if acc.is_main_process:  # the same files as a one-process run: no pickled TrainingArguments
+            (out / "training_args.bin").unlink(missing_ok=True)
+    else:
+        model.save_pretrained(str(out))
+    if acc.is_main_process:
+        tokenizer.save_pretrained(str(out))
+    acc.wait_for_everyone()
 
 
 def _write_json(path: Path, obj: Any) -> None:

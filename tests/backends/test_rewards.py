@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pvar.backends.callable_reward import CallableReward, ColumnReward
 from pvar.backends.embed_reward import EmbeddingReward
@@ -401,3 +403,37 @@ def test_mpnet_identical_and_unrelated() -> None:
     scores = scorer.score(["q"], [SENTENCES], [SAME]).rewards[0]
     assert scores[0] == pytest.approx(1.0, abs=1e-4)
     assert scores[1] > max(scores[2:])
+
+
+@given(st.lists(st.integers(1, 300), max_size=60), st.integers(1, 16), st.integers(1, 2000))
+@settings(max_examples=200, deadline=None)
+def test_token_batches_respect_the_budget(lengths, max_rows, max_tokens) -> None:
+    """Every text once; at most max_rows a batch; padded size within the budget unless a text alone
+    exceeds it; batches longest first, so each batch's rows are alike in length."""
+    from pvar.backends.hf_reward import token_batches
+
+    batches = token_batches(lengths, max_rows, max_tokens)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(flat, reverse=True)
+    for b in batches:
+        assert 1 <= len(b) <= max_rows
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= max_tokens
+
+
+def test_hf_token_budget_batches_and_reports_padding(rm_folder) -> None:
+    calls = []
+    scorer = HFReward(str(rm_folder), batch_size=64, max_batch_tokens=40)
+    scorer.setup()
+    original = scorer._model.forward
+
+    def spy(*args, **kwargs):
+        calls.append(tuple(kwargs["input_ids"].shape))
+        return original(*args, **kwargs)
+
+    scorer._model.forward = spy
+    scores = scorer.score(PROMPTS, RESPONSES, [None] * 3)
+    base = HFReward(str(rm_folder), batch_size=1).score(PROMPTS, RESPONSES, [None] * 3).rewards
+    np.testing.assert_allclose(np.concatenate(scores.rewards), np.concatenate(base), atol=1e-5)
+    assert len(calls) > 1 and all(rows == 1 or rows * width <= 40 for rows, width in calls)
+    assert 0 <= scores.info["padding"] < 0.5

@@ -27,19 +27,23 @@ def test_arm_budget_comes_from_the_run_unless_the_arm_sets_one():
 def test_engine_and_backend_reach_the_sharded_stages(tmp_path, monkeypatch):
     seen = {}
 
-    def fake_run(name, cfg, source, output, *, engine, shard_size, force):
+    def fake_run(name, cfg, source, output, *, engine, shard_size, force, **ray):
         seen[name] = (engine, getattr(cfg, "backend", None), shard_size)
+        seen["ray"] = ray
         raise KeyboardInterrupt  # stop after the first stage
 
     from pvar.pipeline import stages
 
     monkeypatch.setattr(stages, "run", fake_run)
     monkeypatch.setattr(runner, "preflight", lambda cfg: None)
-    cfg = load_config(preset="quick", overrides={"engine": "ray", "backend": "fake"})
+    cfg = load_config(preset="quick", overrides={"engine": "ray", "backend": "fake", "ray_address": "head:6379",
+                                                 "workers": 8, "gpus_per_worker": 1})
     exp = runner.Experiment(cfg, tmp_path / "r", log=lambda m: None)
     with pytest.raises(KeyboardInterrupt):
         exp.run()
+    ray = seen.pop("ray")
     assert seen == {"generate": ("ray", "fake", cfg.scoring.shard_size)}
+    assert ray == {"ray_address": "head:6379", "num_workers": 8, "gpus_per_worker": 1, "cpus_per_worker": 1.0}
     state = json.loads((tmp_path / "r" / "state.json").read_text())
     assert "generate" not in state["steps"]  # an interrupted step is never recorded as done
 

@@ -15,17 +15,22 @@ from pvar.backends.base import Prompt, Scores
 class HFReward:
     """``AutoModelForSequenceClassification`` reward model loaded by hub name or local path.
 
-    Inputs are tokenized in batches sorted by length (less padding), cut to ``max_length`` tokens
-    (capped at the model's position limit); `Scores.truncated` counts the inputs that were cut.
-    ``dtype`` None means float32 on CPU and bfloat16 elsewhere.
+    Inputs are cut to ``max_length`` tokens (capped at the model's position limit; `Scores.truncated`
+    counts the inputs that were cut), sorted by length, and batched by a token budget: a batch holds
+    at most ``batch_size`` texts and ``max_batch_tokens`` padded tokens, so short texts go in large
+    batches and long ones in small batches, and padding stays a few percent (`Scores.info` reports
+    it). ``dtype`` None or "auto" means float32 on CPU and bfloat16 elsewhere.
     """
 
     def __init__(
         self, model: str, *, batch_size: int = 16, max_length: int = 1024, device: str = "cpu",
-        dtype: str | None = None,
+        dtype: str | None = None, max_batch_tokens: int = 32_768,
     ) -> None:
-        if batch_size < 1 or max_length < 1:
-            raise ValueError(f"batch_size and max_length must be >= 1, not {batch_size} and {max_length}")
+        if batch_size < 1 or max_length < 1 or max_batch_tokens < 1:
+            raise ValueError(f"batch_size, max_length and max_batch_tokens must be >= 1, not {batch_size}, "
+                             f"{max_length} and {max_batch_tokens}")
+        self.max_batch_tokens = max_batch_tokens
+        self._padding = [0, 0]  # padded tokens, real tokens
         self.model_name = model
         self.batch_size = batch_size
         self.max_length = max_length
@@ -35,12 +40,11 @@ class HFReward:
         self._tokenizer: Any = None
         self._limit = max_length
 
-    def setup(self) -> None:
-        """Load tokenizer and model; make padding safe for last-token pooling."""
-        if self._model is not None:
-            return
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    def load_tokenizer(self) -> Any:
+        """The reward model's tokenizer, with a pad token and right padding."""
+        if self._tokenizer is not None:
+            return self._tokenizer
+        from transformers import AutoTokenizer
 
         from pvar.backends.assets import check_model_ref, hub_error
 
@@ -56,8 +60,30 @@ class HFReward:
         # Right padding keeps each sequence's position ids identical to an unpadded forward
         # (models with absolute positions, e.g. GPT-2, shift under left padding).
         tok.padding_side = "right"
+        self._tokenizer = tok
+        return tok
+
+    def token_ids(self, texts: list[str]) -> tuple[list[list[int]], int]:
+        """Token ids of formatted texts, cut to ``max_length``; and how many were cut."""
+        tok = self.load_tokenizer()
+        special = not tok.chat_template  # a template writes its own BOS
+        ids = tok(texts, add_special_tokens=special, verbose=False)["input_ids"]
+        limit = self.max_length
+        return [list(x[:limit]) for x in ids], sum(len(x) > limit for x in ids)
+
+    def setup(self) -> None:
+        """Load tokenizer and model; make padding safe for last-token pooling."""
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        from pvar.backends.assets import hub_error
+
+        tok = self.load_tokenizer()
         on_cpu = str(self.device).startswith("cpu")
-        dtype = getattr(torch, self.dtype) if self.dtype else (torch.float32 if on_cpu else torch.bfloat16)
+        auto = self.dtype in (None, "auto")
+        dtype = (torch.float32 if on_cpu else torch.bfloat16) if auto else getattr(torch, self.dtype)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(self.model_name, dtype=dtype)
         except (OSError, ValueError) as exc:
@@ -94,7 +120,9 @@ class HFReward:
         for resps in responses:
             rewards.append(flat[start : start + len(resps)])
             start += len(resps)
-        return Scores(rewards, truncated=truncated, info={"model": self.model_name, "max_length": self._limit})
+        padded, real = self._padding
+        return Scores(rewards, truncated=truncated, info={"model": self.model_name, "max_length": self._limit,
+                                                          "padding": round(1 - real / padded, 4) if padded else 0.0})
 
     def _score_texts(self, texts: list[str]) -> tuple[list[float], int]:
         """Score texts longest first in batches; return scores in input order and the truncation count."""
@@ -108,14 +136,33 @@ class HFReward:
         special = not tok.chat_template
         lengths = [len(ids) for ids in tok(texts, add_special_tokens=special, verbose=False)["input_ids"]]
         truncated = sum(n > limit for n in lengths)
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        cut = [min(n, limit) for n in lengths]
         out = [0.0] * len(texts)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
+            for idx in token_batches(cut, self.batch_size, self.max_batch_tokens):
                 batch = tok([texts[i] for i in idx], add_special_tokens=special, truncation=True, max_length=limit,
                             padding=True, return_tensors="pt").to(self.device)
+                self._padding[0] += batch["input_ids"].numel()
+                self._padding[1] += int(batch["attention_mask"].sum())
                 logits = self._model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 for i, value in zip(idx, logits[:, 0].float().cpu().tolist(), strict=True):
                     out[i] = value
         return out, truncated
+
+
+def token_batches(lengths: list[int], max_rows: int, max_tokens: int) -> list[list[int]]:
+    """Indices of ``lengths`` in batches, longest first: each batch has at most ``max_rows`` rows and
+    pads to at most ``max_tokens`` tokens (rows x its longest), and a text longer than the budget
+    goes alone. Sorting keeps the rows of a batch alike in length, so padding is small."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = lengths[current[0]] if current else lengths[i]  # the first row is the longest
+        if current and (len(current) >= max_rows or (len(current) + 1) * width > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches

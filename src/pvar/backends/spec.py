@@ -14,8 +14,12 @@ from pvar.backends.gold_reward import GoldReward
 from pvar.backends.hf_reward import HFReward
 from pvar.errors import ConfigError
 
-ACCEPTED = "gold, gold-guarded, minilm-ref, mpnet-ref, hf:NAME_OR_PATH, column:NAME, fake, module:function"
-OPTIONS = ("batch_size", "device", "max_length")
+ACCEPTED = ("gold, gold-guarded, minilm-ref, mpnet-ref, hf:NAME_OR_PATH, vllm:NAME_OR_PATH, column:NAME, fake, "
+            "module:function")
+OPTIONS = ("batch_size", "device", "max_length", "dtype", "max_batch_tokens", "tensor_parallel_size",
+           "gpu_memory_utilization")
+_HF_OPTIONS = ("batch_size", "device", "max_length", "dtype", "max_batch_tokens")
+_VLLM_OPTIONS = ("max_length", "dtype", "tensor_parallel_size", "gpu_memory_utilization")
 _FUNCTION = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _MODULE = _FUNCTION
 
@@ -43,7 +47,13 @@ def parse_reward_spec(spec: str, **opts: Any) -> Scorer | ColumnReward:
     if sep and prefix.lower() == "hf":
         if not rest.strip():
             raise _bad(spec, "hf: needs a model name or path")
-        return HFReward(rest.strip(), **opts)
+        return HFReward(rest.strip(), **{k: v for k, v in opts.items() if k in _HF_OPTIONS})
+    if sep and prefix.lower() == "vllm":
+        if not rest.strip():
+            raise _bad(spec, "vllm: needs a model name or path")
+        from pvar.backends.vllm_reward import VLLMReward
+
+        return VLLMReward(rest.strip(), **{k: v for k, v in opts.items() if k in _VLLM_OPTIONS})
     if sep and prefix.lower() == "column":
         if not rest.strip():
             raise _bad(spec, "column: needs a column name")

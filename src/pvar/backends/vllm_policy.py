@@ -1,5 +1,11 @@
 """Sampling with vLLM on GPUs (extra ``pvar[gpu]``), seeded per prompt.
 
+Prompts go to vLLM as token ids (``TokensPrompt``, vllm/inputs/data.py), built by the same
+`generation_prompt_ids` as the transformers backend. Handing vLLM chat-templated *text* would let
+it tokenize again with special tokens added, and a Llama-3 prompt would start with two
+``<|begin_of_text|>`` (vllm-project/vllm#27486). ``LLM.generate`` takes one ``SamplingParams`` per
+prompt and returns outputs in prompt order (vllm/entrypoints/llm.py).
+
 Each prompt is its own request with its own ``seed``, so its samples do not depend on the other
 prompts in the batch. vLLM fans a request with ``n > 1`` out into ``n`` child requests seeded
 ``seed + j`` (vllm/v1/engine/parallel_sampling.py), so sample j depends on (seeds[i], j) only. As
@@ -11,9 +17,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvar.backends.base import Generation, Prompt, check_sampling, generation_prompt
+from pvar.backends.base import Generation, Prompt, check_sampling, generation_prompt_ids
 
 INSTALL_HINT = "pip install 'pvar[gpu]'"
+
+
+def engine_kwargs(model: str, *, dtype: str = "auto", tensor_parallel_size: int = 1,
+                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
+                  seed: int = 0, **extra: Any) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.LLM`` (pure, so testable without vLLM).
+
+    ``dtype="auto"`` is vLLM's own rule: the checkpoint's dtype, except float32 checkpoints run in
+    bfloat16 on GPUs that support it (vllm/config/model.py ``_resolve_auto_dtype``).
+    """
+    if tensor_parallel_size < 1:
+        raise ValueError(f"tensor_parallel_size must be >= 1, not {tensor_parallel_size}")
+    if not 0 < gpu_memory_utilization <= 1:
+        raise ValueError(f"gpu_memory_utilization must be in (0, 1], not {gpu_memory_utilization}")
+    kwargs: dict[str, Any] = {"model": model, "dtype": dtype, "tensor_parallel_size": int(tensor_parallel_size),
+                              "gpu_memory_utilization": float(gpu_memory_utilization), "seed": int(seed)}
+    if max_model_len is not None:
+        kwargs["max_model_len"] = int(max_model_len)
+    kwargs.update(extra)
+    return kwargs
+
+
+def token_prompt(vllm: Any, ids: list[int]) -> Any:
+    """``TokensPrompt(prompt_token_ids=ids)``; a plain dict where the class is not exported (it is a TypedDict)."""
+    inputs = getattr(vllm, "inputs", None)
+    cls = getattr(inputs, "TokensPrompt", None)
+    return cls(prompt_token_ids=list(ids)) if cls is not None else {"prompt_token_ids": list(ids)}
 
 
 def sampling_requests(prompts: list[Prompt], n: int, seeds: list[int], *, max_new_tokens: int,
@@ -71,27 +104,36 @@ class VLLMPolicy:
             return
         try:
             import vllm
+            import vllm.inputs
         except ImportError as exc:
             from pvar.errors import ConfigError
 
             raise ConfigError(f"backend vllm needs vLLM, which is not installed; run: {INSTALL_HINT}") from exc
         from pvar.backends.assets import resolve_policy
 
-        kwargs: dict[str, Any] = {
-            "model": resolve_policy(self.model_name),
-            "dtype": self.dtype,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "gpu_memory_utilization": self.gpu_memory_utilization,
-        }
-        if self.max_model_len is not None:
-            kwargs["max_model_len"] = self.max_model_len
+        kwargs = engine_kwargs(resolve_policy(self.model_name), dtype=self.dtype,
+                               tensor_parallel_size=self.tensor_parallel_size,
+                               gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len)
         self._vllm = vllm
         self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
 
-    def prompt_string(self, prompt: Prompt) -> str:
-        """The text vLLM receives: the chat template with a generation prompt, or the raw text."""
-        return generation_prompt(self.tokenizer, prompt)[0]
+    def context_limit(self) -> int | None:
+        """The engine's context length (``max_model_len``), where this vLLM exposes it."""
+        if self.max_model_len is not None:
+            return self.max_model_len
+        for path in (("llm_engine", "model_config", "max_model_len"), ("model_config", "max_model_len")):
+            obj: Any = self.llm
+            for name in path:
+                obj = getattr(obj, name, None)
+            if isinstance(obj, int):
+                return obj
+        return None
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """The token ids vLLM receives: exactly those of the transformers backend."""
+        return generation_prompt_ids(self.tokenizer, prompt, limit=self.context_limit(),
+                                     max_new_tokens=self.max_new_tokens)
 
     def generate(self, prompts: list[Prompt], n: int, seeds: list[int], start: int = 0) -> Generation:
         """``n`` samples per prompt from one ``llm.generate`` call; outputs come back in request order.
@@ -111,7 +153,8 @@ class VLLMPolicy:
         if not prompts:
             return Generation([], [], 0)
         params = [self._vllm.SamplingParams(**kw) for kw in requests]
-        outputs = self.llm.generate([self.prompt_string(p) for p in prompts], params, use_tqdm=False)
+        requests_in = [token_prompt(self._vllm, self.prompt_ids(p)) for p in prompts]
+        outputs = self.llm.generate(requests_in, params, use_tqdm=False)
         if len(outputs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
         responses, stopped, tokens = [], [], 0

@@ -27,6 +27,8 @@ def run_stage(
     tick: Tick | None = None,
     ray_address: str | None = None,
     num_workers: int = 2,
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: float = 1.0,
 ) -> RunReport:
     """Run a stage on the chosen engine; both produce the same shards and manifest.
 
@@ -40,6 +42,10 @@ def run_stage(
         raise ConfigError(f"shard_size: must be an integer >= 1, got {shard_size!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
         raise ConfigError(f"workers: must be an integer >= 1, got {num_workers!r}")
+    for name, value in (("gpus-per-worker", gpus_per_worker), ("cpus-per-worker", cpus_per_worker)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not 0 <= value <= 1024 or value != value):
+            raise ConfigError(f"{name}: must be a number in [0, 1024], got {value!r}")
     if ray_address is not None and not _RAY_ADDRESS.match(ray_address):
         raise ConfigError(f"ray-address: expected auto, local, HOST:PORT or ray://HOST:PORT, got {ray_address!r}")
     layout = Layout.for_output(output)
@@ -51,5 +57,6 @@ def run_stage(
             from pvar.engines.ray import run_ray
 
             return run_ray(stage, source, output, shard_size=shard_size, require=require, force=force,
-                           tick=tick, address=ray_address, num_workers=num_workers)
+                           tick=tick, address=ray_address, num_workers=num_workers,
+                           gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker)
         return run_local(stage, source, output, shard_size=shard_size, require=require, force=force, tick=tick)

@@ -9,6 +9,19 @@ streams back, so a killed run resumes exactly like a local one.
 
 Cluster use: start Ray on the nodes (``ray start --head`` / ``ray start --address=HEAD:6379``),
 put the run folder on storage every node sees, and pass ``--engine ray --ray-address HEAD:6379``.
+
+Resources: each actor asks Ray for ``gpus_per_worker`` GPUs and ``cpus_per_worker`` CPUs
+(``map_batches(num_gpus=, num_cpus=)``). Ray sets an actor's ``CUDA_VISIBLE_DEVICES`` to the GPUs
+it was granted, and to *nothing* when it asked for none
+(ray/_private/accelerators/nvidia_gpu.py ``set_current_process_visible_accelerator_ids``), so a
+GPU stage must ask. By default a stage asks for what its config implies: a vLLM engine its
+``tensor_parallel_size`` (one engine per actor, sharded over the GPUs the actor sees: outside a
+placement group vLLM runs its tensor-parallel workers as local processes when the node has the
+GPUs, per vLLM's distributed-serving docs), a CUDA device one GPU, anything else none.
+
+A node that dies mid-shard loses only that shard: outputs are committed per shard by an atomic
+rename and entered in the manifest by the driver after they land, so the shard is redone on the
+next run (or by Ray's actor restart) and never counted twice.
 """
 
 from __future__ import annotations
@@ -51,6 +64,21 @@ class _ShardWorker:
         return {"shard": shards, "rows": rows, "seconds": seconds, "tokens": tokens}
 
 
+def stage_gpus(stage: Stage) -> float:
+    """GPUs one actor of this stage needs: a vLLM engine's tensor-parallel size, 1 for a CUDA device, else 0."""
+    cfg = getattr(stage, "config", None)
+    if getattr(cfg, "backend", None) == "vllm":
+        return float(getattr(cfg, "tensor_parallel_size", 1))
+    device = str(getattr(cfg, "device", "cpu"))
+    return 1.0 if device.startswith("cuda") or device == "auto" else 0.0
+
+
+def actor_resources(stage: Stage, gpus_per_worker: float | None, cpus_per_worker: float) -> dict[str, float]:
+    """The ``num_gpus`` / ``num_cpus`` each actor of the pool requests from Ray."""
+    gpus = stage_gpus(stage) if gpus_per_worker is None else float(gpus_per_worker)
+    return {"num_gpus": gpus, "num_cpus": float(cpus_per_worker)}
+
+
 def _stage_inputs(source: str | Path, shard_size: int, require: tuple[str, ...], manifest: Manifest,
                   staged: Path, tick: Tick | None) -> tuple[list[int], int, int]:
     """Write each pending input shard to ``staged``; returns (pending, total shards, total rows)."""
@@ -79,6 +107,8 @@ def run_ray(
     tick: Tick | None = None,
     address: str | None = None,
     num_workers: int = 2,
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: float = 1.0,
 ) -> RunReport:
     try:
         import ray
@@ -107,7 +137,8 @@ def run_ray(
         ds = ray.data.from_items([{"shard": k} for k in pending], override_num_blocks=len(pending))
         done = ds.map_batches(
             _ShardWorker, fn_constructor_args=(stage, str(layout.shard_dir)), batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=max(1, min(num_workers, len(pending)))), num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=max(1, min(num_workers, len(pending)))),
+            **actor_resources(stage, gpus_per_worker, cpus_per_worker),
         )
         sizes = {k: pq.ParquetFile(staged / f"{k:05d}.parquet").metadata.num_rows for k in pending}
         for row in done.iter_rows():  # streams: each shard enters the manifest as soon as it lands

@@ -63,6 +63,8 @@ class ScoringConfig(_Section):
     top_p: float = Field(0.95, gt=0, le=1)
     batch_size: int = Field(128, ge=1, le=65_536, description="Sequences per model call while sampling (a speed knob).")
     reward: str = Field("minilm-ref", description="Selection reward spec (see `pvar reward --help`).")
+    reward_max_length: int = Field(1024, ge=8, le=1_048_576, description="Token cap of hf:/vllm: reward models; "
+                                   "longer texts are cut (and counted).")
     scale: float = Field(10.0, gt=0, description="Reward scale s of PVar (cosine rewards: ~10; reward-model "
                          "logits: ~1; 1-10 ratings: ~1).")
     shard_size: int = Field(32, ge=1, description="Prompts per resumable shard.")
@@ -154,6 +156,20 @@ class TrainSection(_Section):
         "auto", description="compute: every arm trains max_steps optimizer steps (needs max_steps > 0); data: each "
         "arm trains `epochs` passes over its own pairs (max_steps -1), so arms with more pairs get more steps. auto = "
         "compute when max_steps > 0, else data, which must then be chosen explicitly if arms' budgets differ.")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Dtype the weights load in (bfloat16: "
+                                                  "a LoRA run's frozen base in half the memory).")
+    bf16: bool = Field(False, description="bf16 mixed precision (GPUs).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations: less memory, ~30 % more compute.")
+    launcher: Literal["inline", "accelerate"] = Field(
+        "inline", description="inline: train in this process; accelerate: each arm's training runs under "
+        "`accelerate launch` (DDP, FSDP or ZeRO-3, per accelerate_config) in a subprocess.")
+    accelerate_config: str | None = Field(None, description="launcher accelerate: ddp | fsdp | zero3 (shipped "
+                                          "configs) or a path to an accelerate config file; None = accelerate's "
+                                          "own default config.")
+    num_processes: int | None = Field(None, ge=1, le=4096, description="launcher accelerate: processes (GPUs); "
+                                      "None = the config file's.")
+    accelerate_args: list[str] = Field(default_factory=list, description="launcher accelerate: more flags of "
+                                       "`accelerate launch` (e.g. --main_process_port 29501).")
     trl_args: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -181,6 +197,8 @@ class EvalSection(_Section):
     dtype: Literal["run", "float32", "bfloat16", "float16"] = Field(
         "run", description="dtype of eval generation; 'run' = the run's dtype. float32 keeps greedy answers "
         "independent of which prompts share a batch (bf16 kernels are not).")
+    backend: Literal["run", "hf", "vllm"] = Field("run", description="Eval generation backend; 'run' = vllm when "
+                                                  "the run samples with vllm, else hf. Greedy either way.")
     aa_batch_size: int = Field(0, ge=0, description="A/A noise floor: the base policy's eval answers generated a "
                                "second time in batches of this size (a different arrangement of prompts); 0 skips it.")
 
@@ -209,6 +227,15 @@ class RunConfig(_Section):
                         "or 'smollm2' (offline built-in).")
     backend: Literal["hf", "vllm", "fake"] = Field("hf", description="Sampling backend.")
     engine: Literal["local", "ray"] = Field("local", description="Engine of the sharded stages.")
+    ray_address: str | None = Field(None, pattern=r"^(auto|local|(ray://)?[\w.\-\[\]:]+:\d+)$",
+                                    description="engine ray: cluster address (auto, HOST:PORT, ray://HOST:PORT); "
+                                    "None starts a local Ray.")
+    workers: int = Field(2, ge=1, le=4096, description="engine ray: actors per stage (each loads its model once).")
+    gpus_per_worker: float | None = Field(None, ge=0, le=1024, description="engine ray: GPUs per actor; None = "
+                                          "what the stage needs (vllm: tensor_parallel_size, a cuda device: 1).")
+    cpus_per_worker: float = Field(1.0, ge=0, le=1024, description="engine ray: CPUs per actor.")
+    tensor_parallel_size: int = Field(1, ge=1, le=1024, description="vllm: GPUs each engine shards a model over.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: share of each GPU's memory.")
     device: Device = Field("cpu", description="torch device for sampling, reward, training and eval.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="dtype of sampling and eval generation; auto = bfloat16 on GPUs and on CPUs with "

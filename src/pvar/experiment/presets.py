@@ -11,8 +11,13 @@
   cosine to the ShareGPT reference answer, judged by mpnet cosine to the same reference (a judge
   built like the selection reward cannot reveal reward hacking).
 - ``paper``: the GPU setting of the paper (8B policy sampled with vLLM, UltraFeedback prompts,
-  Skywork-Reward-V2 reward models, full DPO at the top 10 % by PVar). Needs a CUDA GPU, vLLM and
-  the hub.
+  Skywork-Reward-V2 reward models, full DPO at the top 10 % by PVar). Sized for one node of
+  8 x 80 GB GPUs: sampling, scoring and eval on vLLM (8 Ray actors of one GPU each, or one process),
+  full fine-tunes under ``accelerate launch`` with DeepSpeed ZeRO-3 (bf16, gradient checkpointing;
+  an 8B model's fp32 master weights and Adam states, 128 GB, sharded to 16 GB a GPU). Needs CUDA,
+  vLLM, DeepSpeed and the hub. See docs/scaling.md.
+- ``paper-1gpu``: the same on one 80 GB GPU: LoRA (rank 16) on a bf16 base, gradient checkpointing,
+  training in this process.
 - ``ultrafeedback``: selection straight from rated data (the ratings are the rewards, nothing is
   generated), offline, on the bundled UltraFeedback-schema sample; stops after the pairs.
 """
@@ -89,14 +94,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "prompts": {"source": "HuggingFaceH4/ultrafeedback_binarized:train_prefs",
                     "eval_source": "HuggingFaceH4/ultrafeedback_binarized:test_prefs"},
         "scoring": {"n": 5, "max_new_tokens": 1024, "temperature": 0.8, "top_p": 0.95, "shard_size": 1024,
-                    "reward": "hf:Skywork/Skywork-Reward-V2-Llama-3.1-8B", "scale": 1.0},
+                    "reward": "hf:Skywork/Skywork-Reward-V2-Llama-3.1-8B", "scale": 1.0, "reward_max_length": 2048},
         "budget": 0.1,
+        # 8 processes x 8 pairs x 2 accumulation steps = 128 pairs per optimizer step.
         "train": {"lora": False, "lr": 5e-7, "beta": 0.01, "batch_size": 8, "epochs": 1.0, "max_steps": -1,
-                  "matching": "data", "max_length": 2048,
-                  "trl_args": {"gradient_accumulation_steps": 16, "bf16": True, "gradient_checkpointing": True}},
-        "eval": {"judge": "hf:Skywork/Skywork-Reward-V2-Qwen3-8B", "max_new_tokens": 1024, "soft_scale": 1.0},
+                  "matching": "data", "max_length": 2048, "bf16": True, "gradient_checkpointing": True,
+                  "launcher": "accelerate", "accelerate_config": "zero3", "num_processes": 8,
+                  "trl_args": {"gradient_accumulation_steps": 2}},
+        "eval": {"judge": "hf:Skywork/Skywork-Reward-V2-Qwen3-8B", "max_new_tokens": 1024, "soft_scale": 1.0,
+                 "backend": "vllm"},
         "theory": {"prompts": 0},
     },
+    "paper-1gpu": None,  # filled below: the paper preset with LoRA on one GPU
     "ultrafeedback": {
         "name": "ultrafeedback",
         "prompts": {"source": "@bundled/ultrafeedback_sample.jsonl"},
@@ -106,6 +115,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "theory": {"prompts": 0},
     },
 }
+PRESETS["paper-1gpu"] = merge(PRESETS["paper"], {
+    "name": "paper-1gpu",
+    # One 80 GB GPU: a bf16 base (16 GB) with a rank-16 LoRA; 8 pairs x 16 accumulation = 128 per step.
+    "train": {"lora": True, "lora_r": 16, "lora_alpha": 32, "lr": 5e-6, "dtype": "bfloat16", "bf16": True,
+              "gradient_checkpointing": True, "launcher": "inline", "accelerate_config": None, "num_processes": None,
+              "trl_args": {"gradient_accumulation_steps": 16}},
+    "scoring": {"shard_size": 512},
+})
 DEFAULT_PRESET = "quick"
 
 

@@ -297,8 +297,8 @@ class Experiment:
 
             def sharded(name: str, cfg: Any, source: str | Path, out: Path) -> Callable[[], dict[str, Any]]:
                 def go() -> dict[str, Any]:
-                    rep = stages.run(name, cfg, source, out, engine=c.engine, shard_size=s.shard_size,
-                                     force=self.force)
+                    rep = stages.run(name, cfg, source, out, shard_size=s.shard_size, force=self.force,
+                                     **self.engine_opts())
                     return {"shards": rep.shards, "shards_run": rep.shards_run, "rows": rep.rows, **rep.counters}
                 return go
 
@@ -314,6 +314,12 @@ class Experiment:
             scored, upstream = str(p.rewarded), rew_key
         self._measure(scored, upstream)
 
+    def engine_opts(self) -> dict[str, Any]:
+        """Where the sharded stages run: the engine and, for Ray, its address and per-actor resources."""
+        c = self.cfg
+        return {"engine": c.engine, "ray_address": c.ray_address, "num_workers": c.workers,
+                "gpus_per_worker": c.gpus_per_worker, "cpus_per_worker": c.cpus_per_worker}
+
     def _sampling(self, policy: str, seed: int) -> tuple[Any, Any]:
         """The generate and reward settings of the pool's scoring, for ``policy`` at ``seed``."""
         from pvar.pipeline import stages
@@ -321,8 +327,12 @@ class Experiment:
         c, s = self.cfg, self.cfg.scoring
         gen = stages.GenerateConfig.make(model=policy, backend=c.backend, n=s.n, max_new_tokens=s.max_new_tokens,
                                          temperature=s.temperature, top_p=s.top_p, seed=seed,
-                                         batch_size=s.batch_size, device=c.device, dtype=_dtype(c))
-        return gen, stages.RewardConfig.make(reward=s.reward, device=c.device)
+                                         batch_size=s.batch_size, device=c.device, dtype=_dtype(c),
+                                         tensor_parallel_size=c.tensor_parallel_size,
+                                         gpu_memory_utilization=c.gpu_memory_utilization)
+        return gen, stages.RewardConfig.make(reward=s.reward, device=c.device, max_length=s.reward_max_length,
+                                             tensor_parallel_size=c.tensor_parallel_size,
+                                             gpu_memory_utilization=c.gpu_memory_utilization)
 
     def _adaptive(self, source: str, gen: Any, rew: Any, upstream: str) -> None:
         from pvar.pipeline import adaptive
@@ -337,8 +347,8 @@ class Experiment:
         out = self.paths.root / "scoring" / "adaptive"
 
         def go() -> dict[str, Any]:
-            res = adaptive.run(source, out, gen, rew, acfg, engine=c.engine, shard_size=c.scoring.shard_size,
-                               log=self.log)
+            res = adaptive.run(source, out, gen, rew, acfg, shard_size=c.scoring.shard_size, log=self.log,
+                               **self.engine_opts())
             return {"samples": res.samples, "prompts": res.prompts, "rounds": len(res.rounds)}
 
         key = digest(upstream, gen.fingerprint(), rew.fingerprint(), acfg.fingerprint(), c.scoring.shard_size)
@@ -498,7 +508,8 @@ class Experiment:
         return TrainConfig.make(model=self.cfg.policy, algo=t.algo, beta=t.beta, lr=t.lr, epochs=t.epochs,
                                 max_steps=t.max_steps, batch_size=t.batch_size, lora=t.lora, lora_r=t.lora_r,
                                 lora_alpha=t.lora_alpha, lora_layers=t.lora_layers, max_length=t.max_length,
-                                seed=self.cfg.train_seed(name),
+                                seed=self.cfg.train_seed(name), dtype=t.dtype, bf16=t.bf16,
+                                gradient_checkpointing=t.gradient_checkpointing,
                                 weight_by=arm.weight_by, trl_args=dict(t.trl_args))
 
     def train_arm(self, name: str, arm: ArmConfig) -> None:
@@ -522,6 +533,10 @@ class Experiment:
                 atomic_write_text(model / "train_log.jsonl", "")
                 self.log(f"[yellow]  {name}: no pairs (every selected prompt tied); not trained[/yellow]")
                 return {"steps": 0, "n_pairs": 0, "untrained": True}
+            if self.cfg.train.launcher == "accelerate":
+                res = self._launch_training(folder, model, tcfg)
+                info = {k: v for k, v in res.items() if k not in ("out_dir", "seconds")}
+                return {**info, "total_seconds": res["seconds"]}
             total = tcfg.max_steps if tcfg.max_steps > 0 else None
             with render.progress(f"train {name}", total=total, unit="steps") as tick:
                 done = [0]
@@ -536,6 +551,26 @@ class Experiment:
             return {**info, "total_seconds": res.seconds}
 
         self._step(step, key, [model / "train_log.jsonl"], go)
+
+    def _launch_training(self, folder: Path, model: Path, tcfg: Any) -> dict[str, Any]:
+        """One arm's training under ``accelerate launch`` (training/launch.py); returns its TrainResult dict."""
+        import subprocess
+
+        from pvar.errors import PvarError
+        from pvar.training import launch
+
+        t = self.cfg.train
+        job = folder / "train_job.json"
+        launch.write_job(job, folder / "pairs.jsonl", model, tcfg, self.paths.root / "ref_cache")
+        result = launch.result_path(job)
+        result.unlink(missing_ok=True)
+        cmd = launch.launch_command(job, config=t.accelerate_config, num_processes=t.num_processes,
+                                    extra=tuple(t.accelerate_args))
+        self.log(f"  accelerate launch: {' '.join(cmd[3:])}")
+        done = subprocess.run(cmd, check=False)
+        if done.returncode != 0 or not result.is_file():
+            raise PvarError(f"train: accelerate launch exited with {done.returncode} ({job}); its output is above")
+        return json.loads(result.read_text(encoding="utf-8"))
 
     # -- iterative rounds ---------------------------------------------------------------------------
 
@@ -601,9 +636,10 @@ class Experiment:
                     w.write(rb)
             policy = self._policy_after(name, r - 1)
             gen, rew = self._sampling(policy, c.seed + r)
-            stages.run("generate", gen, rdir / "pool.parquet", rdir / "generate", engine=c.engine,
-                       shard_size=s.shard_size)
-            stages.run("reward", rew, rdir / "generate", rdir / "reward", engine=c.engine, shard_size=s.shard_size)
+            stages.run("generate", gen, rdir / "pool.parquet", rdir / "generate", shard_size=s.shard_size,
+                       **self.engine_opts())
+            stages.run("reward", rew, rdir / "generate", rdir / "reward", shard_size=s.shard_size,
+                       **self.engine_opts())
             tmp = rdir / "measured-reward.parquet"
             measure.run(rdir / "reward", tmp, measure.MeasureConfig.make(scale=s.scale, seed=c.seed))
             table = pq.read_table(tmp)
@@ -657,7 +693,14 @@ class Experiment:
                                selection_reward=self.cfg.scoring.reward, max_new_tokens=e.max_new_tokens,
                                batch_size=e.batch_size, seed=self.cfg.seed, n_boot=e.n_boot, lc_boot=e.lc_boot,
                                confidence=e.confidence, soft_scale=e.soft_scale, device=self.cfg.device,
-                               dtype=_dtype(self.cfg) if e.dtype == "run" else e.dtype)
+                               dtype=_dtype(self.cfg) if e.dtype == "run" else e.dtype, backend=self.eval_backend(),
+                               tensor_parallel_size=self.cfg.tensor_parallel_size,
+                               gpu_memory_utilization=self.cfg.gpu_memory_utilization)
+
+    def eval_backend(self) -> str:
+        """The eval section's backend; 'run' = vllm when the run samples with vLLM, else hf."""
+        e = self.cfg.eval.backend
+        return e if e != "run" else ("vllm" if self.cfg.backend == "vllm" else "hf")
 
     def base_eval(self) -> None:
         """The base policy against itself: generates the shared baseline answers once (and checks 50%)."""

@@ -115,7 +115,7 @@ def _merge(rounds: list[Path], n_prompts_order: list[str]) -> pa.Table:
 
 def run(source: str | Path, out_dir: str | Path, gen: stages.GenerateConfig, reward: stages.RewardConfig,
         cfg: AdaptiveConfig, *, engine: str = "local", shard_size: int = 64,
-        log: Callable[[str], None] | None = None, show_progress: bool = True) -> AdaptiveResult:
+        log: Callable[[str], None] | None = None, show_progress: bool = True, **engine_opts: Any) -> AdaptiveResult:
     """Adaptive rounds over the prompts of ``source`` into ``out_dir``; returns where the measured pool is.
 
     ``out_dir`` holds ``round-K/{input.parquet, generate, reward}``, ``measured.parquet`` (every
@@ -135,9 +135,9 @@ def run(source: str | Path, out_dir: str | Path, gen: stages.GenerateConfig, rew
         folder = out / f"round-{len(rounds):02d}"
         g = gen.model_copy(update={"n": n_now, "start": start})
         stages.run("generate", g, todo_source, folder / "generate", engine=engine, shard_size=shard_size,
-                   show_progress=show_progress)
+                   show_progress=show_progress, **engine_opts)
         stages.run("reward", reward, folder / "generate", folder / "reward", engine=engine, shard_size=shard_size,
-                   show_progress=show_progress)
+                   show_progress=show_progress, **engine_opts)
         rounds.append(folder / "reward")
         sampled = n_now * int(active.sum())
         result.samples += sampled

@@ -6,10 +6,10 @@ resuming do not change what a prompt gets.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import pyarrow as pa
-from pydantic import Field, model_serializer
+from pydantic import Field
 
 from pvar.backends.base import Policy
 from pvar.config import Device, StageConfig
@@ -29,17 +29,15 @@ class GenerateConfig(StageConfig):
                        "samples start.. of prompts it has sampled before; earlier samples never change.")
     batch_size: int = Field(128, ge=1, le=65_536, description="Sequences per model call (hf): a speed knob.")
     device: Device = Field("cpu", description="torch device for the hf backend.")
-    dtype: str = Field("auto", description="Weights dtype: auto = float32 for hf, the model's own for vllm. "
-                       "bfloat16 halves hf's time on GPUs and on CPUs with native bf16 (avx512_bf16/AMX); "
-                       "samples then differ from float32 ones.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype. auto: float32 for hf on CPU (reproducible), the checkpoint's own "
+        "dtype for hf on GPUs, and vLLM's rule for vllm (the checkpoint's dtype; float32 ones run in bfloat16). "
+        "Samples in another dtype differ from float32 ones.")
+    tensor_parallel_size: int = Field(1, ge=1, le=1024, description="vllm: GPUs one engine shards the model over.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1,
+                                          description="vllm: share of each GPU's memory the engine may take.")
 
-    @model_serializer(mode="wrap")
-    def _omit_first_sample(self, handler: Any) -> Any:
-        """``start`` 0 is left out of dumps, so fingerprints (and resumable outputs) made before it existed hold."""
-        data = handler(self)
-        if isinstance(data, dict) and self.start == 0:
-            data.pop("start", None)
-        return data
+    omit_at_default = ("start", "tensor_parallel_size", "gpu_memory_utilization")
 
 
 def make_policy(cfg: GenerateConfig) -> Policy:
@@ -52,10 +50,19 @@ def make_policy(cfg: GenerateConfig) -> Policy:
     if cfg.backend == "vllm":
         from pvar.backends.vllm_policy import VLLMPolicy
 
-        return VLLMPolicy(cfg.model, dtype="float32" if cfg.dtype == "auto" else cfg.dtype, **opts)
+        return VLLMPolicy(cfg.model, dtype=cfg.dtype, tensor_parallel_size=cfg.tensor_parallel_size,
+                          gpu_memory_utilization=cfg.gpu_memory_utilization, **opts)
     from pvar.backends.hf_policy import HFPolicy
 
-    return HFPolicy(cfg.model, device=cfg.device, dtype="float32" if cfg.dtype == "auto" else cfg.dtype, **opts)
+    return HFPolicy(cfg.model, device=cfg.device, dtype=hf_dtype(cfg.dtype, cfg.device), **opts)
+
+
+def hf_dtype(dtype: str, device: str) -> str:
+    """``auto`` for the hf backend: float32 on CPU (samples reproducible across machines), else the
+    checkpoint's own dtype (transformers' ``dtype="auto"``: bf16 for today's chat models)."""
+    if dtype != "auto":
+        return dtype
+    return "float32" if str(device).startswith("cpu") else "auto"
 
 
 class GenerateStage:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,6 +23,14 @@ class RewardConfig(StageConfig):
     max_length: int = Field(1024, ge=8, le=1_048_576,
                             description="Token cap for hf reward models; longer inputs are truncated.")
     device: Device = Field("cpu", description="torch device.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="hf/vllm reward models: auto = float32 on CPU, bfloat16 on GPUs.")
+    max_batch_tokens: int = Field(32_768, ge=1, le=16_777_216, description="hf reward models: padded tokens per "
+                                  "batch; texts are sorted by length and batched within this budget.")
+    tensor_parallel_size: int = Field(1, ge=1, le=1024, description="vllm: reward engine's GPUs.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: share of each GPU's memory.")
+
+    omit_at_default = ("dtype", "max_batch_tokens", "tensor_parallel_size", "gpu_memory_utilization")
 
 
 class RewardStage:
@@ -34,7 +44,10 @@ class RewardStage:
         self.config = config
         self.chunk_rows = max(1, config.batch_size)
         self.scorer = parse_reward_spec(config.reward, batch_size=config.batch_size, device=config.device,
-                                        max_length=config.max_length)
+                                        max_length=config.max_length, dtype=config.dtype,
+                                        max_batch_tokens=config.max_batch_tokens,
+                                        tensor_parallel_size=config.tensor_parallel_size,
+                                        gpu_memory_utilization=config.gpu_memory_utilization)
         self._column = self.scorer.column if isinstance(self.scorer, ColumnReward) else None
         needs_reference = getattr(self.scorer, "needs_reference", False)
         self.require = ("prompt_id", "prompt", "responses", *(("reference",) if needs_reference else ()))

@@ -21,12 +21,14 @@ __all__ = ["STAGES", "GenerateConfig", "RewardConfig", "run"]
 
 def run(name: str, cfg: Any, source: str | Path, output: str | Path, *, engine: str = "local",
         shard_size: int = 64, force: bool = False, ray_address: str | None = None,
-        num_workers: int = 2, show_progress: bool = True) -> RunReport:
+        num_workers: int = 2, gpus_per_worker: float | None = None, cpus_per_worker: float = 1.0,
+        show_progress: bool = True) -> RunReport:
     stage_cls, require = STAGES[name]
     stage = stage_cls(cfg)
+    opts: dict[str, Any] = dict(engine=engine, shard_size=shard_size, require=require, force=force,
+                                ray_address=ray_address, num_workers=num_workers, gpus_per_worker=gpus_per_worker,
+                                cpus_per_worker=cpus_per_worker)
     if not show_progress:
-        return run_stage(stage, source, output, engine=engine, shard_size=shard_size, require=require,
-                         force=force, ray_address=ray_address, num_workers=num_workers)
+        return run_stage(stage, source, output, **opts)
     with render.progress(name, source) as tick:
-        return run_stage(stage, source, output, engine=engine, shard_size=shard_size, require=require,
-                         force=force, tick=tick, ray_address=ray_address, num_workers=num_workers)
+        return run_stage(stage, source, output, tick=tick, **opts)

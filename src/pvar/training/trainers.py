@@ -56,7 +56,7 @@ def build_trainer(pairs_path: str | Path, out: Path, cfg: Any, *, ref_cache: str
     folder = resolve_policy(cfg.model)
     if Path(folder).is_dir() and out.resolve() == Path(folder).resolve():
         raise ConfigError(f"out_dir: {out} is the model's own folder; write the checkpoint elsewhere")
-    tokenizer, model = load_model(folder, cfg.model)
+    tokenizer, model = load_model(folder, cfg.model, getattr(cfg, "dtype", "float32"))
     data = in_sampling_context(data, tokenizer)  # a chat policy trains under the template it sampled with
     peft_config = lora_config(cfg, model) if cfg.lora else None
     log_rows: list[dict[str, Any]] = []
@@ -126,13 +126,16 @@ def trl_config(cfg: Any, out: Path, *, cuda: bool, ref_cache: bool) -> Any:
         "output_dir": str(out), "learning_rate": cfg.lr, "num_train_epochs": cfg.epochs,
         "max_steps": cfg.max_steps, "per_device_train_batch_size": cfg.batch_size, "beta": cfg.beta,
         "max_length": cfg.max_length, "seed": cfg.seed,
-        "logging_steps": 1, "save_strategy": "no", "report_to": [], "bf16": False, "fp16": False,
-        "use_cpu": not cuda, "dataloader_pin_memory": cuda,
+        "logging_steps": 1, "save_strategy": "no", "report_to": [], "bf16": bool(getattr(cfg, "bf16", False)),
+        "fp16": False, "use_cpu": not cuda, "dataloader_pin_memory": cuda,
+        # Every trainable weight (LoRA or full) is used in each forward: DDP need not search for unused
+        # ones (its default here warns so at every step under `accelerate launch`).
+        "ddp_find_unused_parameters": False,
     }
     known = {f.name for f in dataclasses.fields(config_cls)}
     # TRL turns gradient checkpointing on by default; transformers 5 renamed it activation_checkpointing.
     ckpt = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
-    values[ckpt] = False
+    values[ckpt] = bool(getattr(cfg, "gradient_checkpointing", False))
     if cfg.algo in LOSS_TYPES:
         # Precompute: TRL keeps no reference model and runs none per step (None ref_cache: TRL's own cache).
         values.update(loss_type=[LOSS_TYPES[cfg.algo]], precompute_ref_log_probs=True)
@@ -155,14 +158,14 @@ def trl_config(cfg: Any, out: Path, *, cuda: bool, ref_cache: bool) -> Any:
         raise ConfigError(f"trl_args: {config_cls.__name__} refused the settings: {_one_line(exc)}") from None
 
 
-def load_model(folder: str, name: str) -> tuple[Any, Any]:
-    """Tokenizer and fp32 causal LM from a local folder (the pad token falls back to EOS)."""
+def load_model(folder: str, name: str, dtype: str = "float32") -> tuple[Any, Any]:
+    """Tokenizer and causal LM (float32 unless told) from a local folder (the pad token falls back to EOS)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model: cannot load {name!r} ({folder}): {_one_line(exc)}") from None
     if tokenizer.pad_token is None:
@@ -338,8 +341,9 @@ def pvar_dpo_trainer_class() -> type:
                     c, r = self.accelerator.gather_for_metrics((c, r))
                     chosen += c.float().cpu().tolist()
                     rejected += r.float().cpu().tolist()
-                if self.accelerator.is_main_process:
+                if self.accelerator.is_main_process:  # every process gathered all; one writes
                     self.pvar_ref_store.add(list(todo), chosen, rejected)
+                self.accelerator.wait_for_everyone()
                 found.update(zip(todo, zip(chosen, rejected, strict=True), strict=True))
             self.pvar_ref_computed = len(todo)
             dataset = dataset.add_column(REF_COLUMNS[0], [found[k][0] for k in keys])
