@@ -22,7 +22,7 @@ import torch
 from pvar.backends.base import Generation
 from pvar.backends.hf_policy import HFPolicy
 from pvar.core.seeding import prompt_seed
-from pvar.prompts import sharegpt_prompts
+from pvar.io.sharegpt import sharegpt_prompts
 
 TEMPERATURE, TOP_P = 0.8, 0.95
 
@@ -133,10 +133,12 @@ def main() -> None:
     outputs["model.generate"] = gen.responses
     print(f"(c) model.generate, batch_size={batch_sizes[-1]:<4d}: {gen.new_tokens:6d} tokens in {seconds:7.1f} s = "
           f"{fixed:6.1f} tok/s  ({fixed / ceiling:5.1%} of ceiling)  [{load_note()}]")
-    again = matmul_gflops()
-    if again * 1e9 / (2 * n_params) > ceiling * 1.05:
-        print(f"note: the matmul rate rose to {again:.0f} GFLOP/s during the run (a noisy machine); "
-              f"the percentages above use the rate measured first")
+    rates = [gflops, matmul_gflops()]
+    top = max(rates) * 1e9 / (2 * n_params)
+    if top > ceiling * 1.05:
+        print(f"note: the matmul rate moved from {rates[0]:.0f} to {rates[1]:.0f} GFLOP/s during the run (a noisy "
+              f"machine); against the higher ceiling ({top:.0f} tok/s) the best rate is "
+              f"{max(results.values()) / top:.1%} of it")
     first = outputs[batch_sizes[0]]
     for bs in [*batch_sizes[1:], "model.generate"]:
         same = sum(a == b for x, y in zip(first, outputs[bs], strict=True) for a, b in zip(x, y, strict=True))
