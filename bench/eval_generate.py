@@ -18,7 +18,7 @@ import time
 import torch
 
 from pvar.backends.hf_policy import HFPolicy
-from pvar.prompts import sharegpt_prompts
+from pvar.io.sharegpt import sharegpt_prompts
 
 
 def load_note() -> str:

@@ -29,7 +29,7 @@ import numpy as np
 
 from pvar.backends.embed_reward import _CACHE, clear_cache
 from pvar.backends.spec import parse_reward_spec
-from pvar.prompts import sharegpt_prompts
+from pvar.io.sharegpt import sharegpt_prompts
 
 
 def make_batch(count: int, seed: int = 0) -> tuple[list[str], list[list[str]], list[str]]:

@@ -4,7 +4,7 @@
                           [--threads N] [--workdir DIR]
 
 Pairs: the first --pairs ShareGPT pool prompts as chat messages; chosen = the reference answer cut to
-~60 words, rejected = a short unhelpful answer. Each arm runs `pvar.train.train` in its own subprocess
+~60 words, rejected = a short unhelpful answer. Each arm runs `pvar.pipeline.train.train` in its own subprocess
 (so peak RSS is measured per arm), on the same pairs, for the same number of steps, same seed:
 
 - trl:       TRL's default DPOTrainer path: the reference model is kept in memory and run on every
@@ -40,7 +40,7 @@ UNHELPFUL = ["I don't know.", "Sorry, I can't help with that.", "Maybe. It depen
 
 
 def make_pairs(path: Path, count: int) -> Path:
-    from pvar.prompts import sharegpt_prompts
+    from pvar.io.sharegpt import sharegpt_prompts
 
     with open(path, "w") as fh:
         for i, row in enumerate(sharegpt_prompts(count, "pool")):
@@ -62,7 +62,7 @@ def worker(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    from pvar.train import TrainConfig, train
+    from pvar.pipeline.train import TrainConfig, train
 
     settings = {"model": "smollm2", "algo": "dpo", "lora": args.arm.startswith("lora"),
                 "lr": 5e-5 if args.arm.startswith("lora") else 5e-6, "max_steps": args.steps,

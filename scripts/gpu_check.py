@@ -131,7 +131,7 @@ def check_ray(device: str, tiny: Path, tmp: Path) -> tuple[bool, str]:
 
 
 def check_training(model: str, device: str, tmp: Path) -> tuple[bool, str]:
-    from pvar.train import TrainConfig
+    from pvar.pipeline.train import TrainConfig
     from pvar.training import launch
 
     pairs = tmp / "pairs.jsonl"

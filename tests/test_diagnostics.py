@@ -1,4 +1,5 @@
-"""pvar.diagnostics: the signal fit, and held-out pair preferences of an untrained adapter are exactly neutral."""
+"""pvar.pipeline.diagnostics: the signal fit, and held-out pair preferences of an untrained adapter are
+exactly neutral."""
 
 import json
 import math
@@ -6,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pvar.diagnostics import fit
+from pvar.pipeline.diagnostics import fit
 
 
 def test_fit_recovers_a_line_and_is_nan_safe():
@@ -24,7 +25,7 @@ def test_untrained_adapter_prefers_nothing(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pvar.diagnostics import pair_preferences
+    from pvar.pipeline.diagnostics import pair_preferences
     from pvar.testing import tiny_causal_lm
 
     texts = ["say hi to the cat", "hi cat", "no dog here"]

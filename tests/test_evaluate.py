@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 
 from pvar.backends.hf_policy import HFPolicy  # noqa: E402
 from pvar.errors import ConfigError, InputError  # noqa: E402
-from pvar.evaluate import EvalConfig, evaluate  # noqa: E402
+from pvar.pipeline.evaluate import EvalConfig, evaluate  # noqa: E402
 from pvar.testing import tiny_causal_lm  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")  # see tests/conftest.py

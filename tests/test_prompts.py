@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pvar import prompts
-from pvar.prompts import (
+from pvar.io import sharegpt as prompts
+from pvar.io.sharegpt import (
     iter_sharegpt_records,
     normalise_prompt,
     record_to_row,

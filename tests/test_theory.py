@@ -1,4 +1,4 @@
-"""pvar.theory: the expected DPO gradient at init, its Gram-matrix formula and its PVar bound."""
+"""pvar.pipeline.theory: the expected DPO gradient at init, its Gram-matrix formula and its PVar bound."""
 
 import copy
 import json
@@ -7,20 +7,12 @@ import math
 import numpy as np
 import pytest
 
+from pvar.backends.gradients import gram_matrix, load_policy, response_gradients, sequence_ids
 from pvar.core.stats import preference_variance
+from pvar.core.theory import dpo_coefficients, preference_gaps, theory_from_gram
 from pvar.errors import ConfigError
+from pvar.pipeline.theory import TheoryConfig, run_theory
 from pvar.testing import tiny_causal_lm
-from pvar.theory import (
-    TheoryConfig,
-    dpo_coefficients,
-    gram_matrix,
-    load_policy,
-    preference_gaps,
-    response_gradients,
-    run_theory,
-    sequence_ids,
-    theory_from_gram,
-)
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")  # see tests/conftest.py
@@ -176,7 +168,7 @@ def test_import_stays_light():
     import subprocess
     import sys
 
-    code = ("import sys, pvar.theory; "
+    code = ("import sys, pvar.pipeline.theory; "
             "print(','.join(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -1,4 +1,4 @@
-"""pvar.train: every algorithm trains through TRL on a tiny model; cached reference log-probs; weighted DPO."""
+"""pvar.pipeline.train: every algorithm trains through TRL on a tiny model; cached reference log-probs; weighted DPO."""
 
 import json
 
@@ -8,7 +8,7 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 
 from pvar.errors import ConfigError, InputError
-from pvar.train import ALGOS, TrainConfig, train
+from pvar.pipeline.train import ALGOS, TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")  # see tests/conftest.py
 

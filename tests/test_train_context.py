@@ -11,7 +11,7 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 
 from pvar.backends.base import generation_prompt_ids
-from pvar.train import ALGOS, TrainConfig
+from pvar.pipeline.train import ALGOS, TrainConfig
 from pvar.training.trainers import build_trainer
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

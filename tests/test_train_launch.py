@@ -39,7 +39,7 @@ def cpu_env() -> dict[str, str]:
 
 
 def test_two_processes_train_and_write_one_reference_cache(tmp_path: Path, tiny: Path) -> None:
-    from pvar.train import TrainConfig, train
+    from pvar.pipeline.train import TrainConfig, train
 
     pairs = write_pairs(tmp_path / "pairs.jsonl", make_rows(16))
     cfg = TrainConfig.make(model=str(tiny), max_steps=4, batch_size=2, lr=1e-3)
@@ -68,7 +68,7 @@ def test_launch_command_and_shipped_configs(tmp_path: Path) -> None:
     cmd = launch.launch_command(job, config="zero3", num_processes=8)
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
     assert cmd[cmd.index("--num_processes") + 1] == "8"
-    assert cmd[-3:] == ["-m", "pvar.training.launch", str(job)]
+    assert cmd[-3:] == ["-m", "pvar.pipeline.train", str(job)]
     kinds = {}
     for name in launch.CONFIGS:
         data = yaml.safe_load(launch.accelerate_config(name).read_text())

@@ -28,8 +28,13 @@ Scale = Annotated[float, typer.Option("--scale", help="Reward scale s in sigmoid
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the libraries' own progress bars and logs "
+                                                            "(transformers, datasets, TRL, Ray).")] = False,
 ) -> None:
-    """Global options (handled in ``main``)."""
+    """Global options (--debug and --verbose are handled in ``main``)."""
+    from pvar import reporting
+
+    reporting.set_reporter(render.progress, lambda msg: render.err.print(msg, highlight=False))
 
 
 @app.command()
@@ -100,6 +105,14 @@ def pairs(
     max_pairs: Annotated[int, typer.Option(help="Cap per prompt for --rule all.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of best-random.")] = 0,
     scale: Scale = 1.0, format: Format = "auto", rating: Rating = "overall",
+    dataset_dir: Annotated[Path | None, typer.Option(
+        help="Also write a datasets folder here: train.parquet + README.md, a dataset card (pool, reward, "
+             "scale, PVar summary, versions, settings).")] = None,
+    pool: Annotated[Path | None, typer.Option(help="The measured pool the input was selected from (for the "
+                                                   "card).")] = None,
+    reward: Annotated[str | None, typer.Option(help="The reward spec that scored the pool (for the card).")] = None,
+    push_to_hub: Annotated[str | None, typer.Option(
+        help="Publish the pairs and their card to this hub dataset repo (datasets + huggingface_hub).")] = None,
 ) -> None:
     """Build TRL preference rows: prompt, chosen, rejected (+ prompt_id, pvar, rewards)."""
     from pvar.pipeline import pairs as stage
@@ -112,6 +125,18 @@ def pairs(
         "prompts": s.n_prompts, "prompts with a pair": s.n_prompts_paired,
         "skipped (tie or < 2 valid rewards)": s.n_prompts - s.n_prompts_paired, "pairs": s.n_pairs,
     })
+    if dataset_dir is not None or push_to_hub is not None:
+        import tempfile
+
+        from pvar import notebook
+
+        folder = dataset_dir or Path(tempfile.mkdtemp(prefix="pvar-pairs-"))
+        notebook.save_pairs(output, folder, pool=pool, reward=reward, scale=scale,
+                            selection=f"input {input.name}", config={"pairs": cfg.model_dump(mode="json")})
+        render.out.print(f"dataset folder with card -> {folder}")
+        if push_to_hub is not None:
+            notebook.push_to_hub(folder, push_to_hub)
+            render.out.print(f"published -> https://huggingface.co/datasets/{push_to_hub}")
 
 
 @app.command()
@@ -283,8 +308,8 @@ def train(
     ref_cache: Annotated[Path | None, typer.Option(help="Folder caching reference log-probs across runs.")] = None,
 ) -> None:
     """Train on pairs with TRL (DPO and cousins); writes the checkpoint and train_log.jsonl."""
-    from pvar.train import TrainConfig
-    from pvar.train import train as run_train
+    from pvar.pipeline.train import TrainConfig
+    from pvar.pipeline.train import train as run_train
 
     cfg = TrainConfig.make(model=model, algo=algo, beta=beta, lr=lr, epochs=epochs, max_steps=max_steps,
                            batch_size=batch_size, lora=lora, max_length=max_length, seed=seed, weight_by=weight_by)
@@ -310,7 +335,7 @@ def theory(
     params: Annotated[str, typer.Option(help="all | last-layers | last-layers:K | re:PATTERN.")] = "all",
 ) -> None:
     """Expected DPO gradient at init vs PVar: Spearman rho, bound violations, scatter plot."""
-    from pvar.theory import TheoryConfig, run_theory
+    from pvar.pipeline.theory import TheoryConfig, run_theory
 
     cfg = TheoryConfig.make(model=model, beta=beta, prompts=prompts, scale=scale, pick=pick, params=params)
     r = run_theory(pool, output, cfg)
@@ -342,8 +367,9 @@ def eval_(
     backend: Annotated[str, typer.Option(help="hf | vllm (greedy either way).")] = "hf",
     tensor_parallel_size: TensorParallel = 1, gpu_memory_utilization: GpuMemory = 0.9,
 ) -> None:
-    """Judge policy vs baseline on held-out prompts: win rates with 95% bootstrap intervals, LC win rate."""
-    from pvar.evaluate import EvalConfig, evaluate, render_markdown
+    """Judge policy vs baseline on held-out prompts: win rates with 95% bootstrap intervals, and the
+    length-controlled one (AlpacaEval 2.0's GLM without its per-instruction difficulty term)."""
+    from pvar.pipeline.evaluate import EvalConfig, evaluate, render_markdown
 
     cfg = EvalConfig.make(policy=policy, prompts=str(prompts), baseline=baseline, judge=judge,
                           max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, n_boot=n_boot,
@@ -426,11 +452,14 @@ def _print_headline(report_dir: Path) -> None:
 
 
 def _quiet_libraries() -> None:
-    """Hub progress bars and library log chatter off (``--debug`` keeps them).
+    """Library progress bars and log chatter off (``--debug`` and ``--verbose`` keep them).
 
-    Loading a model prints weight-loading bars and advisory warnings before anything fails, so
-    the one line that names the cause would not be the last. Settings already in the
-    environment win. Python warnings are not dropped: ``main`` replays them after a success.
+    pvar draws one progress display per step itself; transformers' "Loading weights" and "Writing
+    model shards" bars, datasets' "Tokenizing train dataset" / "Dropping fully truncated examples"
+    maps inside TRL, and hub downloads would print between its lines (and before an error, so the
+    one line that names the cause would not be the last). Settings already in the environment
+    win, and subprocesses (``accelerate launch``) inherit them. Warnings are not dropped: Python
+    warnings are replayed after a success, and errors still print.
     """
     import os
 
@@ -466,7 +495,7 @@ def main() -> None:
     with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     debug = "--debug" in sys.argv[1:]
-    if not debug:
+    if not (debug or "--verbose" in sys.argv[1:]):
         _quiet_libraries()
     held: list[str] = []
     shown = warnings.showwarning

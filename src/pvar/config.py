@@ -53,6 +53,6 @@ class StageConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """Stable hash of the settings, for manifests and caches."""
-        import hashlib
+        from pvar.fingerprint import text_digest
 
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        return text_digest(self.model_dump_json())

@@ -140,3 +140,47 @@ def signal_scatter(dot: np.ndarray, pvar: np.ndarray, std: np.ndarray, path: str
                                    f"{'n/a' if rho is None else f'{rho:.2f}'}")
     axes[0].set_ylabel("G_A · G_B (unbiased for ‖E G‖²)")
     return _save(fig, path)
+
+
+def plot_theory(pvar: np.ndarray, grad_norm: np.ndarray, bound: np.ndarray, trf: list[float], beta: float,
+                path: str | Path, title: str = "") -> Path:
+    """||G|| against PVar (log-log over positive values), with each prompt's bound and the median-tr F curve.
+
+    Saved to a temporary name and renamed, so a failed save never leaves a half-written PNG.
+    """
+    from pvar.plots import _pyplot
+
+    plt = _pyplot()
+    pvar, grad_norm, bound = (np.asarray(x, dtype=np.float64) for x in (pvar, grad_norm, bound))
+    pos = (pvar > 0) & (grad_norm > 0)
+    log = int(pos.sum()) >= 2
+    show = pos if log else np.ones(pvar.size, dtype=bool)
+    fig, ax = plt.subplots(figsize=(6, 4.5), constrained_layout=True)
+    ax.scatter(pvar[show], grad_norm[show], s=18, color="#4C72B0", label="||G|| (expected DPO gradient at init)")
+    ax.scatter(pvar[show], bound[show], s=22, marker="_", color="#C44E52", label="β·sqrt(PVar)·sqrt(mean ||g_i−g_j||²)")
+    trf_arr = np.asarray(trf, dtype=np.float64)
+    if show.any() and np.isfinite(trf_arr).any():
+        grid = np.linspace(pvar[show].min(), pvar[show].max(), 200)
+        if log and grid[0] > 0:
+            grid = np.geomspace(grid[0], grid[-1], 200)
+        med = float(np.nanmedian(trf_arr))
+        ax.plot(grid, beta * np.sqrt(2 * med * grid), "--", color="#C44E52", lw=1,
+                label="β·sqrt(2·median tr F·PVar)")
+    if log:
+        from matplotlib.ticker import NullFormatter
+
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short decade overlap
+    dropped = int((~show).sum())
+    note = f" ({dropped} with PVar or ||G|| = 0 not shown)" if dropped else ""
+    ax.set(xlabel="PVar", ylabel="||G||", title=(title + note) if title else note.strip())
+    ax.legend(fontsize=7, loc="upper left")
+    path = Path(path)
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+    return path
+

@@ -214,7 +214,7 @@ def test_real_mpnet_parts_are_found() -> None:
 
 
 def test_import_does_not_import_torch() -> None:
-    code = "import sys, pvar.backends.assets, pvar.prompts; assert 'torch' not in sys.modules, 'torch'"
+    code = "import sys, pvar.backends.assets, pvar.io.sharegpt; assert 'torch' not in sys.modules, 'torch'"
     src = str(Path(assets.__file__).parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)

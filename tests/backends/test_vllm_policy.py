@@ -178,7 +178,7 @@ def test_missing_vllm_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_vllm_eval_generates_greedy_token_prompts(fake_vllm, bos_model: Path, tmp_path: Path) -> None:
-    from pvar.evaluate import EvalConfig, _generate, generation_key
+    from pvar.pipeline.evaluate import EvalConfig, _generate, generation_key
 
     cfg = EvalConfig.make(policy=str(bos_model), prompts="p.jsonl", backend="vllm", max_new_tokens=16,
                           dtype="bfloat16", tensor_parallel_size=2)

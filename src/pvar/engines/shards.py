@@ -11,7 +11,6 @@ hidden folder beside it and is assembled from them at the end.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -34,23 +33,6 @@ MANIFEST_VERSION = 1
 
 def shard_name(k: int) -> str:
     return f"shard-{k:05d}.parquet"
-
-
-def fingerprint_source(source: str | Path) -> str:
-    """Content hash of an input file, or of a stage folder's manifest (which pins its shards)."""
-    p = Path(source)
-    h = hashlib.sha256()
-    if p.is_dir() and (p / MANIFEST).exists():
-        manifest = json.loads((p / MANIFEST).read_text())
-        h.update(json.dumps({k: manifest.get(k) for k in ("stage", "config", "input", "shards")},
-                            sort_keys=True).encode())
-    elif p.is_file():
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    else:
-        h.update(str(source).encode())  # a datasets name: trust the name
-    return h.hexdigest()[:16]
 
 
 @dataclass

@@ -207,9 +207,10 @@ class TheorySection(_Section):
     prompts: int = Field(8, ge=0, description="Prompts for the gradient-norm check; 0 skips it.")
     params: str = Field("all", description="Parameter subset (regex on names) or 'all'.")
     max_length: int = Field(256, ge=2, le=1_048_576)
-    signal_prompts: int = Field(0, ge=0, description="Gradient-signal check (pvar.diagnostics): pool prompts, spread "
-                                "over PVar, whose DPO gradient is estimated from two fresh sample sets; their dot "
-                                "product (unbiased for ‖E g‖²) is regressed on PVar and on the reward std. 0 skips it.")
+    signal_prompts: int = Field(0, ge=0, description="Gradient-signal check (pvar.pipeline.diagnostics): "
+                                "pool prompts, spread over PVar, whose DPO gradient is estimated from two fresh "
+                                "sample sets; their dot product (unbiased for ‖E g‖²) is regressed on PVar and on "
+                                "the reward std. 0 skips it.")
     signal_samples: int = Field(4, ge=2, description="Fresh samples per set (two sets per prompt).")
     heldout_pairs: int = Field(0, ge=0, description="Eval prompts whose fresh base samples, labelled by the gold "
                                "(selection) reward best vs worst, give every trained arm a DPO loss and accuracy on "

@@ -128,7 +128,7 @@ DEFAULT_PRESET = "quick"
 
 def _resolve_bundled(values: dict[str, Any]) -> dict[str, Any]:
     """``@bundled/NAME`` in a prompts source means a data file shipped with pvar."""
-    from pvar.pipeline.bundled import bundled
+    from pvar.io.bundled import bundled
 
     prompts = dict(values.get("prompts") or {})
     for key in ("source", "eval_source"):

@@ -21,6 +21,7 @@ import numpy as np
 
 from pvar.experiment import analysis, verdict
 from pvar.io.writers import atomic_write_text
+from pvar.pipeline.evaluate import LC_NAME
 
 Block = tuple  # ("h2", text) | ("p", text) | ("table", header, rows) | ("fig", key, caption) | ("pre", text)
 
@@ -56,12 +57,12 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
     """Everything the report shows, as plain JSON-able data (``pool``: already read, else read here)."""
 
     from pvar.experiment.config import read_yaml, validate
-    from pvar.experiment.runner import load_state
+    from pvar.experiment.state import read_state
 
     root = Path(run_dir)
     raw = read_yaml(root / "config.yaml")
     cfg = validate(raw, str(root / "config.yaml"))
-    state = load_state(root)
+    state = read_state(Path(root))
     steps = state.get("steps", {})
     out: dict[str, Any] = {"run_dir": str(root), "name": cfg.name, "config": raw, "runs": state.get("runs", []),
                            "timings": {k: v.get("seconds") for k, v in steps.items()}}
@@ -234,7 +235,7 @@ def draw(data: dict[str, Any], run_dir: Path, fig_dir: Path, pool: analysis.Pool
     if evald:
         rows = [(a["name"], a["eval"]["hard"]["estimate"], a["eval"]["hard"]["ci_low"], a["eval"]["hard"]["ci_high"])
                 for a in evald]
-        lc = [("length-controlled", a["eval"]["length_controlled"]["estimate"]) for a in evald]
+        lc = [(LC_NAME, a["eval"]["length_controlled"]["estimate"]) for a in evald]
         figs["win_rates"] = plots.interval_rows(rows, fig_dir / "win_rates.png", xlabel="win rate vs base policy",
                                                 ref=0.5, title="Each arm against the base policy", extra=lc)
     if data["comparisons"]:
@@ -437,7 +438,7 @@ def document(data: dict[str, Any]) -> list[Block]:
     diff_of = {c["b"]: c for c in data["comparisons"]}
     header = ["arm", "prompts", "pairs", "mean PVar"]
     if evals:
-        header += ["win rate vs base, % [95% CI]", "LC win rate, %", "mean judge score", "answer tokens",
+        header += ["win rate vs base, % [95% CI]", f"{LC_NAME} win rate, %", "mean judge score", "answer tokens",
                    f"score diff vs {data['focus']} [95% CI]"]
     rows = []
     for a in data["arms"]:
@@ -476,7 +477,7 @@ def document(data: dict[str, Any]) -> list[Block]:
         else:
             blocks.append(("p", "Not available yet."))
         blocks.append(("fig", "win_rates", "Win rate of each arm against the base policy (hard, ties 1/2) with "
-                                           "its 95% paired bootstrap interval; diamonds: length-controlled win rate."))
+                                           f"its 95% paired bootstrap interval; diamonds: the {LC_NAME} win rate."))
 
     pool = data.get("pool")
     blocks.append(("h2", "The pool: PVar and the reward-std baseline"))
@@ -641,7 +642,7 @@ def write_report(run_dir: str | Path, *, log: Callable[[str], None] | None = Non
     data = collect(root, pool)
     figs = draw(data, root, out / "figures", pool)
     blocks = document(data)
-    from pvar.train import jsonable  # NaN -> null, numpy scalars -> numbers
+    from pvar.io.jsonable import jsonable  # NaN -> null, numpy scalars -> numbers
 
     atomic_write_text(out / "report.json", json.dumps(jsonable(data), indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(out / "report.md", to_markdown(blocks, figs))

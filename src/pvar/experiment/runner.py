@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pvar import render
+from pvar import reporting
 from pvar.errors import ConfigError
 from pvar.experiment.config import ArmConfig, RunConfig
-from pvar.experiment.state import Ledger, digest
+from pvar.experiment.state import Ledger
+from pvar.fingerprint import digest
 from pvar.io.paths import file_lock, refuse_foreign, remove_stale_temps
 from pvar.io.writers import atomic_write_text
 
@@ -103,7 +104,7 @@ class Experiment:
         self.cfg = cfg
         self.paths = RunPaths(Path(run_dir))
         self.force = force
-        self.log = log or (lambda msg: render.err.print(msg, highlight=False))
+        self.log = log or reporting.log
         self.ledger: Ledger | None = None
         self.keys: dict[str, str] = {}
 
@@ -183,7 +184,7 @@ class Experiment:
         specs = [("scoring.reward", c.scoring.reward)] if c.scoring.generate else []
         if c.until == "eval":
             specs.append(("eval.judge", c.eval.judge))
-            from pvar.evaluate import _check_judge
+            from pvar.pipeline.evaluate import _check_judge
 
             _check_judge(self._eval_config(c.policy))
         for what, spec in specs:
@@ -221,7 +222,7 @@ class Experiment:
             return self._run()
 
     def _run(self) -> Path:
-        from pvar.train import peak_rss_mb
+        from pvar.pipeline.train import peak_rss_mb
 
         self._claim_folder()
         self.ledger = Ledger(self.paths.root)
@@ -251,7 +252,7 @@ class Experiment:
         return write_report(self.paths.root, log=self.log)
 
     def prompts(self) -> None:
-        from pvar.evaluate import model_identity  # name, or path + size + mtime of a file / folder's files
+        from pvar.fingerprint import model_record  # name, or path + size + mtime of a file / folder's files
 
         c, p = self.cfg, self.paths
         src = c.prompts
@@ -271,13 +272,13 @@ class Experiment:
         if src.source == "sharegpt":
             self._step("prompts", digest("sharegpt", src.pool, c.seed, *_task_key(src.task)), [p.pool], pool)
         else:
-            self.keys["prompts"] = digest(model_identity(src.source))
+            self.keys["prompts"] = digest(model_record(src.source))
         if c.until == "eval":
             if src.eval_source == "sharegpt":
                 self._step("eval-prompts", digest("sharegpt-eval", src.eval, c.seed, *_task_key(src.task)),
                            [p.eval_prompts], held_out)
             else:
-                self.keys["eval-prompts"] = digest(model_identity(src.eval_source))
+                self.keys["eval-prompts"] = digest(model_record(src.eval_source))
 
     def pool_source(self) -> str:
         return str(self.paths.pool) if self.cfg.prompts.source == "sharegpt" else self.cfg.prompts.source
@@ -370,7 +371,7 @@ class Experiment:
         t = self.cfg.theory
         if t.prompts == 0 or not self.cfg.scoring.generate:
             return
-        from pvar.theory import TheoryConfig, run_theory
+        from pvar.pipeline.theory import TheoryConfig, run_theory
 
         tcfg = TheoryConfig.make(model=self.cfg.policy, prompts=t.prompts, pick="spread", params=t.params,
                                  max_length=t.max_length, beta=self.cfg.train.beta, scale=self.cfg.scoring.scale,
@@ -384,11 +385,11 @@ class Experiment:
         self._step("theory", digest(self.keys["measure"], tcfg.fingerprint()), [out / "theory.json"], go)
 
     def signal(self) -> None:
-        """Gradient signal vs PVar on fresh sample sets (see pvar.diagnostics)."""
+        """Gradient signal vs PVar on fresh sample sets (see pvar.pipeline.diagnostics)."""
         t, c = self.cfg.theory, self.cfg
         if t.signal_prompts == 0 or not c.scoring.generate:
             return
-        from pvar.diagnostics import gradient_signal
+        from pvar.pipeline.diagnostics import gradient_signal
 
         s = c.scoring
         settings = dict(policy=c.policy, reward=s.reward, scale=s.scale, beta=c.train.beta, prompts=t.signal_prompts,
@@ -408,7 +409,7 @@ class Experiment:
         t, c = self.cfg.theory, self.cfg
         if t.heldout_pairs == 0:
             return
-        from pvar.diagnostics import gold_pairs
+        from pvar.pipeline.diagnostics import gold_pairs
 
         s = c.scoring
         settings = dict(policy=c.policy, reward=s.reward, count=t.heldout_pairs, samples=t.heldout_samples,
@@ -424,7 +425,7 @@ class Experiment:
     def heldout_arm(self, name: str) -> None:
         if self.cfg.theory.heldout_pairs == 0 or not self.cfg.train.lora:
             return
-        from pvar.diagnostics import pair_preferences
+        from pvar.pipeline.diagnostics import pair_preferences
 
         model = self.final_model(name)
         out = self.paths.arm(name) / "heldout.json"
@@ -490,7 +491,7 @@ class Experiment:
                                               device=self.cfg.device)
 
         def go() -> dict[str, Any]:
-            with render.progress("potential", self.paths.measured) as tick:
+            with reporting.progress("potential", self.paths.measured) as tick:
                 return {"pairs": potential.run(self.paths.measured, self.paths.potential, pcfg, tick)}
 
         self._step("potential", digest(self.keys["measure"], pcfg.fingerprint()), [self.paths.potential], go)
@@ -502,7 +503,7 @@ class Experiment:
         return pq.ParquetFile(self.paths.measured).metadata.num_rows
 
     def _train_config(self, name: str, arm: ArmConfig) -> Any:
-        from pvar.train import TrainConfig
+        from pvar.pipeline.train import TrainConfig
 
         t = self.cfg.train
         return TrainConfig.make(model=self.cfg.policy, algo=t.algo, beta=t.beta, lr=t.lr, epochs=t.epochs,
@@ -518,7 +519,7 @@ class Experiment:
 
     def _train(self, step: str, folder: Path, tcfg: Any, key: str) -> None:
         """Train ``folder/pairs.jsonl`` into ``folder/model`` (an arm without pairs is marked untrained)."""
-        from pvar.train import train
+        from pvar.pipeline.train import train
 
         name = step.split(":", 1)[1]
         model = folder / "model"
@@ -538,7 +539,7 @@ class Experiment:
                 info = {k: v for k, v in res.items() if k not in ("out_dir", "seconds")}
                 return {**info, "total_seconds": res["seconds"]}
             total = tcfg.max_steps if tcfg.max_steps > 0 else None
-            with render.progress(f"train {name}", total=total, unit="steps") as tick:
+            with reporting.progress(f"train {name}", total=total, unit="steps") as tick:
                 done = [0]
 
                 def advance(step: int, _total: int, logs: dict[str, Any]) -> None:
@@ -593,7 +594,7 @@ class Experiment:
         for k in range(r, 0, -1):
             model = self._round_dir(name, k) / "model"
             if not (model / UNTRAINED).is_file():
-                from pvar.evaluate import merged_model
+                from pvar.pipeline.evaluate import merged_model
 
                 return merged_model(str(model), self._round_dir(name, k + 1) / "policy")
         return self.cfg.policy
@@ -686,7 +687,7 @@ class Experiment:
         self._train(f"round{r}-train:{name}", rdir, tcfg, digest(pairs_key, tcfg.fingerprint()))
 
     def _eval_config(self, policy: str) -> Any:
-        from pvar.evaluate import EvalConfig
+        from pvar.pipeline.evaluate import EvalConfig
 
         e = self.cfg.eval
         return EvalConfig.make(policy=policy, baseline=self.cfg.policy, prompts=self.eval_source(), judge=e.judge,
@@ -704,7 +705,7 @@ class Experiment:
 
     def base_eval(self) -> None:
         """The base policy against itself: generates the shared baseline answers once (and checks 50%)."""
-        from pvar.evaluate import evaluate
+        from pvar.pipeline.evaluate import evaluate
 
         ecfg = self._eval_config(self.cfg.policy)
         out = self.paths.root / BASE_EVAL
@@ -721,7 +722,7 @@ class Experiment:
         size = self.cfg.eval.aa_batch_size
         if size == 0:
             return
-        from pvar.evaluate import evaluate
+        from pvar.pipeline.evaluate import evaluate
 
         ecfg = self._eval_config(self.cfg.policy).model_copy(update={"batch_size": size})
         out = self.paths.root / AA_EVAL
@@ -734,7 +735,7 @@ class Experiment:
                    go)
 
     def eval_arm(self, name: str) -> None:
-        from pvar.evaluate import evaluate
+        from pvar.pipeline.evaluate import evaluate
 
         folder = self.paths.arm(name)
         model = self.final_model(name)
@@ -879,7 +880,3 @@ def _check_hub(what: str, name: str) -> None:
                           f"({type(exc).__name__}); download it first or point to a local folder") from None
 
 
-def load_state(run_dir: str | Path) -> dict[str, Any]:
-    from pvar.experiment.state import read_state
-
-    return read_state(Path(run_dir))

@@ -8,7 +8,6 @@ sharded stages (generate, reward) resume inside the step too, shard by shard.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -18,12 +17,6 @@ from pvar.errors import InputError
 from pvar.io.writers import atomic_write_text
 
 STATE_FILE = "state.json"
-
-
-def digest(*parts: Any) -> str:
-    """Short stable hash of JSON-serialisable parts."""
-    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:

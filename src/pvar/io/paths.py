@@ -12,6 +12,12 @@ from pathlib import Path
 
 from pvar.errors import InputError
 
+
+def cache_dir() -> Path:
+    """Where converted models and cached prompt lists live: `$PVAR_CACHE`, else `~/.cache/pvar`."""
+    env = os.environ.get("PVAR_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "pvar"
+
 log = logging.getLogger(__name__)
 
 TEMP_MARK = ".tmp-"  # temp names are ".NAME.tmp-PID" beside their target
@@ -37,6 +43,8 @@ def check_output(source: str | Path, output: str | Path, *also: str | Path) -> N
     Writing the output would replace the input before it has been read in full, so ``select`` would
     destroy its input and ``generate`` would overwrite its prompts. Symlinks and hard links count.
     """
+    if not isinstance(source, str | Path) or not isinstance(output, str | Path):
+        return  # rows in memory (the notebook API) cannot be overwritten by a file
     src = Path(source)
     if not src.exists():
         return

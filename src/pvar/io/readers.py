@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pvar.errors import InputError, one_line
+from pvar.fingerprint import MANIFEST  # marks a pvar stage folder of Parquet shards
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
-MANIFEST = "_manifest.json"  # marks a pvar stage folder of Parquet shards
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -52,8 +52,32 @@ class RawRows:
     source: str
 
 
+def in_memory(source: Any) -> bool:
+    """Whether ``source`` is rows in memory (a ``pyarrow.Table``/``RecordBatch`` or ``datasets.Dataset``)."""
+    return isinstance(source, pa.Table | pa.RecordBatch) or type(source).__name__ in ("Dataset", "IterableDataset")
+
+
+def memory_name(source: Any) -> str:
+    """How errors name an in-memory source: ``<Dataset>``, ``<pyarrow.Table>``."""
+    return "<Dataset>" if type(source).__name__ == "Dataset" else f"<pyarrow.{type(source).__name__}>"
+
+
+def memory_table(source: Any) -> pa.Table:
+    """The Arrow table of an in-memory source (a ``datasets.Dataset`` is Arrow underneath)."""
+    if isinstance(source, pa.Table):
+        return source
+    if isinstance(source, pa.RecordBatch):
+        return pa.Table.from_batches([source])
+    if type(source).__name__ == "IterableDataset":
+        raise InputError(memory_name(source), "an IterableDataset has no length; materialise it first "
+                         "(datasets.Dataset.from_generator)")
+    return source.with_format("arrow")[:]
+
+
 def kind_of(path: str | Path) -> str:
     """'jsonl', 'parquet', 'shards' (a pvar stage folder) or 'datasets' (a saved folder or a hub name)."""
+    if in_memory(path):
+        return "memory"
     if (Path(path) / MANIFEST).is_file():
         return "shards"
     suffix = Path(path).suffix.lower()

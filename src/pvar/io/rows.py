@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 from pvar.errors import InputError
 from pvar.io import formats
@@ -11,11 +11,14 @@ from pvar.io.readers import (
     Batch,
     RawRows,
     check_exists,
+    in_memory,
     iter_datasets,
     iter_jsonl,
     iter_parquet,
     iter_shards,
     kind_of,
+    memory_name,
+    memory_table,
 )
 from pvar.io.schema import (
     UniqueIds,
@@ -43,6 +46,21 @@ def _batches(
     path: str, fmt: str, rating: str, batch_size: int, columns: list[str] | None
 ) -> Iterator[Batch]:
     kind = kind_of(path)
+    if kind == "memory":
+        table, name, start = memory_table(path), memory_name(path), 1
+        if columns is not None:
+            table = table.select([c for c in columns if c in table.column_names])
+        typed_batches = []
+        for rb in table.to_batches(max_chunksize=batch_size):
+            typed_batches.append(Batch(rb, name, first_row=start))
+            start += rb.num_rows
+        for batch in typed_batches:
+            use = formats.detect(batch.data.schema.names) if fmt == "auto" else fmt
+            if use == "ultrafeedback":
+                yield from _adapt_ultrafeedback(batch, rating)
+            else:
+                yield normalize_arrow(batch)
+        return
     if kind == "jsonl":
         for raw in iter_jsonl(path, batch_size=min(batch_size, 8192)):
             use = formats.detect(list(raw.rows[0])) if fmt == "auto" else fmt
@@ -56,22 +74,27 @@ def _batches(
         typed = iter_datasets(path, batch_size)
     for batch in typed:
         use = formats.detect(batch.data.schema.names) if fmt == "auto" else fmt
-        if use == "ultrafeedback":  # nested ratings: adapt in Python, keep row numbers
-            adapted = []
-            for i, row in enumerate(batch.data.to_pylist()):
-                try:
-                    adapted.append(formats.ultrafeedback(row, rating))
-                except formats.FormatError as exc:
-                    raise batch.error(i, exc.field, str(exc)) from None
-            lines = list(range(batch.first_row, batch.first_row + batch.data.num_rows))
-            out = rows_to_batch(RawRows(adapted, lines, batch.source))
-            yield normalize_arrow(Batch(out.data, batch.source, first_row=batch.first_row))
+        if use == "ultrafeedback":
+            yield from _adapt_ultrafeedback(batch, rating)
         else:
             yield normalize_arrow(batch)
 
 
+def _adapt_ultrafeedback(batch: Batch, rating: str) -> Iterator[Batch]:
+    """Nested ratings: adapted in Python, row numbers kept."""
+    adapted = []
+    for i, row in enumerate(batch.data.to_pylist()):
+        try:
+            adapted.append(formats.ultrafeedback(row, rating))
+        except formats.FormatError as exc:
+            raise batch.error(i, exc.field, str(exc)) from None
+    lines = list(range(batch.first_row, batch.first_row + batch.data.num_rows))
+    out = rows_to_batch(RawRows(adapted, lines, batch.source))
+    yield normalize_arrow(Batch(out.data, batch.source, first_row=batch.first_row))
+
+
 def read_rows(
-    path: str | Path,
+    path: Any,
     *,
     fmt: str = "auto",
     rating: str = "overall",
@@ -86,12 +109,14 @@ def read_rows(
     not null, rewards match responses one to one and are finite, prompt ids are unique, and the
     source is not empty. ``columns`` narrows what Parquet reads (other sources read everything).
     """
-    path = str(path)
+    path = path if in_memory(path) else str(path)
+    name = memory_name(path) if in_memory(path) else path
     if fmt not in formats.FORMATS:
-        raise InputError(path, f"unknown format {fmt!r}; choose one of {', '.join(formats.FORMATS)}")
+        raise InputError(name, f"unknown format {fmt!r}; choose one of {', '.join(formats.FORMATS)}")
     if rating not in formats.RATINGS:
-        raise InputError(path, f"unknown rating {rating!r}; choose one of {', '.join(formats.RATINGS)}")
-    check_exists(path)
+        raise InputError(name, f"unknown rating {rating!r}; choose one of {', '.join(formats.RATINGS)}")
+    if not in_memory(path):
+        check_exists(path)
     ids = UniqueIds()
     seen_rows = 0
     for batch in _batches(path, fmt, rating, batch_size, columns):
@@ -105,5 +130,5 @@ def read_rows(
         seen_rows += batch.data.num_rows
         yield batch
     if seen_rows == 0:
-        raise InputError(path, "empty file (no rows)")
+        raise InputError(name, "empty file (no rows)" if name == path else "no rows")
 

@@ -8,7 +8,6 @@ A ``null`` reward means "not scored" and is left out of PVar; NaN and inf are er
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from typing import Any
@@ -19,6 +18,7 @@ import pyarrow.compute as pc
 
 from pvar.core.selectors import reward_margin
 from pvar.errors import InputError, one_line, short_repr
+from pvar.fingerprint import text_digest
 from pvar.io.arrow import combine, list_lengths, list_to_padded
 from pvar.io.readers import Batch, RawRows
 
@@ -34,8 +34,7 @@ KNOWN_TYPES: dict[str, pa.DataType] = {
 
 def derive_prompt_id(prompt: Any) -> str:
     """Stable id from the prompt text (or messages): the same prompt gets the same id anywhere."""
-    text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return text_digest(prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True))
 
 
 class _FieldError(ValueError):

@@ -95,6 +95,34 @@ class RowWriter:
                 folder.rmdir()
 
 
+class MemorySink:
+    """An output kept in memory (the notebook API): batches as a file writer would write them
+    (NaN as null), read back as one table."""
+
+    def __init__(self) -> None:
+        self.batches: list[pa.RecordBatch] = []
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        for rb in (batch.to_batches() if isinstance(batch, pa.Table) else [batch]):
+            if rb.num_rows:
+                self.batches.append(_nan_to_null(rb))
+
+    def table(self) -> pa.Table:
+        if not self.batches:
+            return pa.table({})
+        return pa.concat_tables([pa.Table.from_batches([b]) for b in self.batches], promote_options="default")
+
+
+@contextmanager
+def open_output(output: str | Path | MemorySink) -> Iterator[RowWriter | MemorySink]:
+    """``atomic_rows(output)`` for a path; a `MemorySink` as is."""
+    if isinstance(output, MemorySink):
+        yield output
+        return
+    with atomic_rows(output) as writer:
+        yield writer
+
+
 def output_kind(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix in JSONL_SUFFIXES:
@@ -152,6 +180,31 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         raise _write_failed(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a temp folder beside ``path`` to fill; on success it replaces ``path`` (an old one goes).
+
+    A reader sees the old folder or the whole new one, never a half-written one; the temp folder
+    is removed on every failure.
+    """
+    import shutil
+
+    path = Path(path)
+    tmp = temp_path(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_failed(path, exc) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -180,9 +180,9 @@ def _reset_if_changed(out: Path, source: str | Path, gen: stages.GenerateConfig,
     rule changed (it samples every prompt the same way), nothing when sampling or scoring changed."""
     import shutil
 
-    from pvar.engines.shards import fingerprint_source
+    from pvar.fingerprint import source_fingerprint
 
-    first = {"input": fingerprint_source(source), "generate": gen.model_copy(update={"n": cfg.n0}).fingerprint(),
+    first = {"input": source_fingerprint(source), "generate": gen.model_copy(update={"n": cfg.n0}).fingerprint(),
              "reward": reward.fingerprint(), "shard_size": shard_size}
     settings = {"first": first, "rounds": cfg.fingerprint()}
     path = out / "settings.json"

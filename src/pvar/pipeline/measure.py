@@ -16,7 +16,7 @@ from pvar.core.summary import PoolSummary, summarize
 from pvar.io.arrow import float_column, list_to_padded
 from pvar.io.paths import check_output
 from pvar.io.rows import read_rows
-from pvar.io.writers import atomic_rows
+from pvar.io.writers import open_output
 
 COLUMNS = ("pvar", "pvar_low", "pvar_high", "reward_mean", "reward_std", "reward_range", "n_valid")
 
@@ -81,7 +81,7 @@ def run(
     """Measure every row of ``source`` into ``output`` (atomic) and summarise the pool."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("pvar", "reward_std", "pvar_low", "pvar_high")}
     check_output(source, output)
-    with atomic_rows(output) as writer:
+    with open_output(output) as writer:
         for batch in read_rows(source, fmt=cfg.format, rating=cfg.rating,
                                require=("prompt_id", "prompt", "responses", "rewards")):
             out = measure_batch(batch.data, cfg)

@@ -25,7 +25,7 @@ from pvar.io.arrow import combine, float_column, list_lengths, list_to_padded, t
 from pvar.io.paths import check_output
 from pvar.io.rows import read_rows
 from pvar.io.schema import MESSAGES
-from pvar.io.writers import atomic_rows
+from pvar.io.writers import open_output
 
 
 class PairsConfig(StageConfig):
@@ -110,7 +110,7 @@ def run(
 ) -> PairsSummary:
     n_prompts = n_pairs = n_paired = 0
     check_output(source, output)
-    with atomic_rows(output) as writer:
+    with open_output(output) as writer:
         for batch in read_rows(source, fmt=cfg.format, rating=cfg.rating,
                                require=("prompt_id", "prompt", "responses", "rewards")):
             out = pairs_batch(batch.data, cfg)

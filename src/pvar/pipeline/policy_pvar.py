@@ -23,7 +23,7 @@ def sequence_logprobs(model_name: str, prompts: list[Any], responses: list[list[
     """Summed token log-probs of every response under ``model_name`` (chat-templated, EOS appended)."""
     import torch
 
-    from pvar.theory import load_policy, sequence_ids, sequence_logprob
+    from pvar.backends.gradients import load_policy, sequence_ids, sequence_logprob
 
     model, tokenizer, _params, _device = load_policy(model_name, device, params="all")
     out = []

@@ -27,7 +27,7 @@ def write_prompts(source: str, output: str | Path, *, count: int, split: str = "
         raise ConfigError(f"count: must be >= 1, got {count}")
     if not 0 <= seed < 2**32:
         raise ConfigError(f"seed: must be in [0, 2**32), got {seed}")
-    from pvar.prompts import sharegpt_prompts
+    from pvar.io.sharegpt import sharegpt_prompts
 
     try:
         rows = sharegpt_prompts(count, split, seed)

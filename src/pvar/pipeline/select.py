@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 import pyarrow as pa
@@ -22,9 +22,9 @@ from pvar.core.selectors import rip_keep
 from pvar.errors import InputError
 from pvar.io.arrow import list_to_padded, to_numpy_float
 from pvar.io.paths import check_output
-from pvar.io.readers import kind_of
+from pvar.io.readers import in_memory, kind_of, memory_name
 from pvar.io.rows import read_rows
-from pvar.io.writers import atomic_rows
+from pvar.io.writers import open_output
 from pvar.pipeline.measure import COLUMNS as MEASURE_COLUMNS
 
 Mode = Literal["top", "bottom", "random", "threshold", "rip"]
@@ -81,24 +81,25 @@ def choose(scores: np.ndarray, ids: np.ndarray, cfg: SelectConfig) -> np.ndarray
     return sel.select_random(scores, k, seed=cfg.seed, ids=ids)
 
 
-def _read_scores(source: str, by: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_scores(source: Any, by: str) -> tuple[np.ndarray, np.ndarray]:
     """All prompt ids and scores; a null score (e.g. no PVar) reads as NaN: not eligible."""
     scores, ids = [], []
     batch_size = 1 << 18 if kind_of(source) == "parquet" else 65536
+    name = memory_name(source) if in_memory(source) else source
     for batch in read_rows(source, require=("prompt_id",), batch_size=batch_size,
                            columns=["prompt_id", by]):
         if by not in batch.data.schema.names:
             hint = " (run `pvar measure` first)" if by in MEASURE_COLUMNS else ""
-            raise InputError(source, f"no score column {by!r}{hint}", field=by)
+            raise InputError(name, f"no score column {by!r}{hint}", field=by)
         typ = batch.data.schema.field(by).type
         if not (pa.types.is_floating(typ) or pa.types.is_integer(typ) or pa.types.is_null(typ)):
-            raise InputError(source, f"score column must be numeric, got {typ}", field=by)
+            raise InputError(name, f"score column must be numeric, got {typ}", field=by)
         scores.append(to_numpy_float(batch.data.column(by)))
         ids.append(batch.data.column("prompt_id").to_numpy(zero_copy_only=False))
     return np.concatenate(scores), np.concatenate(ids)
 
 
-def _read_rip(source: str, cfg: SelectConfig) -> tuple[np.ndarray, np.ndarray]:
+def _read_rip(source: Any, cfg: SelectConfig) -> tuple[np.ndarray, np.ndarray]:
     """-gap of each prompt that survives RIP, NaN for the others (see ``core.selectors.rip_keep``)."""
     rejected_reward, rejected_length, gaps, ids = [], [], [], []
     for batch in read_rows(source, require=("prompt_id", "responses", "rewards"),
@@ -128,14 +129,14 @@ def run(
     cfg: SelectConfig,
     progress: Callable[[int], None] | None = None,
 ) -> SelectSummary:
-    source = str(source)
+    source = source if in_memory(source) else str(source)
     check_output(source, output)
     scores, ids = _read_rip(source, cfg) if cfg.mode == "rip" else _read_scores(source, cfg.by)
     picked = choose(scores, ids, cfg)
     mask = np.zeros(scores.size, dtype=bool)
     mask[picked] = True
     start = 0
-    with atomic_rows(output) as writer:
+    with open_output(output) as writer:
         for batch in read_rows(source, require=("prompt_id",)):
             n = batch.data.num_rows
             writer.write(batch.data.filter(mask[start : start + n]))

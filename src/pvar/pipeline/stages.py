@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pvar import render
+from pvar import reporting
 from pvar.engines import run_stage
 from pvar.engines.local import RunReport
 from pvar.pipeline.generate import GenerateConfig, GenerateStage
@@ -30,5 +30,5 @@ def run(name: str, cfg: Any, source: str | Path, output: str | Path, *, engine: 
                                 cpus_per_worker=cpus_per_worker)
     if not show_progress:
         return run_stage(stage, source, output, **opts)
-    with render.progress(name, source) as tick:
+    with reporting.progress(name, source) as tick:
         return run_stage(stage, source, output, tick=tick, **opts)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 from pvar.errors import InputError
+from pvar.fingerprint import text_digest
 
 REQUIRED = ("prompt", "chosen", "rejected")
 
@@ -89,6 +89,5 @@ def row_keys(data: Any, settings: dict[str, Any]) -> list[str]:
     tail = json.dumps(settings, sort_keys=True)
     keys = []
     for p, c, r in zip(data["prompt"], data["chosen"], data["rejected"], strict=True):
-        blob = json.dumps([p, c, r, tail], ensure_ascii=False, sort_keys=True)
-        keys.append(hashlib.sha256(blob.encode()).hexdigest()[:32])
+        keys.append(text_digest(json.dumps([p, c, r, tail], ensure_ascii=False, sort_keys=True), 32))
     return keys

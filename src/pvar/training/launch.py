@@ -4,11 +4,12 @@
 TrainConfig, the reference cache) and starts::
 
     python -m accelerate.commands.launch [--config_file FILE] [--num_processes N] \\
-        -m pvar.training.launch JOB.json
+        -m pvar.pipeline.train JOB.json
 
-Every process builds the same trainer (accelerate shards the batches: DDP, FSDP or ZeRO-3 as the
-config file says); only the main process writes the checkpoint, the log, the reference cache and
-``JOB.result.json``, which the runner reads back. ``launch_command`` builds that command line.
+``pvar.pipeline.train``'s ``main`` reads the job. Every process builds the same trainer
+(accelerate shards the batches: DDP, FSDP or ZeRO-3 as the config file says); only the main
+process writes the checkpoint, the log, the reference cache and ``JOB.result.json``, which the
+runner reads back. ``launch_command`` builds that command line.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def launch_command(job: Path, *, config: str | None, num_processes: int | None,
         cmd += ["--config_file", str(accelerate_config(config))]
     if num_processes:
         cmd += ["--num_processes", str(num_processes)]
-    return [*cmd, *extra, "-m", "pvar.training.launch", str(job)]
+    return [*cmd, *extra, "-m", "pvar.pipeline.train", str(job)]
 
 
 def write_job(path: Path, pairs: Path, out: Path, cfg: Any, ref_cache: Path | None) -> None:
@@ -54,25 +55,3 @@ def write_job(path: Path, pairs: Path, out: Path, cfg: Any, ref_cache: Path | No
 
 def result_path(job: Path) -> Path:
     return job.with_name(job.stem + ".result.json")
-
-
-def main(argv: list[str] | None = None) -> None:
-    from pvar.io.writers import atomic_write_text
-    from pvar.train import TrainConfig, train
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        raise SystemExit("usage: python -m pvar.training.launch JOB.json")
-    job_file = Path(args[0])
-    job = json.loads(job_file.read_text(encoding="utf-8"))
-    result = train(job["pairs"], job["out"], TrainConfig.make(**job["config"]), ref_cache=job["ref_cache"])
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        info = result.to_dict()
-        info["num_processes"] = PartialState().num_processes
-        atomic_write_text(result_path(job_file), json.dumps(info, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -9,38 +9,14 @@ parts (two runs racing on the same rows) has equal values in each.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from pvar.io.writers import atomic_file
+from pvar.io.writers import atomic_file, atomic_write_text
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-
-
-def model_identity(folder: str | Path) -> str:
-    """A cheap id of a local model folder: its resolved path, config.json, and every file's name/size/mtime.
-
-    Re-saving or editing the model (or its tokenizer) changes the id; reading it does not. A name
-    that is not a local folder is hashed as is.
-    """
-    path = Path(folder)
-    h = hashlib.sha256()
-    if not path.is_dir():
-        h.update(f"name:{folder}".encode())
-        return h.hexdigest()[:24]
-    path = path.resolve()
-    h.update(str(path).encode())
-    config = path / "config.json"
-    if config.is_file():
-        h.update(config.read_bytes())
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
-            st = f.stat()
-            h.update(f"\0{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:24]
 
 
 class RefLogpCache:
@@ -77,7 +53,7 @@ class RefLogpCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "model.json"
         if not meta.exists():
-            meta.write_text(json.dumps({"model_folder": self.model_folder}) + "\n")
+            atomic_write_text(meta, json.dumps({"model_folder": self.model_folder}) + "\n")
         table = pa.table({
             "key": pa.array(list(keys), pa.string()),
             "ref_chosen_logps": pa.array(list(chosen), pa.float32()),

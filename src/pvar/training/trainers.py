@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from pvar.errors import ConfigError
+from pvar.fingerprint import model_fingerprint
 from pvar.training.data import in_sampling_context, load_pairs, row_keys
-from pvar.training.refcache import RefLogpCache, model_identity
+from pvar.training.refcache import RefLogpCache
+
+LOG_FILE = "train_log.jsonl"  # one JSON object per logging step, in the checkpoint folder
 
 WEIGHT_COLUMN = "pvar_weight"
 KEY_COLUMN = "pvar_ref_key"
@@ -47,7 +50,6 @@ def build_trainer(pairs_path: str | Path, out: Path, cfg: Any, *, ref_cache: str
     import torch
 
     from pvar.backends.assets import resolve_policy
-    from pvar.train import LOG_FILE
 
     data = load_pairs(pairs_path, cfg.weight_by)
     n_pairs = len(data)
@@ -78,7 +80,7 @@ def build_trainer(pairs_path: str | Path, out: Path, cfg: Any, *, ref_cache: str
             settings = {"max_length": args.max_length, "truncation_mode": args.truncation_mode,
                         "ld_alpha": args.ld_alpha}
             data = data.add_column(KEY_COLUMN, row_keys(data, settings))
-            store = RefLogpCache(ref_cache, model_identity(folder), str(folder))
+            store = RefLogpCache(ref_cache, model_fingerprint(folder), str(folder))
         trainer = pvar_dpo_trainer_class()(train_dataset=data, ref_store=store, **common)
     elif cfg.algo == "kto":
         from trl import KTOTrainer
@@ -227,7 +229,7 @@ def jsonl_log_callback(path: Path, rows: list[dict[str, Any]]) -> Any:
 
     from transformers import TrainerCallback
 
-    from pvar.train import jsonable
+    from pvar.io.jsonable import jsonable
 
     class JsonlLog(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):

@@ -1,7 +1,7 @@
-r"""Two checks that can fail, unlike the Cauchy–Schwarz bound of :mod:`pvar.theory`.
+r"""Two checks that can fail, unlike the Cauchy–Schwarz bound of :mod:`pvar.pipeline.theory`.
 
 **Gradient signal.** For a prompt x, the expected DPO gradient at initialisation is
-E G = E[Σ_i a_i g_i] (see :mod:`pvar.theory`). Its squared norm ‖E G‖² is the size of the step a
+E G = E[Σ_i a_i g_i] (see :mod:`pvar.pipeline.theory`). Its squared norm ‖E G‖² is the size of the step a
 prompt contributes before noise, which the theory says grows with PVar. Two independent sets of
 samples A and B give two independent estimates G_A and G_B, so E[G_A · G_B] = ‖E G‖² exactly: the
 dot product is an *unbiased* estimate of the signal, while ‖G_A‖² is biased upwards by the noise.
@@ -43,7 +43,7 @@ def fit(y: np.ndarray, x: np.ndarray) -> dict[str, float]:
 
 
 def _pick(pvar: np.ndarray, k: int) -> np.ndarray:
-    from pvar.theory import _spread
+    from pvar.core.theory import _spread
 
     finite = np.flatnonzero(np.isfinite(pvar))
     return finite[_spread(pvar[finite], k)]
@@ -87,8 +87,9 @@ def gradient_signal(measured: str | Path, out_dir: str | Path, *, policy: str, r
     """
     import torch
 
-    from pvar.theory import dpo_coefficients, load_policy, preference_gaps, response_gradients
-    from pvar.train import jsonable
+    from pvar.backends.gradients import load_policy, response_gradients
+    from pvar.core.theory import dpo_coefficients, preference_gaps
+    from pvar.io.jsonable import jsonable
 
     out = Path(out_dir)
     rows = _pool_rows(Path(measured))
@@ -161,8 +162,8 @@ def pair_preferences(adapter: str | Path, pairs_file: str | Path, *, beta: float
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pvar.evaluate import _adapter_base, tokenizer_source
-    from pvar.theory import sequence_ids, sequence_logprob
+    from pvar.backends.gradients import sequence_ids, sequence_logprob
+    from pvar.pipeline.evaluate import _adapter_base, tokenizer_source
 
     pairs = [json.loads(x) for x in Path(pairs_file).read_text(encoding="utf-8").splitlines() if x.strip()]
     base = AutoModelForCausalLM.from_pretrained(_adapter_base(Path(adapter)), dtype=torch.float32)

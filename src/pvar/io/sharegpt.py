@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pvar.backends.assets import cache_dir
+from pvar.io.paths import cache_dir
 from pvar.io.writers import atomic_write_text
 
 DATA_FILENAME = "ShareGPT_V3_unfiltered_cleaned_split.json"

@@ -1,6 +1,6 @@
 """Train a policy on pvar's preference pairs with TRL: DPO, IPO, SimPO, ORPO or KTO.
 
-    from pvar.train import TrainConfig, train
+    from pvar.pipeline.train import TrainConfig, train
     result = train("pairs.jsonl", "runs/dpo", TrainConfig.make(algo="dpo"), ref_cache="runs/ref_logps")
 
 The pairs are the rows ``pvar pairs`` writes (prompt, chosen, rejected, prompt_id, pvar, ...), as
@@ -30,7 +30,6 @@ overwritten.
 from __future__ import annotations
 
 import json
-import math
 import resource
 import time
 from collections.abc import Callable
@@ -45,7 +44,6 @@ from pvar.errors import ConfigError, InputError
 
 ALGOS = ("dpo", "ipo", "simpo", "orpo", "kto")
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
-LOG_FILE = "train_log.jsonl"
 CONFIG_FILE = "train_config.json"
 
 # TRL settings that TrainConfig owns: set them through its fields, not through trl_args.
@@ -241,25 +239,34 @@ def _save_checkpoint(trainer: Any, tokenizer: Any, out: Path, *, clean: bool) ->
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    from pvar.io.writers import atomic_write_text
 
-
-def jsonable(value: Any) -> Any:
-    """Log values as plain JSON: NaN/inf become null, tensors and numpy scalars become numbers."""
-    if hasattr(value, "item") and callable(value.item):
-        try:
-            value = value.item()
-        except (TypeError, ValueError):
-            return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    return str(value)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 __all__ = ["ALGOS", "ConfigError", "InputError", "TrainConfig", "TrainResult", "peak_rss_mb", "train"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pvar.pipeline.train JOB.json``: one process of an ``accelerate launch`` (training/launch.py)."""
+    import sys
+
+    from accelerate import PartialState
+
+    from pvar.io.writers import atomic_write_text
+    from pvar.training.launch import result_path
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m pvar.pipeline.train JOB.json")
+    job_file = Path(args[0])
+    job = json.loads(job_file.read_text(encoding="utf-8"))
+    result = train(job["pairs"], job["out"], TrainConfig.make(**job["config"]), ref_cache=job["ref_cache"])
+    if PartialState().is_main_process:
+        info = result.to_dict()
+        info["num_processes"] = PartialState().num_processes
+        atomic_write_text(result_path(job_file), json.dumps(info, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,8 @@
 
 One greedy answer per prompt and side; the judge scores both; the win rate of the policy over
 the baseline is reported hard (ties 1/2), soft (Bradley-Terry on the score gap) and length
-controlled (AlpacaEval 2.0 style), each with a paired bootstrap interval over prompts
+controlled (AlpacaEval 2.0's GLM without its per-instruction difficulty term; "LC (GLM, no difficulty
+term)" in reports), each with a paired bootstrap interval over prompts
 (`pvar.core.winrate`). The judge must not be the reward that selected the training prompts, or
 the evaluation rewards the selection for agreeing with itself.
 
@@ -19,10 +20,7 @@ Outputs in ``out_dir`` (all written atomically):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,11 +32,13 @@ from pvar.backends.base import Prompt, prompt_text
 from pvar.config import Device, StageConfig
 from pvar.core import winrate
 from pvar.errors import ConfigError
+from pvar.fingerprint import json_digest, model_record
 from pvar.io.paths import check_output
 from pvar.io.rows import read_rows
 from pvar.io.writers import atomic_write_text
 
 SIDES = ("policy", "baseline")
+LC_NAME = "LC (GLM, no difficulty term)"  # AlpacaEval 2.0's GLM without its per-instruction difficulty term
 GENERATION_FORMAT = "pvar-eval-generations-v1"
 _MERGED_MARKER = ".pvar-merged-from"
 _JUDGE_CHUNK = 512  # prompts per judge call: bounds the judge's memory on large eval sets
@@ -105,10 +105,6 @@ class EvalResult:
 # -- inputs and cache keys ------------------------------------------------------------------------
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
-
-
 def _load_prompts(path: str, judge: str) -> tuple[list[str], list[Prompt], list[str | None]]:
     """Prompt ids, prompts and references; a reference-based judge needs a reference on every row
     (checked here so the error names the file and line)."""
@@ -128,29 +124,13 @@ def _load_prompts(path: str, judge: str) -> tuple[list[str], list[Prompt], list[
     return ids, prompts, refs
 
 
-def model_identity(name: str) -> dict[str, Any]:
-    """What makes a model's outputs: its name, or for a folder each top-level file's name, size, mtime.
-
-    Cheap (no hashing of weights) and enough to notice a checkpoint retrained in place. Only the
-    top level counts: that is what ``from_pretrained`` loads (trainer ``checkpoint-*`` folders or an
-    eval folder placed inside must not change the key).
-    """
-    path = Path(name)
-    if not path.exists():
-        return {"name": name}
-    if path.is_file():
-        return {"path": str(path.resolve()), "size": path.stat().st_size, "mtime": path.stat().st_mtime_ns}
-    files = sorted(p for p in path.iterdir() if p.is_file())
-    return {"path": str(path.resolve()), "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
-
-
 def generation_key(cfg: EvalConfig, model: str, prompts_digest: str) -> str:
     """Cache key of one side's generations: model identity, decoding settings and the prompts."""
-    key = {"format": GENERATION_FORMAT, "model": model_identity(model), "decoding": "greedy",
+    key = {"format": GENERATION_FORMAT, "model": model_record(model), "decoding": "greedy",
            "max_new_tokens": cfg.max_new_tokens, "dtype": cfg.dtype, "prompts": prompts_digest}
     if cfg.backend != "hf":  # hf keys stay as they were, so existing caches still hit
         key["backend"] = cfg.backend
-    return _digest(key)
+    return json_digest(key)
 
 
 # -- generation -----------------------------------------------------------------------------------
@@ -181,7 +161,7 @@ def merged_model(model: str, folder: Path) -> str:
     src = Path(model)
     if not (src / "adapter_config.json").is_file():
         return model
-    stamp = _digest(model_identity(model))
+    stamp = json_digest(model_record(model))
     marker = folder / _MERGED_MARKER
     if marker.is_file() and marker.read_text() == stamp:
         return str(folder)
@@ -191,13 +171,12 @@ def merged_model(model: str, folder: Path) -> str:
 
     merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(_adapter_base(src), dtype=torch.float32),
                                        str(src)).merge_and_unload()
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(str(tmp))
-    AutoTokenizer.from_pretrained(tokenizer_source(model)).save_pretrained(str(tmp))
-    (tmp / _MERGED_MARKER).write_text(stamp)  # last: a folder without it is never trusted
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    from pvar.io.writers import atomic_folder
+
+    with atomic_folder(folder) as tmp:
+        merged.save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(tokenizer_source(model)).save_pretrained(str(tmp))
+        (tmp / _MERGED_MARKER).write_text(stamp)  # last: a folder without it is never trusted
     return str(folder)
 
 
@@ -343,7 +322,7 @@ def render_markdown(res: EvalResult, cfg: EvalConfig) -> str:
         f"| win rate of policy over baseline | estimate | {conf} CI (paired bootstrap) |", "|---|---|---|",
         f"| hard (ties count 1/2) | {_pct(res.hard)} |",
         f"| soft (sigmoid({cfg.soft_scale:g} x score gap)) | {_pct(res.soft)} |",
-        f"| length-controlled (GLM on tanh of {res.lc_length} gap) | {_pct(res.length_controlled)} |", "",
+        f"| {LC_NAME} on tanh of the {res.lc_length} gap | {_pct(res.length_controlled)} |", "",
         "| | policy | baseline |", "|---|---|---|",
     ]
     p, b = res.policy, res.baseline
@@ -359,7 +338,7 @@ def render_markdown(res: EvalResult, cfg: EvalConfig) -> str:
 def _warnings(res: EvalResult) -> list[str]:
     out = []
     if winrate.is_extreme_change(res.hard.estimate, res.length_controlled.estimate):
-        out.append(f"the length-controlled win rate ({100 * res.length_controlled.estimate:.1f}%) is far from the raw "
+        out.append(f"the {LC_NAME} win rate ({100 * res.length_controlled.estimate:.1f}%) is far from the raw "
                    f"one ({100 * res.hard.estimate:.1f}%): the length GLM may be degenerate (few prompts, or length "
                    "and outcome separating them); trust the hard and soft rates first")
     return out
@@ -435,7 +414,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> EvalResult:
     out = Path(out_dir)
     check_output(cfg.prompts, out)
     out.mkdir(parents=True, exist_ok=True)
-    digest = _digest([ids, prompts])
+    digest = json_digest([ids, prompts])
     rows, cached, known = {}, {}, {}
     for s in SIDES:
         rows[s], cached[s] = side_outputs(cfg, s, out, ids, prompts, digest, known)
