@@ -1,0 +1,45 @@
+"""pvar.reporting: library code is silent unless a reporter is set (the CLI sets rich's)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from pvar import reporting
+
+
+def test_silent_by_default_and_routed_when_set(capsys):
+    reporting.set_reporter()
+    with reporting.progress("stage", total=3) as tick:
+        tick(2, {"tokens": 5})
+    reporting.log("a line")
+    assert capsys.readouterr() == ("", "")
+
+    seen = []
+
+    @contextmanager
+    def bars(label, source=None, total=None, unit="prompts"):
+        seen.append(("open", label, total, unit))
+        yield lambda rows, counters=None: seen.append(("tick", rows, counters))
+
+    try:
+        reporting.set_reporter(bars, lambda msg: seen.append(("log", msg)))
+        with reporting.progress("train", total=2, unit="steps") as tick:
+            tick(1)
+        reporting.log("done")
+    finally:
+        reporting.set_reporter()
+    assert seen == [("open", "train", 2, "steps"), ("tick", 1, None), ("log", "done")]
+
+
+def test_the_cli_plugs_rich_in(cli, tmp_path):
+    from tests.conftest import scored_rows, write_jsonl
+
+    src = write_jsonl(tmp_path / "s.jsonl", scored_rows(4))
+    try:
+        code, _, _ = cli("measure", src, "-o", tmp_path / "m.parquet")
+        assert code == 0
+        from pvar import render
+
+        assert reporting._progress is render.progress  # set by the root callback for every command
+    finally:
+        reporting.set_reporter()
