@@ -73,7 +73,7 @@ def plain_loop(policy: HFPolicy, prompts: list[str], n: int, tokens: int) -> tup
 def run_policy(policy: HFPolicy, prompts: list[str], n: int, seeds: list[int],
                batch_size: int, continuous: bool = True) -> tuple[float, Generation]:
     """(b) / (c): all prompts through HFPolicy at one batch size."""
-    policy.batch_size, policy.continuous = batch_size, continuous
+    policy.batch_size, policy.continuous = batch_size, continuous  # (b) opts in: HFPolicy's default is (c)
     start = time.perf_counter()
     gen = policy.generate(prompts, n, seeds)
     return time.perf_counter() - start, gen
