@@ -42,6 +42,18 @@ def engine_kwargs(model: str, *, dtype: str = "auto", tensor_parallel_size: int 
     return kwargs
 
 
+def import_vllm(what: str) -> Any:
+    """The ``vllm`` module (with ``vllm.inputs``), or a one-line ConfigError saying how to install it."""
+    try:
+        import vllm
+        import vllm.inputs
+    except ImportError as exc:
+        from pvar.errors import ConfigError
+
+        raise ConfigError(f"{what} needs vLLM, which is not installed; run: {INSTALL_HINT}") from exc
+    return vllm
+
+
 def token_prompt(vllm: Any, ids: list[int]) -> Any:
     """``TokensPrompt(prompt_token_ids=ids)``; a plain dict where the class is not exported (it is a TypedDict)."""
     inputs = getattr(vllm, "inputs", None)
@@ -102,13 +114,7 @@ class VLLMPolicy:
     def setup(self) -> None:
         if self.llm is not None:
             return
-        try:
-            import vllm
-            import vllm.inputs
-        except ImportError as exc:
-            from pvar.errors import ConfigError
-
-            raise ConfigError(f"backend vllm needs vLLM, which is not installed; run: {INSTALL_HINT}") from exc
+        vllm = import_vllm("backend vllm")
         from pvar.backends.assets import resolve_policy
 
         kwargs = engine_kwargs(resolve_policy(self.model_name), dtype=self.dtype,

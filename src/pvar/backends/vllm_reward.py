@@ -23,8 +23,6 @@ from typing import Any
 
 from pvar.backends.base import Prompt, Scores
 
-INSTALL_HINT = "pip install 'pvar[gpu]'"
-
 
 def pooling_engine_kwargs(vllm: Any, model: str, *, dtype: str, tensor_parallel_size: int,
                           gpu_memory_utilization: float, max_length: int) -> dict[str, Any]:
@@ -77,14 +75,10 @@ class VLLMReward:
     def setup(self) -> None:
         if self.llm is not None:
             return
-        try:
-            import vllm
-        except ImportError as exc:
-            from pvar.errors import ConfigError
-
-            raise ConfigError(f"reward vllm: needs vLLM, which is not installed; run: {INSTALL_HINT}") from exc
         from pvar.backends.assets import check_model_ref
-        from pvar.backends.vllm_policy import token_prompt
+        from pvar.backends.vllm_policy import import_vllm, token_prompt
+
+        vllm = import_vllm("reward vllm:")
 
         check_model_ref(self.model_name, "reward")
         self._format.load_tokenizer()

@@ -74,6 +74,16 @@ def memory_table(source: Any) -> pa.Table:
     return source.with_format("arrow")[:]
 
 
+def iter_memory(source: Any, batch_size: int, columns: list[str] | None = None) -> Iterator[Batch]:
+    """Batches of an in-memory source, numbered by 1-based row like a Parquet file's."""
+    table, name, start = memory_table(source), memory_name(source), 1
+    if columns is not None:
+        table = table.select([c for c in columns if c in table.column_names])
+    for rb in table.to_batches(max_chunksize=batch_size):
+        yield Batch(rb, name, first_row=start)
+        start += rb.num_rows
+
+
 def kind_of(path: str | Path) -> str:
     """'jsonl', 'parquet', 'shards' (a pvar stage folder) or 'datasets' (a saved folder or a hub name)."""
     if in_memory(path):

@@ -14,11 +14,11 @@ from pvar.io.readers import (
     in_memory,
     iter_datasets,
     iter_jsonl,
+    iter_memory,
     iter_parquet,
     iter_shards,
     kind_of,
     memory_name,
-    memory_table,
 )
 from pvar.io.schema import (
     UniqueIds,
@@ -46,27 +46,14 @@ def _batches(
     path: str, fmt: str, rating: str, batch_size: int, columns: list[str] | None
 ) -> Iterator[Batch]:
     kind = kind_of(path)
-    if kind == "memory":
-        table, name, start = memory_table(path), memory_name(path), 1
-        if columns is not None:
-            table = table.select([c for c in columns if c in table.column_names])
-        typed_batches = []
-        for rb in table.to_batches(max_chunksize=batch_size):
-            typed_batches.append(Batch(rb, name, first_row=start))
-            start += rb.num_rows
-        for batch in typed_batches:
-            use = formats.detect(batch.data.schema.names) if fmt == "auto" else fmt
-            if use == "ultrafeedback":
-                yield from _adapt_ultrafeedback(batch, rating)
-            else:
-                yield normalize_arrow(batch)
-        return
     if kind == "jsonl":
         for raw in iter_jsonl(path, batch_size=min(batch_size, 8192)):
             use = formats.detect(list(raw.rows[0])) if fmt == "auto" else fmt
             yield _adapt(raw, use, rating)
         return
-    if kind == "parquet":
+    if kind == "memory":
+        typed = iter_memory(path, batch_size, columns)
+    elif kind == "parquet":
         typed = iter_parquet(path, batch_size, columns)
     elif kind == "shards":
         typed = iter_shards(path, batch_size, columns)
