@@ -1,8 +1,8 @@
 """Every CLI option that sets a config field has that field's default: defaults cannot drift.
 
 A knob is declared on the config (type, default, description); the command's option of the same
-name must agree on the default. (Options that are not config fields, such as --engine, and fields
-the command fixes on purpose are listed in the table below.)
+name must agree on the default. (Options that are not config fields, such as --engine, are not
+compared; a command that ever needs another default must say why in CHOSEN.)
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ COMMANDS = {  # command -> its config class (module, name)
     "theory": ("pvar.pipeline.theory", "TheoryConfig"),
     "eval": ("pvar.pipeline.evaluate", "EvalConfig"),
 }
-CHOSEN = {  # (command, option): why the command's default differs from the config's
-    ("measure", "scale"): "the CLI's reward scale is 1 for reward-model logits; configs set theirs",
-}
+CHOSEN: dict[tuple[str, str], str] = {}  # (command, option) -> why its default differs from the config's
 
 
 def config_class(command: str) -> type:
