@@ -130,13 +130,15 @@ def pairs(
 
         from pvar import notebook
 
-        folder = dataset_dir or Path(tempfile.mkdtemp(prefix="pvar-pairs-"))
-        notebook.save_pairs(output, folder, pool=pool, reward=reward, scale=scale,
-                            selection=f"input {input.name}", config={"pairs": cfg.model_dump(mode="json")})
-        render.out.print(f"dataset folder with card -> {folder}")
-        if push_to_hub is not None:
-            notebook.push_to_hub(folder, push_to_hub)
-            render.out.print(f"published -> https://huggingface.co/datasets/{push_to_hub}")
+        with tempfile.TemporaryDirectory(prefix="pvar-pairs-") as scratch:  # the folder to publish, if none given
+            folder = dataset_dir or Path(scratch)
+            notebook.save_pairs(output, folder, pool=pool, reward=reward, scale=scale,
+                                selection=f"input {input.name}", config={"pairs": cfg.model_dump(mode="json")})
+            if dataset_dir is not None:
+                render.out.print(f"dataset folder with card -> {folder}")
+            if push_to_hub is not None:
+                notebook.push_to_hub(folder, push_to_hub)
+                render.out.print(f"published -> https://huggingface.co/datasets/{push_to_hub}")
 
 
 @app.command()

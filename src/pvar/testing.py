@@ -69,6 +69,6 @@ def tiny_reward_model(folder: str | Path, texts: list[str], seed: int = 0) -> Pa
     tok = tiny_tokenizer(texts, folder)
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=64, n_layer=2, n_head=2, num_labels=1,
-                     pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                     bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     GPT2ForSequenceClassification(cfg).save_pretrained(str(folder))
     return folder

@@ -30,7 +30,6 @@ class HFReward:
             raise ValueError(f"batch_size, max_length and max_batch_tokens must be >= 1, not {batch_size}, "
                              f"{max_length} and {max_batch_tokens}")
         self.max_batch_tokens = max_batch_tokens
-        self._padding = [0, 0]  # padded tokens, real tokens
         self.model_name = model
         self.batch_size = batch_size
         self.max_length = max_length
@@ -63,13 +62,18 @@ class HFReward:
         self._tokenizer = tok
         return tok
 
-    def token_ids(self, texts: list[str]) -> tuple[list[list[int]], int]:
-        """Token ids of formatted texts, cut to ``max_length``; and how many were cut."""
+    def token_ids(self, texts: list[str], limit: int | None = None) -> tuple[list[list[int]], int]:
+        """Token ids of formatted texts, cut to ``limit`` (default ``max_length``) on the tokenizer's
+        truncation side; and how many were cut. The one tokenization both scorers use."""
         tok = self.load_tokenizer()
-        special = not tok.chat_template  # a template writes its own BOS
+        # A chat template writes its own special tokens (BOS included); adding them again would
+        # duplicate BOS, which is what `apply_chat_template(tokenize=True)` avoids too.
+        special = not tok.chat_template
         ids = tok(texts, add_special_tokens=special, verbose=False)["input_ids"]
-        limit = self.max_length
-        return [list(x[:limit]) for x in ids], sum(len(x) > limit for x in ids)
+        limit = self.max_length if limit is None else limit
+        left = getattr(tok, "truncation_side", "right") == "left"
+        cut = [list(x[-limit:] if left else x[:limit]) for x in ids]
+        return cut, sum(len(x) > limit for x in ids)
 
     def setup(self) -> None:
         """Load tokenizer and model; make padding safe for last-token pooling."""
@@ -115,39 +119,33 @@ class HFReward:
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} response lists")
         self.setup()
         texts = [self.format(p, r) for p, resps in zip(prompts, responses, strict=True) for r in resps]
-        flat, truncated = self._score_texts(texts)
+        flat, truncated, padding = self._score_texts(texts)
         rewards, start = [], 0
         for resps in responses:
             rewards.append(flat[start : start + len(resps)])
             start += len(resps)
-        padded, real = self._padding
         return Scores(rewards, truncated=truncated, info={"model": self.model_name, "max_length": self._limit,
-                                                          "padding": round(1 - real / padded, 4) if padded else 0.0})
+                                                          "padding": padding})
 
-    def _score_texts(self, texts: list[str]) -> tuple[list[float], int]:
-        """Score texts longest first in batches; return scores in input order and the truncation count."""
+    def _score_texts(self, texts: list[str]) -> tuple[list[float], int, float]:
+        """Score texts longest first in batches; return scores in input order, the truncation count
+        and the share of padding in the batches. Each text is tokenized once and padded per batch."""
         import torch
 
         if not texts:
-            return [], 0
-        tok, limit = self._tokenizer, self._limit
-        # A chat template writes its own special tokens (BOS included); adding them again would
-        # duplicate BOS, which is what `apply_chat_template(tokenize=True)` avoids too.
-        special = not tok.chat_template
-        lengths = [len(ids) for ids in tok(texts, add_special_tokens=special, verbose=False)["input_ids"]]
-        truncated = sum(n > limit for n in lengths)
-        cut = [min(n, limit) for n in lengths]
+            return [], 0, 0.0
+        ids, truncated = self.token_ids(texts, self._limit)
         out = [0.0] * len(texts)
+        padded = real = 0
         with torch.inference_mode():
-            for idx in token_batches(cut, self.batch_size, self.max_batch_tokens):
-                batch = tok([texts[i] for i in idx], add_special_tokens=special, truncation=True, max_length=limit,
-                            padding=True, return_tensors="pt").to(self.device)
-                self._padding[0] += batch["input_ids"].numel()
-                self._padding[1] += int(batch["attention_mask"].sum())
+            for idx in token_batches([len(x) for x in ids], self.batch_size, self.max_batch_tokens):
+                batch = self._tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(self.device)
+                padded += batch["input_ids"].numel()
+                real += int(batch["attention_mask"].sum())
                 logits = self._model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 for i, value in zip(idx, logits[:, 0].float().cpu().tolist(), strict=True):
                     out[i] = value
-        return out, truncated
+        return out, truncated, round(1 - real / padded, 4) if padded else 0.0
 
 
 def token_batches(lengths: list[int], max_rows: int, max_tokens: int) -> list[list[int]]:

@@ -69,8 +69,7 @@ def stage_gpus(stage: Stage) -> float:
     cfg = getattr(stage, "config", None)
     if getattr(cfg, "backend", None) == "vllm":
         return float(getattr(cfg, "tensor_parallel_size", 1))
-    device = str(getattr(cfg, "device", "cpu"))
-    return 1.0 if device.startswith("cuda") or device == "auto" else 0.0
+    return 1.0 if str(getattr(cfg, "device", "cpu")).startswith("cuda") else 0.0
 
 
 def actor_resources(stage: Stage, gpus_per_worker: float | None, cpus_per_worker: float) -> dict[str, float]:
