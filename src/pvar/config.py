@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_serializer
@@ -56,3 +57,55 @@ class StageConfig(BaseModel):
         from pvar.fingerprint import text_digest
 
         return text_digest(self.model_dump_json())
+
+
+RUN = "run"
+"""A section value that defers to the run-wide setting (e.g. ``eval.dtype: run``)."""
+
+
+class Section(BaseModel):
+    """A section of a larger config (``pvar run``'s ``train:``, ``eval:``, ...) over stage configs.
+
+    Its stage fields are *derived* from the stage configs (:func:`section_of`), so type,
+    constraints, default and description are declared once, on the stage config;
+    :meth:`stage_values` hands them back under the stage's own names.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    stage_fields: ClassVar[dict[str, tuple[type[StageConfig], str]]] = {}
+
+    def stage_values(self, stage: type[StageConfig]) -> dict[str, Any]:
+        """This section's values of ``stage``'s fields, by the stage's names (values ``run`` left out)."""
+        return {name: getattr(self, field) for field, (cls, name) in self.stage_fields.items()
+                if cls is stage and getattr(self, field) != RUN}
+
+
+def section_of(*stages: tuple[type[StageConfig], Iterable[str] | Mapping[str, str]],
+               defaults: Mapping[str, Any] | None = None, base: type[Section] = Section) -> type[Section]:
+    """A :class:`Section` base class holding the named fields of each stage config.
+
+    ``stages`` pairs a stage config with its field names, or with ``{section name: stage name}``
+    where the section names a field differently (``reward_max_length`` for the reward stage's
+    ``max_length``). ``defaults`` overrides a default (a run's ``train.max_steps`` is 32 where
+    ``pvar train``'s is -1); everything else is the stage's own field.
+    """
+    from pydantic import create_model
+    from pydantic.fields import FieldInfo
+
+    defaults = dict(defaults or {})
+    fields: dict[str, Any] = {}
+    mapping: dict[str, tuple[type[StageConfig], str]] = {}
+    for stage, names in stages:
+        pairs = names.items() if isinstance(names, Mapping) else ((n, n) for n in names)
+        for field, name in pairs:
+            info = stage.model_fields[name]
+            if field in defaults:
+                info = FieldInfo.merge_field_infos(info, default=defaults.pop(field))
+            fields[field] = (info.annotation, info)
+            mapping[field] = (stage, name)
+    if defaults:
+        raise TypeError(f"section_of: defaults for fields it does not hold: {', '.join(defaults)}")
+    label = "".join(s.__name__.removesuffix("Config") for s, _ in stages)
+    model = create_model(f"{label}Fields", __base__=base, **fields)
+    model.stage_fields = {**base.stage_fields, **mapping}
+    return model

@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from pvar.config import Device
+from pvar.config import Device, Section, StageConfig, section_of
 from pvar.errors import ConfigError, InputError, short_repr
+from pvar.pipeline.adaptive import AdaptiveConfig
+from pvar.pipeline.evaluate import EvalConfig
+from pvar.pipeline.generate import GenerateConfig
+from pvar.pipeline.measure import MeasureConfig
+from pvar.pipeline.reward import RewardConfig
+from pvar.pipeline.theory import TheoryConfig
+from pvar.pipeline.train import TrainConfig
 
+S = TypeVar("S", bound=StageConfig)
+RUN_DTYPE_STAGES = ("GenerateConfig", "EvalConfig")  # stages whose dtype is the run's generation dtype
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
 PairRule = Literal["best-worst", "best-random", "sweet-spot", "all"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+class _Section(Section):
+    pass
 
 
 class PromptsConfig(_Section):
@@ -40,33 +49,22 @@ class PromptsConfig(_Section):
         "given phrase). Each row's reference then holds its task spec, read by the exact 'gold' reward and judge.")
 
 
-class AdaptiveSection(_Section):
-    """Adaptive sampling (``pvar.pipeline.adaptive``): more samples only where the selection is still open."""
+class AdaptiveSection(section_of((AdaptiveConfig, ("n0", "step", "n_max", "max_samples", "confidence", "stop")),
+                                 base=_Section)):
+    """Adaptive sampling (``pvar.pipeline.adaptive``): more samples only where the selection is still open.
 
-    n0: int = Field(3, ge=2, le=1024, description="Samples every prompt gets first.")
-    step: int = Field(2, ge=1, le=1024, description="Samples added per round to each undecided prompt.")
-    n_max: int = Field(16, ge=2, le=1024, description="Most samples a prompt gets.")
-    max_samples: int | None = Field(None, ge=1, description="Total sample budget of the pool (None: no cap); the "
-                                    "prompts nearest the cut are sampled first when it binds.")
-    confidence: float = Field(0.8, gt=0, lt=1, description="Coverage of the PVar interval that decides a prompt.")
-    stop: bool = Field(True, description="False grows every prompt to n_max (the fixed-n run, for checks).")
+    The cut-off fraction is the run's budget, and scale and seed are the run's."""
 
 
-class ScoringConfig(_Section):
+class ScoringConfig(section_of(
+        (GenerateConfig, ("n", "max_new_tokens", "temperature", "top_p", "batch_size")),
+        (RewardConfig, {"reward": "reward", "reward_max_length": "max_length"}),
+        (MeasureConfig, ("scale",)),
+        defaults={"max_new_tokens": 64, "scale": 10.0}, base=_Section)):
     """Sampling from the policy and scoring with the selection reward: done once, shared by every arm."""
 
     generate: bool = Field(True, description="Sample responses; False reads rated rows (UltraFeedback schema or "
                            "rows with responses and rewards) from prompts.source instead.")
-    n: int = Field(4, ge=2, le=1024, description="Responses per prompt.")
-    max_new_tokens: int = Field(64, ge=1, le=131_072, description="Cap on tokens per sampled response.")
-    temperature: float = Field(0.8, gt=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    batch_size: int = Field(128, ge=1, le=65_536, description="Sequences per model call while sampling (a speed knob).")
-    reward: str = Field("minilm-ref", description="Selection reward spec (see `pvar reward --help`).")
-    reward_max_length: int = Field(1024, ge=8, le=1_048_576, description="Token cap of hf:/vllm: reward models; "
-                                   "longer texts are cut (and counted).")
-    scale: float = Field(10.0, gt=0, description="Reward scale s of PVar (cosine rewards: ~10; reward-model "
-                         "logits: ~1; 1-10 ratings: ~1).")
     shard_size: int = Field(32, ge=1, description="Prompts per resumable shard.")
     adaptive: AdaptiveSection | None = Field(None, description="Sample adaptively instead of n per prompt (n is "
                                              "then unused): the selection cut is the run's budget.")
@@ -137,29 +135,19 @@ def default_arms() -> list[ArmConfig]:
     ]
 
 
-class TrainSection(_Section):
-    """Training of every arm: one TRL run each, same settings (see ``pvar train --help``)."""
+class TrainSection(section_of(
+        (TrainConfig, ("algo", "beta", "lr", "epochs", "max_steps", "batch_size", "lora", "lora_r", "lora_alpha",
+                       "lora_layers", "max_length", "dtype", "bf16", "gradient_checkpointing", "trl_args")),
+        defaults={"max_steps": 32, "max_length": 320}, base=_Section)):
+    """Training of every arm: one TRL run each, same settings (see ``pvar train --help``).
 
-    algo: Literal["dpo", "ipo", "simpo", "orpo", "kto"] = "dpo"
-    beta: float = Field(0.1, gt=0)
-    lr: float = Field(5e-5, gt=0)
-    epochs: float = Field(1.0, gt=0, description="Passes over each arm's pairs (max_steps -1).")
-    max_steps: int = Field(32, ge=-1, description="Optimizer steps per arm; -1 = epochs decides.")
-    batch_size: int = Field(4, ge=1, le=65_536)
-    lora: bool = True
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_layers: int | None = Field(None, ge=1, description="LoRA in the top K blocks only (see pvar train --help).")
-    max_length: int = Field(320, ge=8, le=1_048_576)
+    The policy and the seed are the run's (each arm's seed offset by its training seed)."""
+
     pair_rule: PairRule = Field("best-worst", description="Pairs per prompt (an arm's ``rule`` overrides it).")
     matching: Literal["auto", "compute", "data"] = Field(
         "auto", description="compute: every arm trains max_steps optimizer steps (needs max_steps > 0); data: each "
         "arm trains `epochs` passes over its own pairs (max_steps -1), so arms with more pairs get more steps. auto = "
         "compute when max_steps > 0, else data, which must then be chosen explicitly if arms' budgets differ.")
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Dtype the weights load in (bfloat16: "
-                                                  "a LoRA run's frozen base in half the memory).")
-    bf16: bool = Field(False, description="bf16 mixed precision (GPUs).")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations: less memory, ~30 % more compute.")
     launcher: Literal["inline", "accelerate"] = Field(
         "inline", description="inline: train in this process; accelerate: each arm's training runs under "
         "`accelerate launch` (DDP, FSDP or ZeRO-3, per accelerate_config) in a subprocess.")
@@ -170,7 +158,6 @@ class TrainSection(_Section):
                                       "None = the config file's.")
     accelerate_args: list[str] = Field(default_factory=list, description="launcher accelerate: more flags of "
                                        "`accelerate launch` (e.g. --main_process_port 29501).")
-    trl_args: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _matching(self) -> Self:
@@ -186,14 +173,12 @@ class TrainSection(_Section):
         return self.matching if self.matching != "auto" else ("compute" if self.max_steps > 0 else "data")
 
 
-class EvalSection(_Section):
-    judge: str = Field("mpnet-ref", description="Held-out judge; must differ from the selection reward.")
-    max_new_tokens: int = Field(64, ge=1, le=131_072)
-    batch_size: int = Field(64, ge=1, le=65_536)
-    n_boot: int = Field(2000, ge=10, le=1_000_000)
-    lc_boot: int = Field(300, ge=10, le=1_000_000)
-    soft_scale: float = Field(10.0, gt=0)
-    confidence: float = Field(0.95, gt=0, lt=1)
+class EvalSection(section_of(
+        (EvalConfig, ("judge", "max_new_tokens", "batch_size", "n_boot", "lc_boot", "soft_scale", "confidence",
+                      "dtype", "backend")),
+        defaults={"max_new_tokens": 64, "batch_size": 64, "lc_boot": 300}, base=_Section)):
+    """Judging every arm against the base policy on the held-out prompts (see ``pvar eval --help``)."""
+
     dtype: Literal["run", "float32", "bfloat16", "float16"] = Field(
         "run", description="dtype of eval generation; 'run' = the run's dtype. float32 keeps greedy answers "
         "independent of which prompts share a batch (bf16 kernels are not).")
@@ -203,10 +188,12 @@ class EvalSection(_Section):
                                "second time in batches of this size (a different arrangement of prompts); 0 skips it.")
 
 
-class TheorySection(_Section):
+class TheorySection(section_of((TheoryConfig, ("prompts", "params", "max_length")),
+                               defaults={"prompts": 8, "max_length": 256}, base=_Section)):
+    """Checks of the theory: gradient norm vs PVar at initialisation, gradient signal, held-out pairs."""
+
     prompts: int = Field(8, ge=0, description="Prompts for the gradient-norm check; 0 skips it.")
-    params: str = Field("all", description="Parameter subset (regex on names) or 'all'.")
-    max_length: int = Field(256, ge=2, le=1_048_576)
+
     signal_prompts: int = Field(0, ge=0, description="Gradient-signal check (pvar.pipeline.diagnostics): "
                                 "pool prompts, spread over PVar, whose DPO gradient is estimated from two fresh "
                                 "sample sets; their dot product (unbiased for ‖E g‖²) is regressed on PVar and on "
@@ -292,6 +279,28 @@ class RunConfig(_Section):
                 raise ValueError(f"primary: {name!r} is not an arm (arms: {', '.join(sorted(arms))})")
         return self
 
+    def stage(self, stage: type[S], *sections: Section, **given: Any) -> S:
+        """``stage``'s config for this run: run-wide settings, then the sections' fields, then ``given``.
+
+        The one place run-wide settings reach the stages: the ``policy`` (as ``model``, and as an
+        eval's ``baseline``), ``seed``, ``device``, the sampling ``backend``, the vLLM layout and,
+        for stages that generate text (:data:`RUN_DTYPE_STAGES`), the run's dtype. A stage gets
+        the ones it has a field for.
+        """
+        wide = {"model": self.policy, "baseline": self.policy, "seed": self.seed, "device": self.device,
+                "backend": self.backend, "tensor_parallel_size": self.tensor_parallel_size,
+                "gpu_memory_utilization": self.gpu_memory_utilization}
+        if stage.__name__ in RUN_DTYPE_STAGES:
+            wide["dtype"] = self.generation_dtype()
+        values = {k: v for k, v in wide.items() if k in stage.model_fields}
+        for section in sections:
+            values.update(section.stage_values(stage))
+        return stage.make(**{**values, **given})
+
+    def generation_dtype(self) -> str:
+        """The dtype of sampling and eval generation: ``dtype``, with ``auto`` resolved for the device."""
+        return self.dtype if self.dtype != "auto" else auto_dtype(self.device)
+
     def primary_pair(self) -> tuple[str, str] | None:
         """(focus, comparator) of the primary comparison, or None when the run has no comparator."""
         if self.primary:
@@ -311,6 +320,17 @@ class RunConfig(_Section):
     def groups(self) -> dict[str, list[str]]:
         """Arm name -> its runs (several for random seeds and training seeds, else one)."""
         return {arm.name: [n for n, _ in arm.expand()] for arm in self.arms}
+
+
+def auto_dtype(device: str) -> str:
+    """bfloat16 on GPUs and where the CPU has native bf16 dot products (2x faster sampling), else float32."""
+    if device.startswith("cuda"):
+        return "bfloat16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

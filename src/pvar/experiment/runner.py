@@ -35,7 +35,7 @@ from typing import Any
 
 from pvar import reporting
 from pvar.errors import ConfigError
-from pvar.experiment.config import ArmConfig, RunConfig
+from pvar.experiment.config import ArmConfig, RunConfig, auto_dtype
 from pvar.experiment.state import Ledger
 from pvar.fingerprint import digest
 from pvar.io.paths import file_lock, refuse_foreign, remove_stale_temps
@@ -326,14 +326,7 @@ class Experiment:
         from pvar.pipeline import stages
 
         c, s = self.cfg, self.cfg.scoring
-        gen = stages.GenerateConfig.make(model=policy, backend=c.backend, n=s.n, max_new_tokens=s.max_new_tokens,
-                                         temperature=s.temperature, top_p=s.top_p, seed=seed,
-                                         batch_size=s.batch_size, device=c.device, dtype=_dtype(c),
-                                         tensor_parallel_size=c.tensor_parallel_size,
-                                         gpu_memory_utilization=c.gpu_memory_utilization)
-        return gen, stages.RewardConfig.make(reward=s.reward, device=c.device, max_length=s.reward_max_length,
-                                             tensor_parallel_size=c.tensor_parallel_size,
-                                             gpu_memory_utilization=c.gpu_memory_utilization)
+        return (c.stage(stages.GenerateConfig, s, model=policy, seed=seed), c.stage(stages.RewardConfig, s))
 
     def _adaptive(self, source: str, gen: Any, rew: Any, upstream: str) -> None:
         from pvar.pipeline import adaptive
@@ -342,9 +335,7 @@ class Experiment:
         assert a is not None
         fraction = (min(1.0, c.budget / max(1, _count_rows(source))) if isinstance(c.budget, int)
                     else float(c.budget))
-        acfg = adaptive.AdaptiveConfig.make(n0=a.n0, step=a.step, n_max=a.n_max, max_samples=a.max_samples,
-                                            stop=a.stop, confidence=a.confidence, fraction=fraction,
-                                            scale=c.scoring.scale, seed=c.seed)
+        acfg = c.stage(adaptive.AdaptiveConfig, a, fraction=fraction, scale=c.scoring.scale)
         out = self.paths.root / "scoring" / "adaptive"
 
         def go() -> dict[str, Any]:
@@ -359,7 +350,7 @@ class Experiment:
         from pvar.pipeline import measure
 
         c, p, s = self.cfg, self.paths, self.cfg.scoring
-        mcfg = measure.MeasureConfig.make(scale=s.scale, seed=c.seed)
+        mcfg = c.stage(measure.MeasureConfig, s)
 
         def measure_pool() -> dict[str, Any]:
             pool = measure.run(scored, p.measured, mcfg)
@@ -373,9 +364,8 @@ class Experiment:
             return
         from pvar.pipeline.theory import TheoryConfig, run_theory
 
-        tcfg = TheoryConfig.make(model=self.cfg.policy, prompts=t.prompts, pick="spread", params=t.params,
-                                 max_length=t.max_length, beta=self.cfg.train.beta, scale=self.cfg.scoring.scale,
-                                 device="auto" if self.cfg.device == "cpu" else self.cfg.device)
+        tcfg = self.cfg.stage(TheoryConfig, t, beta=self.cfg.train.beta, scale=self.cfg.scoring.scale,
+                              device="auto" if self.cfg.device == "cpu" else self.cfg.device)
         out = self.paths.root / "theory"
 
         def go() -> dict[str, Any]:
@@ -487,8 +477,7 @@ class Experiment:
             return
         from pvar.pipeline import potential
 
-        pcfg = potential.PotentialConfig.make(model=self.cfg.policy, max_length=self.cfg.train.max_length,
-                                              device=self.cfg.device)
+        pcfg = self.cfg.stage(potential.PotentialConfig, max_length=self.cfg.train.max_length)
 
         def go() -> dict[str, Any]:
             with reporting.progress("potential", self.paths.measured) as tick:
@@ -505,13 +494,7 @@ class Experiment:
     def _train_config(self, name: str, arm: ArmConfig) -> Any:
         from pvar.pipeline.train import TrainConfig
 
-        t = self.cfg.train
-        return TrainConfig.make(model=self.cfg.policy, algo=t.algo, beta=t.beta, lr=t.lr, epochs=t.epochs,
-                                max_steps=t.max_steps, batch_size=t.batch_size, lora=t.lora, lora_r=t.lora_r,
-                                lora_alpha=t.lora_alpha, lora_layers=t.lora_layers, max_length=t.max_length,
-                                seed=self.cfg.train_seed(name), dtype=t.dtype, bf16=t.bf16,
-                                gradient_checkpointing=t.gradient_checkpointing,
-                                weight_by=arm.weight_by, trl_args=dict(t.trl_args))
+        return self.cfg.stage(TrainConfig, self.cfg.train, seed=self.cfg.train_seed(name), weight_by=arm.weight_by)
 
     def train_arm(self, name: str, arm: ArmConfig) -> None:
         tcfg = self._train_config(name, arm)
@@ -642,7 +625,7 @@ class Experiment:
             stages.run("reward", rew, rdir / "generate", rdir / "reward", shard_size=s.shard_size,
                        **self.engine_opts())
             tmp = rdir / "measured-reward.parquet"
-            measure.run(rdir / "reward", tmp, measure.MeasureConfig.make(scale=s.scale, seed=c.seed))
+            measure.run(rdir / "reward", tmp, c.stage(measure.MeasureConfig, s))
             table = pq.read_table(tmp)
             prompts, responses = table.column("prompt").to_pylist(), table.column("responses").to_pylist()
             logp = sequence_logprobs(policy, prompts, responses, device=c.device, max_length=c.train.max_length)
@@ -689,14 +672,8 @@ class Experiment:
     def _eval_config(self, policy: str) -> Any:
         from pvar.pipeline.evaluate import EvalConfig
 
-        e = self.cfg.eval
-        return EvalConfig.make(policy=policy, baseline=self.cfg.policy, prompts=self.eval_source(), judge=e.judge,
-                               selection_reward=self.cfg.scoring.reward, max_new_tokens=e.max_new_tokens,
-                               batch_size=e.batch_size, seed=self.cfg.seed, n_boot=e.n_boot, lc_boot=e.lc_boot,
-                               confidence=e.confidence, soft_scale=e.soft_scale, device=self.cfg.device,
-                               dtype=_dtype(self.cfg) if e.dtype == "run" else e.dtype, backend=self.eval_backend(),
-                               tensor_parallel_size=self.cfg.tensor_parallel_size,
-                               gpu_memory_utilization=self.cfg.gpu_memory_utilization)
+        return self.cfg.stage(EvalConfig, self.cfg.eval, policy=policy, prompts=self.eval_source(),
+                              selection_reward=self.cfg.scoring.reward, backend=self.eval_backend())
 
     def eval_backend(self) -> str:
         """The eval section's backend; 'run' = vllm when the run samples with vLLM, else hf."""
@@ -767,18 +744,10 @@ def _count_lines(path: Path) -> int:
 
 
 def _dtype(cfg: RunConfig) -> str:
-    """bfloat16 where the CPU has native bf16 dot products (2x faster sampling here), else float32."""
-    return cfg.dtype if cfg.dtype != "auto" else _auto_dtype(cfg.device)
+    return cfg.generation_dtype()
 
 
-def _auto_dtype(device: str) -> str:
-    if device.startswith("cuda"):
-        return "bfloat16"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+_auto_dtype = auto_dtype
 
 
 def _count_rows(source: str) -> int:
