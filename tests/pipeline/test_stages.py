@@ -81,6 +81,27 @@ def test_pair_rules(tmp_path, cli):
         assert len(read_all(out)) == expect  # prompts 0 and 4 have zero spread: skipped
 
 
+def test_empty_responses_are_never_a_side_of_a_pair(tmp_path, cli):
+    """A policy that answers with EOS at once leaves an empty text: the worst *real* answer is rejected."""
+    from pvar.training.data import load_pairs
+
+    rows = [{"prompt_id": "a", "prompt": "q1", "responses": ["good", "", "ok", "  "], "rewards": [3.0, 0.0, 2.0, -1]},
+            {"prompt_id": "b", "prompt": "q2", "responses": ["", "x"], "rewards": [1.0, 0.5]},
+            {"prompt_id": "c", "prompt": "q3", "responses": ["hi", "yo"], "rewards": [1.0, 0.0]}]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    for rule in ("best-worst", "best-random", "sweet-spot", "all"):
+        out = tmp_path / f"{rule}.jsonl"
+        assert cli("pairs", src, "-o", out, "--rule", rule, "--scale", "1")[0] == 0
+        got = read_all(out)
+        assert got and all(r["chosen"].strip() and r["rejected"].strip() for r in got), (rule, got)
+        assert "b" not in {r["prompt_id"] for r in got}  # one real answer: no pair
+        assert load_pairs(out).num_rows == len(got)  # training accepts every pair
+    worst = {r["prompt_id"]: r for r in read_all(tmp_path / "best-worst.jsonl")}
+    assert (worst["a"]["chosen"], worst["a"]["rejected"], worst["a"]["rejected_reward"]) == ("good", "ok", 2.0)
+    pvar_a = worst["a"]["pvar"]  # PVar still measures every scored response, empty ones included
+    assert pvar_a == pytest.approx(float(preference_variance(np.array([[3.0, 0.0, 2.0, -1.0]]), 1.0)[0]))
+
+
 def test_chat_prompts_give_conversational_pairs(tmp_path, cli):
     rows = scored_rows(3)
     for r in rows:

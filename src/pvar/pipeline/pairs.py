@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from pvar.config import StageConfig
+from pvar.config import InputFormat, Rating, StageConfig
 from pvar.core import pairs as rules
 from pvar.core.seeding import prompt_uniforms
 from pvar.core.stats import preference_variance
@@ -36,8 +36,8 @@ class PairsConfig(StageConfig):
     max_pairs: int = Field(8, ge=1, le=100_000, description="Cap on pairs per prompt for rule 'all'.")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of best-random's draw (per prompt, from prompt_id).")
     scale: float = Field(1.0, gt=0, description="Reward scale for PVar when the rows lack a pvar column.")
-    format: Literal["auto", "pipeline", "ultrafeedback"] = "auto"
-    rating: Literal["overall", "aspects"] = "overall"
+    format: InputFormat = "auto"
+    rating: Rating = "overall"
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,26 @@ def _as_assistant(texts: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), msgs, type=MESSAGES)
 
 
+def _without_blank(rewards: np.ndarray, flat: pa.Array, lengths: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Rewards with empty (or whitespace-only) responses left out of pairing (NaN).
+
+    A policy can answer with EOS at once; the empty text still has a reward and counts in PVar,
+    but a pair with an empty side is refused by training, so the rules choose among real texts
+    (best-worst takes the worst non-empty response) instead of the prompt losing its pair.
+    """
+    if not pa.types.is_string(flat.type) and not pa.types.is_large_string(flat.type):
+        return rewards
+    blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(flat)), 0), False)
+    blank = blank.to_numpy(zero_copy_only=False)
+    if not blank.any():
+        return rewards
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    cols = np.arange(len(flat)) - starts[rows]
+    out = rewards.copy()
+    out[rows[blank], cols[blank]] = np.nan
+    return out
+
+
 def pairs_columns() -> tuple[str, ...]:
     """The columns of a pairs file, in order."""
     return ("prompt", "chosen", "rejected", "prompt_id", "pvar", "chosen_reward", "rejected_reward")
@@ -71,11 +91,13 @@ def pairs_columns() -> tuple[str, ...]:
 
 def pairs_batch(data: pa.RecordBatch, cfg: PairsConfig) -> pa.RecordBatch:
     """One output row per pair; columns prompt, chosen, rejected, prompt_id, pvar, rewards."""
-    rewards = list_to_padded(data.column("rewards"))
-    idx = _index(data, cfg, rewards)
+    measured = list_to_padded(data.column("rewards"))
     responses = combine(data.column("responses"))
-    starts = np.concatenate([[0], np.cumsum(list_lengths(responses))])[:-1]
+    lengths = list_lengths(responses)
+    starts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
     flat = pc.list_flatten(responses)
+    rewards = _without_blank(measured, flat, lengths, starts)
+    idx = _index(data, cfg, rewards)
     chosen = flat.take(pa.array(starts[idx.prompt] + idx.chosen))
     rejected = flat.take(pa.array(starts[idx.prompt] + idx.rejected))
     # The same text scored twice can differ in the last bits (batched reward models): such a
@@ -90,7 +112,7 @@ def pairs_batch(data: pa.RecordBatch, cfg: PairsConfig) -> pa.RecordBatch:
     if "pvar" in data.schema.names:
         pvar = to_numpy_float(data.column("pvar"))
     else:
-        pvar = preference_variance(rewards, cfg.scale)
+        pvar = preference_variance(measured, cfg.scale)
     return pa.RecordBatch.from_pydict({
         "prompt": prompt,
         "chosen": chosen,
