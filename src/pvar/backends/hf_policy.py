@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pvar.backends.base import Generation, Prompt, check_sampling, generation_prompt_ids
@@ -236,6 +236,7 @@ class HFPolicy:
         # length-sorted fixed batches (bench/generate.py), where most rows run to max_new_tokens anyway.
         self.continuous = False
         self._slots = False
+        self.progress: Callable[[int], None] | None = None  # told the rows of each finished batch
 
     def setup(self) -> None:
         import torch
@@ -319,6 +320,8 @@ class HFPolicy:
             for (i, j), text, count, end in zip(batch, out, counts, ended, strict=True):
                 texts[i][j - start], stopped[i][j - start] = text, end
                 total += count
+            if self.progress is not None:
+                self.progress(len(batch))
         return Generation(texts, stopped, total)
 
     def _generate_slots(self, pairs: list[tuple[int, int]], ids: list[list[int]], seeds: list[int], start: int,

@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import Field
 
 import pvar
+from pvar import reporting
 from pvar.backends.base import Prompt, prompt_text
 from pvar.config import Device, StageConfig
 from pvar.core import winrate
@@ -180,7 +181,8 @@ def merged_model(model: str, folder: Path) -> str:
     return str(folder)
 
 
-def _generate(cfg: EvalConfig, model: str, ids: list[str], prompts: list[Prompt]) -> tuple[list[str], list[bool]]:
+def _generate(cfg: EvalConfig, model: str, ids: list[str], prompts: list[Prompt],
+              label: str = "policy") -> tuple[list[str], list[bool]]:
     import gc
 
     from pvar.core.seeding import prompt_seed
@@ -198,7 +200,9 @@ def _generate(cfg: EvalConfig, model: str, ids: list[str], prompts: list[Prompt]
         policy = HFPolicy(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, device=cfg.device,
                           dtype=cfg.dtype, greedy=True)
     policy.setup()
-    gen = policy.generate(prompts, 1, [prompt_seed(cfg.seed, pid) for pid in ids])
+    with reporting.progress(f"eval answers of {label}", total=len(ids), unit="answers") as tick:
+        policy.progress = tick  # hf ticks per batch; vllm generates in one call
+        gen = policy.generate(prompts, 1, [prompt_seed(cfg.seed, pid) for pid in ids])
     del policy  # free one model before the next side loads
     gc.collect()
     return [r[0] for r in gen.responses], [s[0] for s in gen.stopped]
@@ -234,7 +238,7 @@ def side_outputs(cfg: EvalConfig, side: str, out: Path, ids: list[str], prompts:
     known = {} if known is None else known
     fresh = key not in known
     if fresh:
-        texts, stopped = _generate(cfg, merged_model(name, out / f"merged-{side}"), ids, prompts)
+        texts, stopped = _generate(cfg, merged_model(name, out / f"merged-{side}"), ids, prompts, label=side)
         known[key] = [{"prompt_id": i, "prompt": p, "output": t, "stopped_at_eos": s}
                       for i, p, t, s in zip(ids, prompts, texts, stopped, strict=True)]
     key_path.unlink(missing_ok=True)
