@@ -3,7 +3,9 @@
 Writes ``report/report.json`` (every number), ``report/report.md`` (figures beside it in
 ``report/figures/``) and ``report/report.html`` (one self-contained page: figures inlined as PNG
 data URIs, no external assets). Works on a partial run: sections whose inputs are missing say so.
-The document is built once as a list of blocks and rendered twice, so both formats say the same.
+:func:`collect` gathers the numbers (report.json); :mod:`pvar.experiment.document` builds the
+document from their typed view (:mod:`pvar.experiment.report_data`), one builder per section,
+as blocks rendered here twice, so both formats say the same.
 """
 
 from __future__ import annotations
@@ -20,11 +22,9 @@ from typing import Any
 import numpy as np
 
 from pvar.experiment import analysis, verdict
+from pvar.experiment.document import Block, document
 from pvar.io.writers import atomic_write_text
 from pvar.pipeline.evaluate import LC_NAME
-
-Block = tuple  # ("h2", text) | ("p", text) | ("table", header, rows) | ("fig", key, caption) | ("pre", text)
-
 
 # -- collecting -----------------------------------------------------------------------------------
 
@@ -70,7 +70,7 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
     boot = dict(n_boot=e.n_boot, confidence=e.confidence, seed=cfg.seed)
 
     pool = read_pool(root) if pool is None else pool
-    arm_names = [n for n, _, _ in cfg.arm_runs()]
+    arm_names = [] if cfg.until == "measure" else [n for n, _, _ in cfg.arm_runs()]
     groups = {arm.name: [n for n, _ in arm.expand()] for arm in cfg.arms if arm.select == "random"}
     group_of = {n: arm.name for arm in cfg.arms for n, _ in arm.expand()}
     selections = {n: _selected_ids(root / "arms" / n, pool) for n in arm_names}
@@ -130,8 +130,8 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
         out["rank_reliability_resampled"] = verdict.resampled_reliability(
             pool.rewards, out["pool"]["budget_k"], scale=cfg.scoring.scale, sizes=sorted({n // 2, n, 2 * n}),
             seed=cfg.seed)
-    focus = arm_names[0]
-    comps = analysis.paired_comparisons(judged, focus, groups, **boot)
+    focus = arm_names[0] if arm_names else None
+    comps = analysis.paired_comparisons(judged, focus, groups, **boot) if focus else []
     out["focus"] = focus
     out["comparisons"] = [c.as_dict() for c in comps]
 
@@ -155,8 +155,11 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
                               "final_loss": steps.get(f"round{r}-train:{n}", {}).get("final_loss")}
                              for r in range(2, cfg.rounds + 1) if f"round{r}-score:{n}" in steps]
                          for n in arm_names}
-    out["complete"] = bool(arms) and all(a["eval"] for a in arms) if cfg.until == "eval" else \
-        all(a["pairs"] is not None for a in arms)
+    if cfg.until == "measure":
+        out["complete"] = "pool" in out
+    else:
+        out["complete"] = bool(arms) and all(a["eval"] for a in arms) if cfg.until == "eval" else \
+            all(a["pairs"] is not None for a in arms)
     out["until"] = cfg.until
     return out
 
@@ -272,296 +275,6 @@ def draw(data: dict[str, Any], run_dir: Path, fig_dir: Path, pool: analysis.Pool
         fig_dir.mkdir(parents=True, exist_ok=True)
         figs["theory"] = Path(shutil.copyfile(theory_png, fig_dir / "theory.png"))
     return figs
-
-
-# -- the document ---------------------------------------------------------------------------------
-
-
-def _f(x: Any, fmt: str = ".3f") -> str:
-    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
-
-
-def _ci(block: dict[str, Any] | None, pct: bool = True) -> str:
-    if not block:
-        return "–"
-    s = 100 if pct else 1
-    fmt = ".1f" if pct else ".4f"
-    return f"{_f(s * block['estimate'], fmt)} [{_f(s * block['ci_low'], fmt)}, {_f(s * block['ci_high'], fmt)}]"
-
-
-def _steps(t: dict[str, Any]) -> str:
-    unit = f"batch {t['batch_size']}"
-    return f"{t['max_steps']} steps of {unit}" if t["max_steps"] > 0 else f"{t['epochs']:g} epoch(s) of {unit}"
-
-
-def _verdicts(data: dict[str, Any]) -> list[str]:
-    """Plain sentences: which differences exceed the noise, which do not, and how to read them."""
-    comps = data["comparisons"]
-    if not comps:
-        return ["No paired comparison yet: the arms have not all been judged."]
-    focus = data["focus"]
-    sep = [c for c in comps if not c["within_noise"]]
-    noise = [c for c in comps if c["within_noise"]]
-    out = []
-    for c in sep:
-        d = c["difference"]
-        word = "better" if d["estimate"] > 0 else "worse"
-        out.append(f"**{focus} is {word} than {c['b']}** beyond noise: mean judge-score difference "
-                   f"{_f(d['estimate'], '+.4f')} (95% CI {_f(d['ci_low'], '+.4f')} to {_f(d['ci_high'], '+.4f')}), "
-                   f"head-to-head win rate {_ci(c['head_to_head'])}%.")
-    if noise:
-        out.append(f"Within noise (the 95% interval of the paired score difference contains 0): {focus} vs "
-                   + ", ".join(c["b"] for c in noise) + ". This run cannot tell those arms apart.")
-    split = [c["b"] for c in comps if c["within_noise"] != _h2h_noise(c)]
-    if split:
-        out.append("The head-to-head win rate and the mean score difference disagree about noise for "
-                   + ", ".join(split) + "; the score difference is the test used here, the head-to-head rate is "
-                   "shown for reading.")
-    out.append(f"{len(comps)} comparisons at 95% each: about {len(comps) / 20:.2f} would exclude 0 by chance alone, "
-               "so a single separated comparison (especially against one random seed) is weak evidence; the "
-               "comparison against the random seeds pooled is the one to trust.")
-    return out
-
-
-def _h2h_noise(c: dict[str, Any]) -> bool:
-    h = c["head_to_head"]
-    return bool(h["ci_low"] <= 0.5 <= h["ci_high"])
-
-
-def _d(x: dict[str, Any]) -> str:
-    return f"{_f(x['estimate'], '+.4f')} [{_f(x['ci_low'], '+.4f')}, {_f(x['ci_high'], '+.4f')}]"
-
-
-def verdict_blocks(data: dict[str, Any]) -> list[Block]:
-    """The decision first: did training learn (gate), the primary test with its power, then the rest."""
-    v = data.get("verdict")
-    blocks: list[Block] = [("h2", "Verdict")]
-    if not v:
-        return [*blocks, ("p", "Not available yet: every arm must be trained and judged first.")]
-    g, pr = v["gate"], v["primary"]
-    conf = f"{100 * (1 - v['alpha']):g}%"
-    if g is not None:
-        word = "passed" if g["passed"] else "**failed**"
-        blocks.append(("p", f"Learning gate {word}: the {g['a']} arm ({g['runs_a']} runs) minus the base policy "
-                            f"= {_d(g)} mean eval score ({conf} CI, p = {_f(g['p_value'], '.3g')})."))
-    if v["void"]:
-        blocks.append(("p", "**The comparison is void**: the budget-matched random arm does not beat the base policy "
-                            "beyond noise, so training did not learn enough for any ranking of arms to mean "
-                            "something. The arm tables below are shown for diagnosis only."))
-    if pr is not None:
-        verdict_word = ("beyond noise" if pr["ci_low"] > 0 or pr["ci_high"] < 0 else "within noise")
-        blocks.append(("p", f"Primary comparison (named before the run): **{pr['a']} − {pr['b']} = {_d(pr)}** "
-                            f"({pr['runs_a']} vs {pr['runs_b']} runs pooled, {pr['n_prompts']} eval prompts, "
-                            f"p = {_f(pr['p_value'], '.3g')}, {verdict_word}"
-                            f"{'' if not v['void'] else '; void, see the gate'}). Minimum detectable effect at 80% "
-                            f"power: {_f(pr['mde'], '.4f')}; power against a true effect of the observed size: "
-                            f"{_f(100 * pr['power'], '.0f')}%. Standard error {_f(pr['se'], '.4f')} = runs "
-                            f"{_f(pr['se_runs'], '.4f')} ⊕ eval prompts {_f(pr['se_prompts'], '.4f')} "
-                            f"(df {_f(pr['df'], '.1f')})."))
-    blocks.append(("p", f"Variance: {v['method']}; between-run SD of an arm's mean score "
-                        f"{_f(v['run_sd'], '.4f')} (df {v['run_df']})."))
-    blocks.append(("fig", "verdict", "Each arm's gain over the base policy, then the primary and secondary "
-                                     "comparisons, with the intervals above."))
-    if v["secondary"]:
-        blocks.append(("table", ["secondary comparison", "difference [CI]", "p", "p (Holm)", "rejected at Holm?"],
-                       [[f"{c['a']} − {c['b']}", _d(c), _f(c["p_value"], ".3g"), _f(c["p_holm"], ".3g"),
-                         "yes" if c["rejected"] else "no"] for c in v["secondary"]]))
-    rows = [[arm, str(x["runs_a"]), _d(x), _f(x["p_value"], ".3g")] for arm, x in v["vs_base"].items()]
-    blocks.append(("table", ["arm (runs pooled) − base", "runs", "gain [CI]", "p"], rows))
-    floor = []
-    if v.get("aa_batches"):
-        a = v["aa_batches"]
-        floor.append(f"the base policy answered twice in different batch arrangements: "
-                     f"{_f(100 * a['identical_answers'], '.1f')}% identical answers, score difference {_d(a)}")
-    if v.get("aa_runs"):
-        a = v["aa_runs"]
-        floor.append(f"{a['a']} vs {a['b']} (same arm, another seed): {_d(a)}")
-    if floor:
-        blocks.append(("p", "A/A noise floor: " + "; ".join(floor) + "."))
-    if v.get("guard"):
-        gd = v["guard"]
-        blocks.append(("p", "Content guard (share of real answers: ≥ 3 words, not looping, mostly letters): "
-                            + ", ".join(f"{k} {_f(100 * x, '.0f')}%" for k, x in gd.items())
-                            + ". A gold gain with a guard drop would be a degenerate shortcut."))
-    m = data.get("matching")
-    if m:
-        kind = "compute-matched (equal optimizer steps)" if m["mode"] == "compute" else \
-            "data-matched (each arm one pass count over its own pairs)"
-        extra = "" if m["equal_steps"] else " — **arms trained different numbers of steps**"
-        none = (f" {', '.join(m['untrained'])}: no pairs (every selected prompt tied), not trained, so its "
-                "answers are the base policy's." if m.get("untrained") else "")
-        blocks.append(("p", f"Training: {kind}{extra}; optimizer steps (distinct pairs) per arm: "
-                            + ", ".join(f"{k} {x} ({m['distinct_pairs'].get(k)})" for k, x in m["steps"].items())
-                            + "." + none))
-    rr = data.get("rank_reliability")
-    if rr:
-        last = rr[-1]
-        blocks.append(("p", f"Rank reliability: two disjoint sets of {last['samples']} samples per prompt agree on "
-                            f"{_f(100 * last['overlap'], '.0f')}% of the top {data['pool']['budget_k']} by PVar "
-                            f"(chance {_f(100 * last['chance'], '.0f')}%); the selection used all "
-                            f"{data['config']['scoring']['n']} samples, so it is at least this stable. By samples: "
-                            + ", ".join(f"{r['samples']}: {_f(100 * r['overlap'], '.0f')}%" for r in rr) + "."))
-        rs = data.get("rank_reliability_resampled")
-        if rs:
-            blocks.append(("p", "Resampling each prompt's own rewards (two sets of m drawn with replacement, 50 times) "
-                                "gives the overlap at sizes the split halves cannot reach: "
-                                + ", ".join(f"m = {r['samples']}: {_f(100 * r['overlap'], '.0f')}%" for r in rs)
-                                + " (compare the split-half figure at the same m)."))
-    return blocks
-
-
-def document(data: dict[str, Any]) -> list[Block]:
-    cfg = data["config"]
-    blocks: list[Block] = [("h1", f"pvar experiment report: {data['name']}")]
-    evals, trains = data["until"] == "eval", data["until"] in ("train", "eval")
-    state = "complete" if data["complete"] else "partial (some steps have not run yet)"
-    last = data["runs"][-1] if data["runs"] else {}
-    sc = cfg["scoring"]
-    what = (f"Policy `{cfg['policy']}`, {sc['n']} samples per prompt, selection reward `{sc['reward']}`"
-            if sc["generate"] else f"Rated rows from `{cfg['prompts']['source']}` (ratings as rewards)")
-    what += f", reward scale {sc['scale']:g}; budget {cfg['budget']} of the pool per arm"
-    if trains:
-        t = cfg["train"]
-        what += f"; {t['algo']} with {'LoRA' if t['lora'] else 'full fine-tuning'}, {_steps(t)} per arm"
-    if evals:
-        from pvar.backends.spec import is_exact
-
-        what += f"; judge `{cfg['eval']['judge']}` " + (
-            "(the task's exact gold program, with the content guard beside it)" if is_exact(cfg["eval"]["judge"])
-            else "(held out from selection)")
-    blocks.append(("p", f"Run folder `{data['run_dir']}`; status: {state}. {what}."))
-
-    if evals:
-        blocks += verdict_blocks(data)
-    blocks.append(("h2", "Headline"))
-    base = data.get("base")
-    diff_of = {c["b"]: c for c in data["comparisons"]}
-    header = ["arm", "prompts", "pairs", "mean PVar"]
-    if evals:
-        header += ["win rate vs base, % [95% CI]", f"{LC_NAME} win rate, %", "mean judge score", "answer tokens",
-                   f"score diff vs {data['focus']} [95% CI]"]
-    rows = []
-    for a in data["arms"]:
-        row = [a["name"], _f(a["prompts"], "d"), _f(a["pairs"], "d"), _f(a["mean_pvar"], ".4f")]
-        if evals:
-            ev, c = a["eval"], diff_of.get(a["name"])
-            ref = "(reference)" if a["name"] == data["focus"] else \
-                (_ci(c["difference"], pct=False) + (" ~noise" if c["within_noise"] else "")) if c else "–"
-            row += [_ci(ev.get("hard")), _ci(ev.get("length_controlled")), _f(ev.get("policy_mean_score"), ".4f"),
-                    _f(ev.get("policy_mean_tokens"), ".1f"), ref]
-        rows.append(row)
-    if evals and base:
-        rows.append(["base policy", "–", "–", "–", "50.0 (by definition)", "–", _f(base["mean_score"], ".4f"),
-                     _f(base["mean_tokens"], ".1f"), "–"])
-    blocks.append(("table", header, rows))
-    if evals:
-        blocks += [("p", text) for text in _verdicts(data)]
-        rnd = [a for a in data["arms"] if a["group"] != a["name"] and a["eval"]]
-        if len(rnd) > 1:
-            w = [a["eval"]["hard"]["estimate"] for a in rnd]
-            blocks.append(("p", f"Random arms span {100 * min(w):.1f}–{100 * max(w):.1f}% win rate across "
-                                f"{len(rnd)} seeds: the seed-to-seed spread is the noise floor any selection "
-                                "must beat."))
-        blocks.append(("h2", "Paired comparisons on the same eval prompts"))
-        if data["comparisons"]:
-            blocks.append(("p", f"Per eval prompt, the judge scores of {data['focus']}'s answer and the other arm's "
-                                "answer are subtracted; the interval is a paired bootstrap over prompts "
-                                f"({cfg['eval']['n_boot']} resamples). Pairing cancels prompt difficulty, so these "
-                                "separate arms far better than the separate win rates against the base policy."))
-            blocks.append(("table", ["comparison", "prompts", "mean score difference [95% CI]",
-                                     "head-to-head win rate, % [95% CI]", "within noise?"],
-                           [[f"{c['a']} vs {c['b']}", str(c["n"]), _ci(c["difference"], pct=False),
-                             _ci(c["head_to_head"]), "yes" if c["within_noise"] else "**no**"]
-                            for c in data["comparisons"]]))
-            blocks.append(("fig", "paired", "Mean judge-score difference against each arm (0 = no difference)."))
-        else:
-            blocks.append(("p", "Not available yet."))
-        blocks.append(("fig", "win_rates", "Win rate of each arm against the base policy (hard, ties 1/2) with "
-                                           f"its 95% paired bootstrap interval; diamonds: the {LC_NAME} win rate."))
-
-    pool = data.get("pool")
-    blocks.append(("h2", "The pool: PVar and the reward-std baseline"))
-    if pool:
-        q = pool["pvar_q10_q50_q90"]
-        blocks.append(("p", f"{pool['scored']:,} of {pool['prompts']:,} pool prompts scored; PVar deciles "
-                            f"10/50/90%: {_f(q[0], '.4f')} / {_f(q[1], '.4f')} / {_f(q[2], '.4f')}. Spearman "
-                            f"correlation of PVar with the reward std at scale {pool['scale']:g}: "
-                            f"{_f(pool['spearman_pvar_std'])}; the top {pool['budget_k']} prompts by PVar and "
-                            f"by reward std overlap {_f(100 * pool['top_overlap_pvar_std'], '.0f')}%."))
-        blocks.append(("fig", "pool", "PVar histogram (dashed: each selection's cut-off) and PVar against the "
-                                      "reward std, selections marked."))
-        blocks.append(("p", "Where the two selections part: PVar is the mean of tanh²(s·Δ/2) over response pairs, "
-                            "which ranks like the reward std while s·Δ is small and saturates for large gaps."))
-        blocks.append(("table", ["reward scale s", "Spearman(PVar, std)", f"top-{pool['budget_k']} overlap"],
-                       [[f"{r['scale']:g}", _f(r["spearman"]), f"{_f(100 * r['top_overlap'], '.0f')}%"]
-                        for r in pool["scale_sweep"]]))
-    else:
-        blocks.append(("p", "The pool has not been measured yet."))
-
-    if trains:
-        blocks.append(("h2", "Training"))
-        blocks.append(("table", ["arm", "pairs", "optimizer steps", "final loss", "train seconds"],
-                       [[a["name"], _f(a["pairs"], "d"), _f(a["steps"], "d"), _f(a["final_loss"], ".4f"),
-                         _f(a["train_seconds"], ".1f")] for a in data["arms"]]))
-        blocks.append(("fig", "curves", "DPO training loss per arm (every optimizer step)."))
-
-    rounds = {n: rs for n, rs in (data.get("rounds") or {}).items() if rs}
-    if rounds:
-        blocks.append(("h2", "Iterative rounds"))
-        blocks.append(("p", "Round r samples the prompts no earlier round selected, from the policy trained so far "
-                            "(round 1 is the pool scored with the base policy); the mean reward of those fresh samples "
-                            "shows whether training moved the policy. PVar (policy) is the policy form: the DPO "
-                            "implicit preference of that policy against the base."))
-        blocks.append(("table", ["arm", "round", "prompts", "mean reward", "mean PVar", "tied", "mean PVar (policy)",
-                                 "pairs", "final loss"],
-                       [[n, str(r["round"]), _f(r.get("prompts"), "d"), _f(r.get("mean_reward")),
-                         _f(r.get("mean_pvar"), ".4f"), f"{_f(100 * r['tied'], '.0f')}%" if "tied" in r else "-",
-                         _f(r.get("mean_pvar_policy"), ".4f"), _f(r.get("pairs"), "d"),
-                         _f(r.get("final_loss"), ".4f")] for n, rs in rounds.items() for r in rs]))
-
-    sig = data.get("signal")
-    if sig:
-        fp, fs = sig["fit_pvar"], sig["fit_reward_std"]
-        blocks.append(("h2", "Does PVar predict the learning signal?"))
-        blocks.append(("p", f"On {sig['n_prompts']} pool prompts spread over PVar, two fresh sets of "
-                            f"{sig['samples_per_set']} samples each give two independent estimates of the expected "
-                            "DPO gradient at initialisation; their dot product is an unbiased estimate of its squared "
-                            "norm (the signal), regressed on PVar and on the reward std measured on the pool's own "
-                            f"samples. PVar: R² {_f(fp['r2'])}, Spearman {_f(fp['spearman'])}; reward std: R² "
-                            f"{_f(fs['r2'])}, Spearman {_f(fs['spearman'])} (parameters: {sig['params']})."))
-        blocks.append(("fig", "signal", "Gradient signal against PVar and against the reward std, per prompt."))
-    ho = data.get("heldout")
-    if ho:
-        blocks.append(("h2", "Held-out gold pairs"))
-        blocks.append(("p", "Pairs from held-out prompts (fresh base samples, gold best vs worst): each trained arm's "
-                            "DPO loss and accuracy against the base policy as reference. No decoding is involved."))
-        blocks.append(("table", ["arm", "pairs", "DPO loss (ln 2 = 0.693 untrained)", "accuracy", "mean β-margin"],
-                       [[n, _f(h["n_pairs"], "d"), _f(h["loss"], ".4f"), _f(h["accuracy"], ".3f"),
-                         _f(h["mean_margin"], "+.4f")] for n, h in ho.items()]))
-    th = data.get("theory")
-    if th:
-        blocks.append(("h2", "Theory check: gradient norm vs PVar at initialisation"))
-        blocks.append(("p", f"On {th.get('n_prompts')} pool prompts, the norm of the expected DPO gradient has "
-                            f"Spearman {_f(th.get('spearman_pvar'))} with PVar "
-                            f"({_f(th.get('spearman_reward_std'))} with the reward std); the bound "
-                            "β·sqrt(PVar)·sqrt(mean‖g_i − g_j‖²) was violated "
-                            f"{th.get('violations_exact')} times (any violation would be a bug)."))
-        blocks.append(("fig", "theory", "‖expected DPO gradient‖ against PVar, with its upper bound."))
-
-    blocks.append(("h2", "Run details"))
-    timing_rows = [[k, _f(v, ".1f")] for k, v in data["timings"].items()]
-    blocks.append(("table", ["step", "seconds (last computed)"], timing_rows))
-    if last:
-        blocks.append(("p", f"Last invocation: started {last.get('started')}, wall {_f(last.get('seconds'), '.0f')} s,"
-                            f" peak RSS {_f(last.get('peak_rss_mb'), '.0f')} MB. Invocations of this folder: "
-                            f"{len(data['runs'])} (more than one means it was resumed)."))
-        vers = last.get("versions", {})
-        blocks.append(("table", ["package", "version"], [[k, v] for k, v in vers.items()]))
-    import yaml
-
-    blocks.append(("h3", "Config"))
-    blocks.append(("pre", yaml.safe_dump(cfg, sort_keys=False)))
-    return blocks
 
 
 # -- rendering ------------------------------------------------------------------------------------
