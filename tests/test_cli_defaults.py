@@ -20,7 +20,7 @@ COMMANDS = {  # command -> its config class (module, name)
     "potential": ("pvar.pipeline.potential", "PotentialConfig"),
     "generate": ("pvar.pipeline.generate", "GenerateConfig"),
     "reward": ("pvar.pipeline.reward", "RewardConfig"),
-    "score": ("pvar.pipeline.score", "ScoreConfig"),
+    "prompts": ("pvar.pipeline.prompts", "PromptSetConfig"),
     "train": ("pvar.pipeline.train", "TrainConfig"),
     "theory": ("pvar.pipeline.theory", "TheoryConfig"),
     "eval": ("pvar.pipeline.evaluate", "EvalConfig"),
@@ -56,3 +56,26 @@ def test_option_defaults_equal_config_defaults() -> None:
                                f"{config_class(command).__name__}.{param.name} = {default!r}")
     assert not drifted, "\n".join(drifted)
     assert checked >= 40  # the check covers the knobs, not a handful
+
+
+def test_every_config_field_is_an_option() -> None:
+    """The options are generated from the configs: each scalar field of a command's config is there."""
+    from pvar.cli_fields import option_fields
+
+    group = typer.main.get_command(app)
+    skipped = {("generate", "start"), ("select", "mode"), ("select", "fraction"), ("select", "minimum")}
+    missing = []
+    for command in COMMANDS:
+        params = {p.name for p in group.commands[command].params}
+        missing += [f"pvar {command}: no --{name.replace('_', '-')}" for name in option_fields(config_class(command))
+                    if name not in params and (command, name) not in skipped]
+    assert not missing, "\n".join(missing)
+
+
+def test_option_help_is_the_field_description() -> None:
+    group = typer.main.get_command(app)
+    fields = config_class("train").model_fields
+    by_name = {p.name: p for p in group.commands["train"].params}
+    assert by_name["beta"].help == fields["beta"].description
+    assert "one of: dpo | ipo | simpo | orpo | kto" in by_name["algo"].help
+    assert by_name["lora"].opts == ["--lora"] and by_name["lora"].secondary_opts == ["--full"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from pvar.errors import ConfigError, short_repr
 
@@ -21,6 +21,11 @@ def _device(value: str) -> str:
 
 Device = Annotated[str, AfterValidator(_device)]
 """A torch device name, checked when the config is built (torch would fail only when the model loads)."""
+
+InputFormat = Annotated[Literal["auto", "pipeline", "ultrafeedback"], Field(
+    description="Input schema; 'auto' detects UltraFeedback rows by their columns.")]
+Rating = Annotated[Literal["overall", "aspects"], Field(
+    description="UltraFeedback rating used as reward: overall_score or aspect mean.")]
 
 
 class StageConfig(BaseModel):

@@ -75,4 +75,4 @@ def test_score_chain_with_fakes(tmp_path, cli):
                          "--scale", "1")
     assert code == 0, err
     assert "PVar median" in out
-    assert (tmp_path / "run" / "04-measure.parquet").exists()
+    assert (tmp_path / "run" / "scoring" / "measured.parquet").exists()  # a `pvar run` folder (preset score)

@@ -21,6 +21,7 @@ from pvar.pipeline.evaluate import EvalConfig
 from pvar.pipeline.generate import GenerateConfig
 from pvar.pipeline.measure import MeasureConfig
 from pvar.pipeline.reward import RewardConfig
+from pvar.pipeline.stages import EngineConfig
 from pvar.pipeline.theory import TheoryConfig
 from pvar.pipeline.train import TrainConfig
 
@@ -205,23 +206,20 @@ class TheorySection(section_of((TheoryConfig, ("prompts", "params", "max_length"
     heldout_samples: int = Field(4, ge=2, description="Samples per held-out prompt.")
 
 
-class RunConfig(_Section):
-    """The whole experiment. ``until`` stops early: 'pairs' needs no training stack."""
-
+class _RunHead(_Section):
     name: str = Field("run", min_length=1, description="Label shown in the report.")
     seed: int = Field(0, ge=0, lt=2**32,
                       description="Run seed: prompts order, sampling, pair draws, training, bootstrap.")
     policy: str = Field("smollm2", description="Policy sampled, trained and judged against: hub name, folder, "
                         "or 'smollm2' (offline built-in).")
     backend: Literal["hf", "vllm", "fake"] = Field("hf", description="Sampling backend.")
-    engine: Literal["local", "ray"] = Field("local", description="Engine of the sharded stages.")
-    ray_address: str | None = Field(None, pattern=r"^(auto|local|(ray://)?[\w.\-\[\]:]+:\d+)$",
-                                    description="engine ray: cluster address (auto, HOST:PORT, ray://HOST:PORT); "
-                                    "None starts a local Ray.")
-    workers: int = Field(2, ge=1, le=4096, description="engine ray: actors per stage (each loads its model once).")
-    gpus_per_worker: float | None = Field(None, ge=0, le=1024, description="engine ray: GPUs per actor; None = "
-                                          "what the stage needs (vllm: tensor_parallel_size, a cuda device: 1).")
-    cpus_per_worker: float = Field(1.0, ge=0, le=1024, description="engine ray: CPUs per actor.")
+
+
+class RunConfig(section_of((EngineConfig, ("engine", "ray_address", "workers", "gpus_per_worker",
+                                           "cpus_per_worker")), base=_RunHead)):
+    """The whole experiment. ``until`` stops early: 'measure' after the pool's PVar, 'pairs' needs no
+    training stack."""
+
     tensor_parallel_size: int = Field(1, ge=1, le=1024, description="vllm: GPUs each engine shards a model over.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: share of each GPU's memory.")
     device: Device = Field("cpu", description="torch device for sampling, reward, training and eval.")
@@ -230,7 +228,8 @@ class RunConfig(_Section):
         "native bf16 dot products (avx512_bf16/AMX: ~2x faster), else float32. Training stays float32.")
     budget: float | int = Field(0.25, gt=0, description="Prompts per arm: a fraction (<= 1.0) of the scored pool, "
                                 "or a count (an integer).")
-    until: Literal["pairs", "train", "eval"] = Field("eval", description="Last stage to run.")
+    until: Literal["measure", "pairs", "train", "eval"] = Field("eval", description="Last stage to run: measure "
+                                                                "(the pool's PVar), pairs, train or eval.")
     rounds: int = Field(1, ge=1, le=16, description="Iterative rounds per arm: after training, re-sample the prompts "
                         "not yet selected from the trained policy, measure PVar again, select the next slice at the "
                         "same budget and train on from the trained policy. The arm's model is its last round's.")
@@ -264,7 +263,7 @@ class RunConfig(_Section):
             raise ValueError(f"arms: duplicate arm name(s) {', '.join(dup)}")
         from pvar.backends.spec import is_exact
 
-        if self.train.matching == "auto" and self.train.max_steps <= 0 and self.until != "pairs" and any(
+        if self.train.matching == "auto" and self.train.max_steps <= 0 and self.until in ("train", "eval") and any(
                 a.select == "full" or a.fraction is not None or a.count is not None for a in self.arms):
             raise ValueError("train.max_steps -1 trains each arm one pass over its own pairs, so arms with different "
                              "budgets (a full-pool arm) get different numbers of steps; set train.max_steps for equal "

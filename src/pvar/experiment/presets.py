@@ -20,6 +20,8 @@
   training in this process.
 - ``ultrafeedback``: selection straight from rated data (the ratings are the rewards, nothing is
   generated), offline, on the bundled UltraFeedback-schema sample; stops after the pairs.
+- ``score``: the embedded default scoring run behind ``pvar score``: 64 ShareGPT prompts, 4
+  SmolLM2 samples each, the MiniLM reward, PVar measured; stops there (``until: measure``).
 """
 
 from __future__ import annotations
@@ -112,6 +114,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "scoring": {"generate": False, "scale": 1.0},
         "budget": 0.25,
         "until": "pairs",
+        "theory": {"prompts": 0},
+    },
+    "score": {  # `pvar score`: the pool's PVar and nothing after it
+        "name": "score",
+        "prompts": {"pool": 64},
+        "scoring": {"n": 4, "max_new_tokens": 64, "reward": "minilm-ref", "scale": 10.0, "shard_size": 16},
+        "until": "measure",
         "theory": {"prompts": 0},
     },
 }

@@ -232,8 +232,9 @@ class Experiment:
         self.scoring()
         self.theory()
         self.signal()
-        self.potential()
-        self.arms_pairs()
+        if self.cfg.until != "measure":
+            self.potential()
+            self.arms_pairs()
         if self.cfg.until in ("train", "eval"):
             if self.cfg.until == "eval":
                 self.base_eval()
@@ -298,8 +299,7 @@ class Experiment:
 
             def sharded(name: str, cfg: Any, source: str | Path, out: Path) -> Callable[[], dict[str, Any]]:
                 def go() -> dict[str, Any]:
-                    rep = stages.run(name, cfg, source, out, shard_size=s.shard_size, force=self.force,
-                                     **self.engine_opts())
+                    rep = stages.run(name, cfg, source, out, force=self.force, **self.engine_opts())
                     return {"shards": rep.shards, "shards_run": rep.shards_run, "rows": rep.rows, **rep.counters}
                 return go
 
@@ -316,10 +316,10 @@ class Experiment:
         self._measure(scored, upstream)
 
     def engine_opts(self) -> dict[str, Any]:
-        """Where the sharded stages run: the engine and, for Ray, its address and per-actor resources."""
-        c = self.cfg
-        return {"engine": c.engine, "ray_address": c.ray_address, "num_workers": c.workers,
-                "gpus_per_worker": c.gpus_per_worker, "cpus_per_worker": c.cpus_per_worker}
+        """Where the sharded stages run: the engine, its shard size and, for Ray, the address and resources."""
+        from pvar.pipeline.stages import EngineConfig
+
+        return self.cfg.stage(EngineConfig, self.cfg, shard_size=self.cfg.scoring.shard_size).options()
 
     def _sampling(self, policy: str, seed: int) -> tuple[Any, Any]:
         """The generate and reward settings of the pool's scoring, for ``policy`` at ``seed``."""
@@ -339,8 +339,7 @@ class Experiment:
         out = self.paths.root / "scoring" / "adaptive"
 
         def go() -> dict[str, Any]:
-            res = adaptive.run(source, out, gen, rew, acfg, shard_size=c.scoring.shard_size, log=self.log,
-                               **self.engine_opts())
+            res = adaptive.run(source, out, gen, rew, acfg, log=self.log, **self.engine_opts())
             return {"samples": res.samples, "prompts": res.prompts, "rounds": len(res.rounds)}
 
         key = digest(upstream, gen.fingerprint(), rew.fingerprint(), acfg.fingerprint(), c.scoring.shard_size)
@@ -620,10 +619,8 @@ class Experiment:
                     w.write(rb)
             policy = self._policy_after(name, r - 1)
             gen, rew = self._sampling(policy, c.seed + r)
-            stages.run("generate", gen, rdir / "pool.parquet", rdir / "generate", shard_size=s.shard_size,
-                       **self.engine_opts())
-            stages.run("reward", rew, rdir / "generate", rdir / "reward", shard_size=s.shard_size,
-                       **self.engine_opts())
+            stages.run("generate", gen, rdir / "pool.parquet", rdir / "generate", **self.engine_opts())
+            stages.run("reward", rew, rdir / "generate", rdir / "reward", **self.engine_opts())
             tmp = rdir / "measured-reward.parquet"
             measure.run(rdir / "reward", tmp, c.stage(measure.MeasureConfig, s))
             table = pq.read_table(tmp)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from pvar.config import StageConfig
+from pvar.config import InputFormat, Rating, StageConfig
 from pvar.core.stats import pvar_interval, reward_stats
 from pvar.core.summary import PoolSummary, summarize
 from pvar.io.arrow import float_column, list_to_padded
@@ -28,10 +27,8 @@ class MeasureConfig(StageConfig):
     n_boot: int = Field(200, ge=10, le=1_000_000, description="Bootstrap resamples per prompt for the PVar interval.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of the PVar interval.")
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of the bootstrap resamples.")
-    format: Literal["auto", "pipeline", "ultrafeedback"] = Field(
-        "auto", description="Input schema; 'auto' detects UltraFeedback rows by their columns.")
-    rating: Literal["overall", "aspects"] = Field(
-        "overall", description="UltraFeedback rating used as reward: overall_score or aspect mean.")
+    format: InputFormat = "auto"
+    rating: Rating = "overall"
 
 
 def _interval(padded: np.ndarray, cfg: MeasureConfig) -> tuple[np.ndarray, np.ndarray]:

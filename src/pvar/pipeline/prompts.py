@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
+from pydantic import Field
 
+from pvar.config import StageConfig
 from pvar.errors import ConfigError
 from pvar.io.writers import atomic_rows
 
 SOURCES = ("sharegpt",)
+
+
+class PromptSetConfig(StageConfig):
+    count: int = Field(64, ge=1, le=10_000_000, description="Number of prompts.")
+    split: Literal["pool", "eval"] = Field("pool", description="pool (for selection) or eval (held out; never "
+                                           "overlaps the pool).")
+    seed: int = Field(0, ge=0, lt=2**32, description="Which prompts of the split to take.")
+    task: str | None = Field(None, description="Attach a verifiable task family (pvar.tasks: ifeval, format, "
+                             "phrase) to each prompt; the reference then holds its spec for the gold reward.")
+
+
+def run(cfg: PromptSetConfig, source: str, output: str | Path) -> int:
+    """The verb: ``cfg.count`` prompts of ``source`` written to ``output``; returns how many."""
+    return write_prompts(source, output, count=cfg.count, split=cfg.split, seed=cfg.seed, task=cfg.task)
 
 
 def write_prompts(source: str, output: str | Path, *, count: int, split: str = "pool", seed: int = 0,

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from pvar.config import StageConfig
+from pvar.config import InputFormat, Rating, StageConfig
 from pvar.core.summary import PoolSummary, summarize
 from pvar.io.arrow import to_numpy_float
 from pvar.io.rows import read_rows
@@ -19,8 +18,8 @@ NEEDED = ("pvar", "reward_std", "pvar_low", "pvar_high")
 
 class StatsConfig(StageConfig):
     scale: float = Field(1.0, gt=0, description="Reward scale, used only for rows not yet measured.")
-    format: Literal["auto", "pipeline", "ultrafeedback"] = "auto"
-    rating: Literal["overall", "aspects"] = "overall"
+    format: InputFormat = "auto"
+    rating: Rating = "overall"
 
 
 def run(source: str | Path, cfg: StatsConfig) -> tuple[dict[str, np.ndarray], PoolSummary]:

@@ -1,0 +1,43 @@
+"""The README's layout section names every part of the package, and only parts that exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "src" / "pvar"
+
+
+def _layout() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Layout", 1)[1]
+    return section.split("```", 2)[1]
+
+
+def test_named_paths_exist() -> None:
+    named = re.findall(r"(src/pvar/[\w./]*|bench/|scripts/|tests/)", _layout())
+    assert len(named) > 10
+    for path in named:
+        assert (ROOT / path).exists(), f"README layout names {path}, which does not exist"
+    for line in _layout().splitlines():  # "src/pvar/cli.py, render.py" names siblings
+        m = re.match(r"(src/pvar/)(\w+\.py)((?:, \w+\.py)+)", line)
+        if m:
+            for sibling in m.group(3).split(", ")[1:]:
+                assert (PKG / sibling).exists(), sibling
+
+
+def test_every_part_of_the_package_is_named() -> None:
+    layout = _layout()
+    parts = [p.name for p in PKG.iterdir() if not p.name.startswith(("_", ".")) and p.name != "data"
+             and (p.suffix == ".py" or p.is_dir())]
+    missing = [p for p in parts if not re.search(rf"\b{re.escape(p.removesuffix('.py'))}\b", layout)]
+    assert not missing, f"README layout does not mention: {', '.join(sorted(missing))}"
+
+
+def test_every_verb_module_is_named() -> None:
+    layout = _layout()
+    block = layout.split("src/pvar/pipeline/", 1)[1].split("src/pvar/plots", 1)[0]
+    verbs = [p.stem for p in (PKG / "pipeline").glob("*.py") if not p.stem.startswith("_")]
+    missing = [v for v in verbs if not re.search(rf"\b{v}\b", block)]
+    assert not missing, f"README layout's pipeline line lacks: {', '.join(sorted(missing))}"
