@@ -351,3 +351,23 @@ def test_pairs_whose_prompt_fills_max_length_give_a_one_line_error(tmp_path, tin
     pairs = write_pairs(tmp_path / "p.jsonl", make_rows(4))
     with pytest.raises(ConfigError, match="max_length 8: the prompt alone fills it for every pair"):
         train(pairs, tmp_path / "out", TrainConfig.make(model=str(tiny), max_steps=1, batch_size=2, max_length=8))
+
+
+def test_lora_on_conv1d_blocks_is_told_their_layout(tiny):
+    """GPT-2's Conv1D stores (fan_in, fan_out): the LoRA config says so, and peft has nothing to correct."""
+    import warnings
+
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pvar.training.trainers import lora_config
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny))
+    cfg = TrainConfig.make(model=str(tiny))
+    conf = lora_config(cfg, model)
+    assert conf.fan_in_fan_out is True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        get_peft_model(model, conf)
+    assert not [w for w in caught if "fan_in_fan_out" in str(w.message)]
+    assert lora_config(cfg, None).fan_in_fan_out is False

@@ -189,7 +189,23 @@ def lora_config(cfg: Any, model: Any = None) -> Any:
         layers = list(range(max(0, depth - cfg.lora_layers), depth))
         targets = _linear_names(model)  # peft takes layers_to_transform only with explicit module names
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets, lora_dropout=0.0,
-                      task_type="CAUSAL_LM", layers_to_transform=layers)
+                      task_type="CAUSAL_LM", layers_to_transform=layers, fan_in_fan_out=_conv1d_only(model))
+
+
+def _conv1d_only(model: Any) -> bool:
+    """GPT-2-style blocks store weights as (fan_in, fan_out) in ``Conv1D``: LoRA must be told so (peft
+    otherwise corrects it with a warning per layer). False for ``nn.Linear`` models and mixed ones."""
+    if model is None:
+        return False
+    import torch
+
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:
+        return False
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head]
+    return bool(layers) and all(isinstance(m, Conv1D) for m in layers)
 
 
 def _linear_names(model: Any) -> list[str]:
