@@ -73,16 +73,17 @@ class Section(BaseModel):
 
     Its stage fields are *derived* from the stage configs (:func:`section_of`), so type,
     constraints, default and description are declared once, on the stage config;
-    :meth:`stage_values` hands them back under the stage's own names.
+    :meth:`stage_values` hands them back under the stage's own names. One section field may
+    feed several stages (``scoring.scale`` is the scale of measure, pairs and theory).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-    stage_fields: ClassVar[dict[str, tuple[type[StageConfig], str]]] = {}
+    stage_fields: ClassVar[dict[str, tuple[tuple[type[StageConfig], str], ...]]] = {}
 
     def stage_values(self, stage: type[StageConfig]) -> dict[str, Any]:
         """This section's values of ``stage``'s fields, by the stage's names (values ``run`` left out)."""
-        return {name: getattr(self, field) for field, (cls, name) in self.stage_fields.items()
-                if cls is stage and getattr(self, field) != RUN}
+        return {name: getattr(self, field) for field, targets in self.stage_fields.items()
+                for cls, name in targets if cls is stage and getattr(self, field) != RUN}
 
 
 def section_of(*stages: tuple[type[StageConfig], Iterable[str] | Mapping[str, str]],
@@ -91,26 +92,29 @@ def section_of(*stages: tuple[type[StageConfig], Iterable[str] | Mapping[str, st
 
     ``stages`` pairs a stage config with its field names, or with ``{section name: stage name}``
     where the section names a field differently (``reward_max_length`` for the reward stage's
-    ``max_length``). ``defaults`` overrides a default (a run's ``train.max_steps`` is 32 where
-    ``pvar train``'s is -1); everything else is the stage's own field.
+    ``max_length``). A field named for several stages is declared by the first and feeds them
+    all. ``defaults`` overrides a default (a run's ``train.max_steps`` is 32 where ``pvar
+    train``'s is -1); everything else is the first stage's own field.
     """
     from pydantic import create_model
     from pydantic.fields import FieldInfo
 
     defaults = dict(defaults or {})
     fields: dict[str, Any] = {}
-    mapping: dict[str, tuple[type[StageConfig], str]] = {}
+    mapping: dict[str, list[tuple[type[StageConfig], str]]] = {}
     for stage, names in stages:
         pairs = names.items() if isinstance(names, Mapping) else ((n, n) for n in names)
         for field, name in pairs:
             info = stage.model_fields[name]
+            mapping.setdefault(field, []).append((stage, name))
+            if field in fields:
+                continue
             if field in defaults:
                 info = FieldInfo.merge_field_infos(info, default=defaults.pop(field))
             fields[field] = (info.annotation, info)
-            mapping[field] = (stage, name)
     if defaults:
         raise TypeError(f"section_of: defaults for fields it does not hold: {', '.join(defaults)}")
-    label = "".join(s.__name__.removesuffix("Config") for s, _ in stages)
+    label = "".join(s.__name__.removesuffix("Config") for s, _ in stages[:3])
     model = create_model(f"{label}Fields", __base__=base, **fields)
-    model.stage_fields = {**base.stage_fields, **mapping}
+    model.stage_fields = {**base.stage_fields, **{k: tuple(v) for k, v in mapping.items()}}
     return model

@@ -7,6 +7,7 @@ import pytest
 from pvar.config import RUN, Section
 from pvar.errors import ConfigError
 from pvar.experiment import config as ec
+from pvar.experiment.config import AdaptiveSection
 from pvar.experiment.presets import load_config
 from pvar.pipeline.evaluate import EvalConfig
 from pvar.pipeline.generate import GenerateConfig
@@ -16,14 +17,19 @@ from pvar.pipeline.train import TrainConfig
 
 SECTIONS = [ec.ScoringConfig, ec.AdaptiveSection, ec.TrainSection, ec.EvalSection, ec.TheorySection]
 # Section fields that extend their stage field on purpose: 'run' defers to the run, 0 skips a check.
-EXTENDED = {("EvalSection", "dtype"), ("EvalSection", "backend"), ("TheorySection", "prompts")}
+EXTENDED = {("EvalSection", "dtype"), ("EvalSection", "backend"), ("TheorySection", "prompts"),
+            ("TheorySection", "signal_prompts"), ("TheorySection", "heldout_pairs")}
 
 
 @pytest.mark.parametrize("section", SECTIONS, ids=lambda s: s.__name__)
 def test_section_fields_are_the_stage_fields(section: type[Section]) -> None:
     assert section.stage_fields, "a section of stage fields maps them"
-    for field, (stage, name) in section.stage_fields.items():
+    for field, targets in section.stage_fields.items():
+        (stage, name), *others = targets
         mine, theirs = section.model_fields[field], stage.model_fields[name]
+        for other, other_name in others:  # a field feeding several stages fits each of them
+            kinds = {theirs.annotation, theirs.annotation | None}
+            assert other.model_fields[other_name].annotation in kinds, (field, other.__name__)
         if (section.__name__, field) in EXTENDED:
             continue
         assert mine.description == theirs.description and mine.description, (field, name)
@@ -55,3 +61,45 @@ def test_stage_stamps_run_wide_then_section_then_given() -> None:
 def test_section_of_refuses_defaults_for_fields_it_lacks() -> None:
     with pytest.raises(TypeError, match="nope"):
         ec.section_of((MeasureConfig, ("scale",)), defaults={"nope": 1})
+
+
+def test_stage_configs_keep_the_fingerprints_of_the_hand_mappings(monkeypatch) -> None:
+    """Every stage config a preset's run builds has the fingerprint the runner's former hand mappings
+    gave it (pinned in data/stage_fingerprints.json), so run folders made before still resume."""
+    import json
+    from pathlib import Path
+
+    from pvar.experiment.presets import PRESETS
+    from pvar.experiment.runner import Experiment
+    from pvar.fingerprint import digest
+    from pvar.pipeline.adaptive import AdaptiveConfig
+    from pvar.pipeline.diagnostics import GoldPairsConfig, SignalConfig
+    from pvar.pipeline.pairs import PairsConfig
+    from pvar.pipeline.potential import PotentialConfig
+    from pvar.pipeline.theory import TheoryConfig
+
+    monkeypatch.setattr(ec, "auto_dtype", lambda d: "bfloat16" if d.startswith("cuda") else "float32")
+    pinned = json.loads((Path(__file__).parent / "data" / "stage_fingerprints.json").read_text())
+    assert set(pinned) <= set(PRESETS)
+    for name, want in pinned.items():
+        c = load_config(preset=name)
+        ex = Experiment(c, Path("/nonexistent/run"))
+        gen, rew = ex._sampling(c.policy, c.seed)
+        s, t = c.scoring, c.theory
+        some = {"signal_prompts": max(1, t.signal_prompts), "heldout_pairs": max(1, t.heldout_pairs),
+                "prompts": max(1, t.prompts)}
+        t1 = t.model_copy(update=some)  # a check the preset skips still has its key
+        adaptive = AdaptiveSection(n0=3, step=2, n_max=16, confidence=0.8)
+        got = {"generate": gen.fingerprint(), "reward": rew.fingerprint(),
+               "engine": json.dumps(ex.engine_opts(), sort_keys=True),
+               "measure": c.stage(MeasureConfig, s).fingerprint(),
+               "eval": ex._eval_config(c.policy).fingerprint(),
+               "potential": c.stage(PotentialConfig, c.train).fingerprint(),
+               "pairs": c.stage(PairsConfig, s, rule=c.train.pair_rule).fingerprint(),
+               "adaptive": c.stage(AdaptiveConfig, s, adaptive, fraction=0.25).fingerprint(),
+               "signal": digest(c.stage(SignalConfig, s, c.train, t1, policy=c.policy).model_dump()),
+               "heldout": digest(c.stage(GoldPairsConfig, s, t1, policy=c.policy).model_dump()),
+               "theory": c.stage(TheoryConfig, s, c.train, t1,
+                                 device="auto" if c.device == "cpu" else c.device).fingerprint()}
+        got.update({f"train:{run}": ex._train_config(run, arm).fingerprint() for run, arm, _ in c.arm_runs()})
+        assert got == want, name

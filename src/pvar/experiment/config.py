@@ -17,16 +17,20 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pvar.config import Device, Section, StageConfig, section_of
 from pvar.errors import ConfigError, InputError, short_repr
 from pvar.pipeline.adaptive import AdaptiveConfig
+from pvar.pipeline.diagnostics import GoldPairsConfig, SignalConfig
 from pvar.pipeline.evaluate import EvalConfig
 from pvar.pipeline.generate import GenerateConfig
 from pvar.pipeline.measure import MeasureConfig
+from pvar.pipeline.pairs import PairsConfig
+from pvar.pipeline.potential import PotentialConfig
 from pvar.pipeline.reward import RewardConfig
 from pvar.pipeline.stages import EngineConfig
 from pvar.pipeline.theory import TheoryConfig
 from pvar.pipeline.train import TrainConfig
 
 S = TypeVar("S", bound=StageConfig)
-RUN_DTYPE_STAGES = ("GenerateConfig", "EvalConfig")  # stages whose dtype is the run's generation dtype
+# Stages whose dtype is the run's generation dtype (they sample or answer); others keep their own rule.
+RUN_DTYPE_STAGES = ("GenerateConfig", "EvalConfig", "SignalConfig", "GoldPairsConfig")
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
 PairRule = Literal["best-worst", "best-random", "sweet-spot", "all"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -61,6 +65,10 @@ class ScoringConfig(section_of(
         (GenerateConfig, ("n", "max_new_tokens", "temperature", "top_p", "batch_size")),
         (RewardConfig, {"reward": "reward", "reward_max_length": "max_length"}),
         (MeasureConfig, ("scale",)),
+        # the same sampling, reward and scale wherever the run samples or measures again
+        (AdaptiveConfig, ("scale",)), (PairsConfig, ("scale",)), (TheoryConfig, ("scale",)),
+        (SignalConfig, ("reward", "scale", "max_new_tokens", "temperature", "top_p")),
+        (GoldPairsConfig, ("reward", "max_new_tokens", "temperature", "top_p")),
         defaults={"max_new_tokens": 64, "scale": 10.0}, base=_Section)):
     """Sampling from the policy and scoring with the selection reward: done once, shared by every arm."""
 
@@ -139,6 +147,8 @@ def default_arms() -> list[ArmConfig]:
 class TrainSection(section_of(
         (TrainConfig, ("algo", "beta", "lr", "epochs", "max_steps", "batch_size", "lora", "lora_r", "lora_alpha",
                        "lora_layers", "max_length", "dtype", "bf16", "gradient_checkpointing", "trl_args")),
+        # the trained objective's beta and token cap, wherever the run scores pairs with it
+        (TheoryConfig, ("beta",)), (SignalConfig, ("beta", "max_length")), (PotentialConfig, ("max_length",)),
         defaults={"max_steps": 32, "max_length": 320}, base=_Section)):
     """Training of every arm: one TRL run each, same settings (see ``pvar train --help``).
 
@@ -189,21 +199,21 @@ class EvalSection(section_of(
                                "second time in batches of this size (a different arrangement of prompts); 0 skips it.")
 
 
-class TheorySection(section_of((TheoryConfig, ("prompts", "params", "max_length")),
-                               defaults={"prompts": 8, "max_length": 256}, base=_Section)):
+class TheorySection(section_of(
+        (TheoryConfig, ("prompts", "params", "max_length")),
+        (SignalConfig, {"signal_prompts": "prompts", "signal_samples": "samples", "params": "params"}),
+        (GoldPairsConfig, {"heldout_pairs": "count", "heldout_samples": "samples"}),
+        defaults={"prompts": 8, "max_length": 256}, base=_Section)):
     """Checks of the theory: gradient norm vs PVar at initialisation, gradient signal, held-out pairs."""
 
     prompts: int = Field(8, ge=0, description="Prompts for the gradient-norm check; 0 skips it.")
-
     signal_prompts: int = Field(0, ge=0, description="Gradient-signal check (pvar.pipeline.diagnostics): "
                                 "pool prompts, spread over PVar, whose DPO gradient is estimated from two fresh "
                                 "sample sets; their dot product (unbiased for ‖E g‖²) is regressed on PVar and on "
                                 "the reward std. 0 skips it.")
-    signal_samples: int = Field(4, ge=2, description="Fresh samples per set (two sets per prompt).")
     heldout_pairs: int = Field(0, ge=0, description="Eval prompts whose fresh base samples, labelled by the gold "
                                "(selection) reward best vs worst, give every trained arm a DPO loss and accuracy on "
                                "shared held-out pairs (no decoding noise). 0 skips it; LoRA arms only.")
-    heldout_samples: int = Field(4, ge=2, description="Samples per held-out prompt.")
 
 
 class _RunHead(_Section):

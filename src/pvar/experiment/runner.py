@@ -335,7 +335,7 @@ class Experiment:
         assert a is not None
         fraction = (min(1.0, c.budget / max(1, _count_rows(source))) if isinstance(c.budget, int)
                     else float(c.budget))
-        acfg = c.stage(adaptive.AdaptiveConfig, a, fraction=fraction, scale=c.scoring.scale)
+        acfg = c.stage(adaptive.AdaptiveConfig, c.scoring, a, fraction=fraction)
         out = self.paths.root / "scoring" / "adaptive"
 
         def go() -> dict[str, Any]:
@@ -363,8 +363,8 @@ class Experiment:
             return
         from pvar.pipeline.theory import TheoryConfig, run_theory
 
-        tcfg = self.cfg.stage(TheoryConfig, t, beta=self.cfg.train.beta, scale=self.cfg.scoring.scale,
-                              device="auto" if self.cfg.device == "cpu" else self.cfg.device)
+        c = self.cfg
+        tcfg = c.stage(TheoryConfig, c.scoring, c.train, t, device="auto" if c.device == "cpu" else c.device)
         out = self.paths.root / "theory"
 
         def go() -> dict[str, Any]:
@@ -378,13 +378,9 @@ class Experiment:
         t, c = self.cfg.theory, self.cfg
         if t.signal_prompts == 0 or not c.scoring.generate:
             return
-        from pvar.pipeline.diagnostics import gradient_signal
+        from pvar.pipeline.diagnostics import SignalConfig, gradient_signal
 
-        s = c.scoring
-        settings = dict(policy=c.policy, reward=s.reward, scale=s.scale, beta=c.train.beta, prompts=t.signal_prompts,
-                        samples=t.signal_samples, params=t.params, max_length=c.train.max_length,
-                        max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=c.seed,
-                        dtype=_dtype(c), device=c.device)
+        settings = c.stage(SignalConfig, c.scoring, c.train, t, policy=c.policy).model_dump()
         out = self.paths.root / "signal"
 
         def go() -> dict[str, Any]:
@@ -398,12 +394,9 @@ class Experiment:
         t, c = self.cfg.theory, self.cfg
         if t.heldout_pairs == 0:
             return
-        from pvar.pipeline.diagnostics import gold_pairs
+        from pvar.pipeline.diagnostics import GoldPairsConfig, gold_pairs
 
-        s = c.scoring
-        settings = dict(policy=c.policy, reward=s.reward, count=t.heldout_pairs, samples=t.heldout_samples,
-                        max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=c.seed,
-                        dtype=_dtype(c), device=c.device)
+        settings = c.stage(GoldPairsConfig, c.scoring, t, policy=c.policy).model_dump()
         out = self.paths.root / HELDOUT_PAIRS
 
         def go() -> dict[str, Any]:
@@ -440,7 +433,7 @@ class Experiment:
             selected, pair_file = folder / "selected.parquet", folder / "pairs.jsonl"
             scfg = None if arm.select == "full" else select.SelectConfig.make(
                 **_select_args(c, arm, seed, self._pool_size() if arm.usable else None))
-            pcfg = pairs.PairsConfig.make(rule=arm.rule or c.train.pair_rule, seed=c.seed, scale=c.scoring.scale)
+            pcfg = c.stage(pairs.PairsConfig, c.scoring, rule=arm.rule or c.train.pair_rule)
 
             def go(scfg: Any = scfg, pcfg: Any = pcfg, selected: Path = selected, pair_file: Path = pair_file,
                    folder: Path = folder, arm: ArmConfig = arm) -> dict[str, Any]:
@@ -476,7 +469,7 @@ class Experiment:
             return
         from pvar.pipeline import potential
 
-        pcfg = self.cfg.stage(potential.PotentialConfig, max_length=self.cfg.train.max_length)
+        pcfg = self.cfg.stage(potential.PotentialConfig, self.cfg.train)
 
         def go() -> dict[str, Any]:
             with reporting.progress("potential", self.paths.measured) as tick:
@@ -647,7 +640,7 @@ class Experiment:
         by = "pvar_policy" if (c.rounds_by == "pvar_policy" and arm.by == "pvar") else arm.by
         scfg = None if arm.select == "full" else select.SelectConfig.make(
             **{**_select_args(c, arm, seed, self._pool_size()), "by": by})
-        pcfg = pairs.PairsConfig.make(rule=arm.rule or c.train.pair_rule, seed=c.seed + r, scale=s.scale)
+        pcfg = c.stage(pairs.PairsConfig, s, rule=arm.rule or c.train.pair_rule, seed=c.seed + r)
 
         def pick() -> dict[str, Any]:
             source = measured

@@ -23,12 +23,46 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
+from pvar.config import Device, StageConfig
 from pvar.core.seeding import prompt_seed
 from pvar.core.stats import reward_stats, spearman
 from pvar.io.writers import atomic_write_text
 
 SIGNAL_SALT = 7_919  # offsets the sampling seed: fresh samples, independent of the pool's
+
+
+class _Sampling(StageConfig):
+    """Fresh samples of the base policy, scored by the gold (selection) reward."""
+
+    policy: str = Field("smollm2", description="The base policy: hub name, folder, or 'smollm2'.")
+    reward: str = Field("minilm-ref", description="Reward spec scoring the fresh samples.")
+    samples: int = Field(4, ge=2, le=1024, description="Fresh samples per set (the signal draws two sets per "
+                         "prompt).")
+    max_new_tokens: int = Field(48, ge=1, le=131_072, description="Cap on tokens per fresh sample.")
+    temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int = Field(0, ge=0, lt=2**32, description="Run seed (offset, so the samples are fresh).")
+    dtype: str = Field("float32", description="torch dtype of the sampling.")
+    device: Device = Field("cpu", description="torch device.")
+
+
+class SignalConfig(_Sampling):
+    """The gradient-signal check (:func:`gradient_signal`)."""
+
+    scale: float = Field(1.0, gt=0, description="Reward scale of PVar.")
+    beta: float = Field(0.1, gt=0, description="DPO beta of the gradient.")
+    prompts: int = Field(24, ge=1, description="Pool prompts, spread over PVar.")
+    params: str = Field("all", description="Parameter subset: all | last-layers | last-layers:K | re:PATTERN.")
+    max_length: int = Field(320, ge=2, le=1_048_576, description="Token cap on prompt + response.")
+
+
+class GoldPairsConfig(_Sampling):
+    """Held-out gold pairs (:func:`gold_pairs`)."""
+
+    count: int = Field(64, ge=1, description="Held-out prompts to pair.")
+    samples: int = Field(4, ge=2, le=1024, description="Fresh samples per held-out prompt (best vs worst).")
 
 
 def fit(y: np.ndarray, x: np.ndarray) -> dict[str, float]:
