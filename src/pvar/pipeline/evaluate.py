@@ -67,7 +67,9 @@ class EvalConfig(StageConfig):
     lc_length: Literal["tokens", "words", "chars"] = Field(
         "tokens", description="Length unit of the LC regression: policy-tokenizer tokens (words if none loads).")
     device: Device = Field("cpu", description="torch device for generation and the judge.")
-    dtype: str = Field("float32", description="torch dtype for generation.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="torch dtype of generation; float32 keeps greedy answers independent of which "
+        "prompts share a batch (bf16 kernels are not).")
     backend: Literal["hf", "vllm"] = Field("hf", description="Generation backend: hf (transformers) or vllm "
                                            "(GPU; greedy, the same token-id prompts).")
     tensor_parallel_size: int = Field(1, ge=1, le=1024, description="vllm: GPUs one engine shards the model over.")
@@ -186,19 +188,12 @@ def _generate(cfg: EvalConfig, model: str, ids: list[str], prompts: list[Prompt]
     import gc
 
     from pvar.core.seeding import prompt_seed
+    from pvar.pipeline.generate import GenerateConfig, make_policy
 
-    policy: Any
-    if cfg.backend == "vllm":
-        from pvar.backends.vllm_policy import VLLMPolicy
-
-        policy = VLLMPolicy(model, max_new_tokens=cfg.max_new_tokens, dtype=cfg.dtype, greedy=True,
-                            tensor_parallel_size=cfg.tensor_parallel_size,
-                            gpu_memory_utilization=cfg.gpu_memory_utilization)
-    else:
-        from pvar.backends.hf_policy import HFPolicy
-
-        policy = HFPolicy(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, device=cfg.device,
-                          dtype=cfg.dtype, greedy=True)
+    policy = make_policy(GenerateConfig.make(
+        model=model, backend=cfg.backend, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+        device=cfg.device, dtype=cfg.dtype, tensor_parallel_size=cfg.tensor_parallel_size,
+        gpu_memory_utilization=cfg.gpu_memory_utilization), greedy=True)
     policy.setup()
     with reporting.progress(f"eval answers of {label}", total=len(ids), unit="answers") as tick:
         policy.progress = tick  # hf ticks per batch; vllm generates in one call

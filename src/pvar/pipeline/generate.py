@@ -40,13 +40,14 @@ class GenerateConfig(StageConfig):
     omit_at_default = ("start", "tensor_parallel_size", "gpu_memory_utilization")
 
 
-def make_policy(cfg: GenerateConfig) -> Policy:
+def make_policy(cfg: GenerateConfig, *, greedy: bool = False) -> Policy:
+    """The policy ``cfg`` names (hf, vllm or fake); ``greedy=True`` decodes without noise (eval answers)."""
     if cfg.backend == "fake":
         from pvar.backends.fake import FakePolicy
 
         return FakePolicy()
     opts = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                batch_size=cfg.batch_size)
+                batch_size=cfg.batch_size, greedy=greedy)
     if cfg.backend == "vllm":
         from pvar.backends.vllm_policy import VLLMPolicy
 
