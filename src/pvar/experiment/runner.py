@@ -577,8 +577,7 @@ class Experiment:
     def round(self, name: str, arm: ArmConfig, seed: int, r: int) -> None:
         """Round ``r`` (>= 2) of an arm: fresh samples of the unselected prompts from the trained policy,
         PVar measured again (reward and policy form), the next slice selected, trained on from that policy."""
-        from pvar.pipeline import measure, pairs, select, stages
-        from pvar.pipeline.policy_pvar import policy_pvar, sequence_logprobs
+        from pvar.pipeline import measure, pairs, select
 
         c, s = self.cfg, self.cfg.scoring
         rdir = self._round_dir(name, r)
@@ -586,53 +585,21 @@ class Experiment:
         measured = rdir / "measured.parquet"
 
         def score() -> dict[str, Any]:
-            import numpy as np
-            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            taken = set()
+            from pvar.pipeline.rescore import rescore
+
+            taken: set[str] = set()
             for k in range(1, r):
                 sel = self._round_dir(name, k) / "selected.parquet"
                 if sel.is_file():
                     taken |= set(pq.read_table(sel, columns=["prompt_id"]).column("prompt_id").to_pylist())
                 elif arm.select == "full":
                     taken |= set(pq.read_table(self.paths.measured, columns=["prompt_id"]).column(0).to_pylist())
-            pool = pq.read_table(self.paths.measured)
-            keep = [c_ for c_ in ("prompt_id", "prompt", "reference") if c_ in pool.column_names]
-            left = pa.array([pid not in taken for pid in pool.column("prompt_id").to_pylist()])
-            rest = pool.select(keep).filter(left)
-            if rest.num_rows < 2:
-                raise ConfigError(f"rounds: arm {name} has {rest.num_rows} unselected prompts left for round {r}; "
-                                  "use fewer rounds or a smaller budget")
-            rdir.mkdir(parents=True, exist_ok=True)
-            from pvar.io.writers import atomic_rows
-
-            with atomic_rows(rdir / "pool.parquet") as w:
-                for rb in rest.to_batches():
-                    w.write(rb)
-            policy = self._policy_after(name, r - 1)
-            gen, rew = self._sampling(policy, c.seed + r)
-            stages.run("generate", gen, rdir / "pool.parquet", rdir / "generate", **self.engine_opts())
-            stages.run("reward", rew, rdir / "generate", rdir / "reward", **self.engine_opts())
-            tmp = rdir / "measured-reward.parquet"
-            measure.run(rdir / "reward", tmp, c.stage(measure.MeasureConfig, s))
-            table = pq.read_table(tmp)
-            prompts, responses = table.column("prompt").to_pylist(), table.column("responses").to_pylist()
-            logp = sequence_logprobs(policy, prompts, responses, device=c.device, max_length=c.train.max_length)
-            ref = sequence_logprobs(c.policy, prompts, responses, device=c.device, max_length=c.train.max_length)
-            pvp = policy_pvar(logp, ref, c.train.beta)
-            from pvar.io.arrow import float_column
-
-            table = table.append_column("pvar_policy", float_column(pvp))
-            with atomic_rows(measured) as w:
-                for rb in table.to_batches():
-                    w.write(rb)
-            tmp.unlink()
-            rewards = np.concatenate([np.asarray(x, dtype=float) for x in table.column("rewards").to_pylist()])
-            pv = table.column("pvar").to_numpy(zero_copy_only=False)
-            return {"prompts": table.num_rows, "mean_reward": float(np.nanmean(rewards)),
-                    "mean_pvar": float(np.nanmean(pv)), "tied": float(np.mean(pv == 0)),
-                    "mean_pvar_policy": float(np.nanmean(pvp))}
+            gen, rew = self._sampling(self._policy_after(name, r - 1), c.seed + r)
+            return rescore(self.paths.measured, taken, rdir, gen, rew, c.stage(measure.MeasureConfig, s),
+                           base_policy=c.policy, beta=c.train.beta, max_length=c.train.max_length,
+                           device=c.device, label=f"arm {name} in round {r}", engine=self.engine_opts())
 
         score_key = digest(prev_key, "round", r, self.keys["measure"])
         self._step(f"round{r}-score:{name}", score_key, [measured], score)
