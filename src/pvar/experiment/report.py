@@ -54,8 +54,10 @@ def read_pool(root: Path) -> analysis.Pool | None:
 
 
 def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str, Any]:
-    """Everything the report shows, as plain JSON-able data (``pool``: already read, else read here)."""
+    """Everything the report shows, as plain JSON-able data (``pool``: already read, else read here).
 
+    This dict is ``report.json``; :class:`pvar.experiment.report_data.Report` is its typed view.
+    """
     from pvar.experiment.config import read_yaml, validate
     from pvar.experiment.state import read_state
 
@@ -66,42 +68,72 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
     steps = state.get("steps", {})
     out: dict[str, Any] = {"run_dir": str(root), "name": cfg.name, "config": raw, "runs": state.get("runs", []),
                            "timings": {k: v.get("seconds") for k, v in steps.items()}}
-    e = cfg.eval
-    boot = dict(n_boot=e.n_boot, confidence=e.confidence, seed=cfg.seed)
-
     pool = read_pool(root) if pool is None else pool
     arm_names = [] if cfg.until == "measure" else [n for n, _, _ in cfg.arm_runs()]
-    groups = {arm.name: [n for n, _ in arm.expand()] for arm in cfg.arms if arm.select == "random"}
-    group_of = {n: arm.name for arm in cfg.arms for n, _ in arm.expand()}
     selections = {n: _selected_ids(root / "arms" / n, pool) for n in arm_names}
-
     if pool is not None:
-        ok = np.isfinite(pool.pvar)
-        q = np.quantile(pool.pvar[ok], [0.1, 0.5, 0.9]).tolist() if ok.any() else [math.nan] * 3
-        k = next((len(s) for n, s in selections.items() if s is not None and n != "full" and len(s)), 0) or \
-            max(1, int(0.25 * ok.sum() + 0.5))
-        top_pvar, top_std = analysis.top_ids(pool.ids, pool.pvar, k), analysis.top_ids(pool.ids, pool.reward_std, k)
-        out["pool"] = {
-            "prompts": int(pool.ids.size), "scored": int(ok.sum()), "pvar_q10_q50_q90": q,
+        out["pool"] = _pool_data(cfg, pool, selections)
+    arms, judged = _arms_data(cfg, root, steps, pool, selections)
+    out["arms"] = arms
+    base = _json(root / "base" / "eval" / "eval.json")
+    if base is not None:
+        out["base"] = {"mean_score": base["policy"]["mean_score"], "mean_tokens": base["policy"]["mean_tokens"],
+                       "self_win_rate": base["win_rate"]["hard"]["estimate"], "n_prompts": base["n_prompts"],
+                       "judge": base["judge"]}
+    untrained = [a["name"] for a in arms if a["pairs"] == 0]  # every selected prompt tied: nothing to train on
+    out["verdict"] = _verdict(cfg, root, judged, untrained)
+    out["matching"] = _matching(cfg, arms, untrained)
+    if pool is not None and pool.rewards.shape[1] >= 4:
+        out.update(_reliability(cfg, pool, out["pool"]["budget_k"]))
+    focus = arm_names[0] if arm_names else None
+    groups = {arm.name: [n for n, _ in arm.expand()] for arm in cfg.arms if arm.select == "random"}
+    e = cfg.eval
+    comps = analysis.paired_comparisons(judged, focus, groups, n_boot=e.n_boot, confidence=e.confidence,
+                                        seed=cfg.seed) if focus else []
+    out["focus"] = focus
+    out["comparisons"] = [c.as_dict() for c in comps]
+    out.update(_checks(root, arm_names))
+    out["curves"] = _curves(root, arm_names)
+    if cfg.rounds > 1:  # iterative rounds: what each round sampled, measured, selected and trained
+        out["rounds"] = _rounds(cfg, steps, arm_names)
+    if cfg.until == "measure":
+        out["complete"] = "pool" in out
+    else:
+        out["complete"] = bool(arms) and all(a["eval"] for a in arms) if cfg.until == "eval" else \
+            all(a["pairs"] is not None for a in arms)
+    out["until"] = cfg.until
+    return out
+
+
+def _pool_data(cfg: Any, pool: analysis.Pool, selections: dict[str, np.ndarray | None]) -> dict[str, Any]:
+    """PVar's spread over the pool and how its top-k compares with the reward std's."""
+    ok = np.isfinite(pool.pvar)
+    q = np.quantile(pool.pvar[ok], [0.1, 0.5, 0.9]).tolist() if ok.any() else [math.nan] * 3
+    k = next((len(s) for n, s in selections.items() if s is not None and n != "full" and len(s)), 0) or \
+        max(1, int(0.25 * ok.sum() + 0.5))
+    top_pvar, top_std = analysis.top_ids(pool.ids, pool.pvar, k), analysis.top_ids(pool.ids, pool.reward_std, k)
+    return {"prompts": int(pool.ids.size), "scored": int(ok.sum()), "pvar_q10_q50_q90": q,
             "scale": cfg.scoring.scale, "spearman_pvar_std": analysis.spearman(pool.pvar, pool.reward_std),
             "budget_k": k, "top_overlap_pvar_std": analysis.overlap(top_pvar, top_std),
-            "scale_sweep": analysis.scale_sweep(pool, k),
-        }
+            "scale_sweep": analysis.scale_sweep(pool, k)}
 
+
+def _arms_data(cfg: Any, root: Path, steps: dict[str, Any], pool: analysis.Pool | None,
+               selections: dict[str, np.ndarray | None]) -> tuple[list[dict[str, Any]], dict[str, analysis.Judged]]:
+    """One row per arm run (selection, pairs, training, eval), and the judged runs' per-prompt scores."""
+    group_of = {n: arm.name for arm in cfg.arms for n, _ in arm.expand()}
     judged: dict[str, analysis.Judged] = {}
     arms = []
-    for name in arm_names:
+    for name, ids in selections.items():
         folder = root / "arms" / name
         summary = analysis.ArmSummary(name, group_of[name])
-        ids = selections[name]
         if ids is not None:
             summary.prompts = len(ids)
             if pool is not None:
                 pos = {pid: i for i, pid in enumerate(pool.ids.tolist())}
                 vals = np.array([pool.pvar[pos[p]] for p in ids if p in pos], float)
                 summary.mean_pvar = analysis.mean_finite(vals)
-        pair_step = steps.get(f"pairs:{name}", {})
-        summary.pairs = pair_step.get("pairs")
+        summary.pairs = steps.get(f"pairs:{name}", {}).get("pairs")
         train_step = steps.get(f"train:{name}", {})
         summary.final_loss = train_step.get("final_loss")
         summary.train_seconds = train_step.get("train_seconds")
@@ -113,28 +145,20 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
                             "policy_mean_tokens": ev["policy"]["mean_tokens"], "n_prompts": ev["n_prompts"]}
             judged[name] = analysis.read_judgements(folder / "eval")
         arms.append(summary.as_dict())
-    out["arms"] = arms
+    return arms, judged
 
-    base = _json(root / "base" / "eval" / "eval.json")
-    if base is not None:
-        out["base"] = {"mean_score": base["policy"]["mean_score"], "mean_tokens": base["policy"]["mean_tokens"],
-                       "self_win_rate": base["win_rate"]["hard"]["estimate"], "n_prompts": base["n_prompts"],
-                       "judge": base["judge"]}
-    untrained = [a["name"] for a in arms if a["pairs"] == 0]  # every selected prompt tied: nothing to train on
-    out["verdict"] = _verdict(cfg, root, judged, untrained)
-    out["matching"] = _matching(cfg, arms, untrained)
-    if pool is not None and pool.rewards.shape[1] >= 4:
-        out["rank_reliability"] = verdict.rank_reliability(pool.rewards, out["pool"]["budget_k"],
-                                                           scale=cfg.scoring.scale)
-        n = pool.rewards.shape[1]
-        out["rank_reliability_resampled"] = verdict.resampled_reliability(
-            pool.rewards, out["pool"]["budget_k"], scale=cfg.scoring.scale, sizes=sorted({n // 2, n, 2 * n}),
-            seed=cfg.seed)
-    focus = arm_names[0] if arm_names else None
-    comps = analysis.paired_comparisons(judged, focus, groups, **boot) if focus else []
-    out["focus"] = focus
-    out["comparisons"] = [c.as_dict() for c in comps]
 
+def _reliability(cfg: Any, pool: analysis.Pool, k: int) -> dict[str, Any]:
+    """How stable the top-k by PVar is across independent sample sets (split halves, and resampled)."""
+    n = pool.rewards.shape[1]
+    return {"rank_reliability": verdict.rank_reliability(pool.rewards, k, scale=cfg.scoring.scale),
+            "rank_reliability_resampled": verdict.resampled_reliability(
+                pool.rewards, k, scale=cfg.scoring.scale, sizes=sorted({n // 2, n, 2 * n}), seed=cfg.seed)}
+
+
+def _checks(root: Path, arm_names: list[str]) -> dict[str, Any]:
+    """The theory check, the gradient signal and the held-out pairs, where the run has them."""
+    out: dict[str, Any] = {}
     theory = _json(root / "theory" / "theory.json")
     if theory is not None:
         out["theory"] = {k: theory.get(k) for k in ("n_prompts", "spearman_pvar", "spearman_reward_std",
@@ -146,22 +170,21 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
     held = {n: _json(root / "arms" / n / "heldout.json") for n in arm_names}
     if any(h is not None for h in held.values()):
         out["heldout"] = {n: h for n, h in held.items() if h is not None}
-    logs = {n: analysis.read_jsonl(root / "arms" / n / "model" / "train_log.jsonl", missing_ok=True) for n in arm_names}
-    out["curves"] = {n: [[r["step"], r["loss"]] for r in rows if isinstance(r.get("loss"), (int, float))]
-                     for n, rows in logs.items()}
-    if cfg.rounds > 1:  # iterative rounds: what each round sampled, measured, selected and trained
-        out["rounds"] = {n: [{"round": r, **steps.get(f"round{r}-score:{n}", {}),
-                              "pairs": steps.get(f"round{r}-pairs:{n}", {}).get("pairs"),
-                              "final_loss": steps.get(f"round{r}-train:{n}", {}).get("final_loss")}
-                             for r in range(2, cfg.rounds + 1) if f"round{r}-score:{n}" in steps]
-                         for n in arm_names}
-    if cfg.until == "measure":
-        out["complete"] = "pool" in out
-    else:
-        out["complete"] = bool(arms) and all(a["eval"] for a in arms) if cfg.until == "eval" else \
-            all(a["pairs"] is not None for a in arms)
-    out["until"] = cfg.until
     return out
+
+
+def _curves(root: Path, arm_names: list[str]) -> dict[str, list[list[float]]]:
+    logs = {n: analysis.read_jsonl(root / "arms" / n / "model" / "train_log.jsonl", missing_ok=True) for n in arm_names}
+    return {n: [[r["step"], r["loss"]] for r in rows if isinstance(r.get("loss"), (int, float))]
+            for n, rows in logs.items()}
+
+
+def _rounds(cfg: Any, steps: dict[str, Any], arm_names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    return {n: [{"round": r, **steps.get(f"round{r}-score:{n}", {}),
+                 "pairs": steps.get(f"round{r}-pairs:{n}", {}).get("pairs"),
+                 "final_loss": steps.get(f"round{r}-train:{n}", {}).get("final_loss")}
+                for r in range(2, cfg.rounds + 1) if f"round{r}-score:{n}" in steps]
+            for n in arm_names}
 
 
 def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged],
