@@ -274,7 +274,8 @@ def theory(
     """Expected DPO gradient at init vs PVar: Spearman rho, bound violations, scatter plot."""
     from pvar.pipeline.theory import run_theory
 
-    r = run_theory(pool, output, cfg)
+    with render.progress("theory", total=cfg.prompts) as tick:
+        r = run_theory(pool, output, cfg, tick)
     render.key_values(f"theory check -> {output}", {
         "prompts": r.n_prompts, "parameters": r.n_params, "reward scale": f"{r.scale} ({r.scale_source})",
         "Spearman(PVar, ||E grad||)": r.spearman_pvar, "Spearman(reward std, ||E grad||)": r.spearman_reward_std,

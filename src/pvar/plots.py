@@ -176,11 +176,5 @@ def plot_theory(pvar: np.ndarray, grad_norm: np.ndarray, bound: np.ndarray, trf:
     note = f" ({dropped} with PVar or ||G|| = 0 not shown)" if dropped else ""
     ax.set(xlabel="PVar", ylabel="||G||", title=(title + note) if title else note.strip())
     ax.legend(fontsize=7, loc="upper left")
-    path = Path(path)
-    try:
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 

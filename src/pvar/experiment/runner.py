@@ -352,7 +352,8 @@ class Experiment:
         mcfg = c.stage(measure.MeasureConfig, s)
 
         def measure_pool() -> dict[str, Any]:
-            pool = measure.run(scored, p.measured, mcfg)
+            with reporting.progress("measure", scored) as tick:
+                pool = measure.run(scored, p.measured, mcfg, tick)
             return {"prompts": pool.n_prompts}
 
         self._step("measure", digest(upstream, mcfg.fingerprint()), [p.measured], measure_pool)
@@ -368,7 +369,8 @@ class Experiment:
         out = self.paths.root / "theory"
 
         def go() -> dict[str, Any]:
-            res = run_theory(self.paths.measured, out, tcfg)
+            with reporting.progress("theory", total=tcfg.prompts) as tick:
+                res = run_theory(self.paths.measured, out, tcfg, tick)
             return {"spearman_pvar": res.spearman_pvar, "violations": res.violations_exact}
 
         self._step("theory", digest(self.keys["measure"], tcfg.fingerprint()), [out / "theory.json"], go)
