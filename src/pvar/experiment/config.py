@@ -225,13 +225,11 @@ class _RunHead(_Section):
     backend: Literal["hf", "vllm", "fake"] = Field("hf", description="Sampling backend.")
 
 
-class RunConfig(section_of((EngineConfig, ("engine", "ray_address", "workers", "gpus_per_worker",
-                                           "cpus_per_worker")), base=_RunHead)):
+class RunConfig(section_of((EngineConfig, ("engine", "ray_address", "workers", "gpus_per_worker", "cpus_per_worker")),
+                           (GenerateConfig, ("tensor_parallel_size", "gpu_memory_utilization")), base=_RunHead)):
     """The whole experiment. ``until`` stops early: 'measure' after the pool's PVar, 'pairs' needs no
     training stack."""
 
-    tensor_parallel_size: int = Field(1, ge=1, le=1024, description="vllm: GPUs each engine shards a model over.")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: share of each GPU's memory.")
     device: Device = Field("cpu", description="torch device for sampling, reward, training and eval.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="dtype of sampling and eval generation; auto = bfloat16 on GPUs and on CPUs with "
