@@ -118,3 +118,15 @@ def test_the_rules_have_teeth() -> None:
     assert "pvar.training.launch" in graph["pvar.pipeline.train"]  # imported inside main() only
     assert "pvar.experiment.runner" in graph["pvar.cli"]  # lazily, inside `pvar run`
     assert layer("pvar.cli") > layer("pvar.experiment.runner") > layer("pvar.pipeline.train") > layer("pvar.io.rows")
+
+
+def test_every_verb_has_a_uniform_run() -> None:
+    """Each verb under pipeline/ that reads rows and writes an output is ``run(source, output, cfg, ...)``."""
+    import importlib
+    import inspect
+
+    verbs = ("prompts", "generate", "reward", "measure", "select", "pairs", "potential", "train", "evaluate",
+             "theory")
+    for verb in verbs:
+        run = importlib.import_module(f"pvar.pipeline.{verb}").run
+        assert list(inspect.signature(run).parameters)[:3] == ["source", "output", "cfg"], verb

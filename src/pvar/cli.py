@@ -185,7 +185,7 @@ def prompts(
     """Write real prompts with reference answers (offline: ShareGPT from PyPI)."""
     from pvar.pipeline import prompts as stage
 
-    n = stage.run(cfg, source, output)
+    n = stage.run(source, output, cfg)
     render.out.print(f"wrote {n:,} {source} prompts ({cfg.split} split) to {output}")
 
 

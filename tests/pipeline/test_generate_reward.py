@@ -76,3 +76,17 @@ def test_score_chain_with_fakes(tmp_path, cli):
     assert code == 0, err
     assert "PVar median" in out
     assert (tmp_path / "run" / "scoring" / "measured.parquet").exists()  # a `pvar run` folder (preset score)
+
+
+def test_verb_run_equals_the_cli_chain(tmp_path, cli):
+    """pvar.pipeline.generate.run / reward.run (the Python verbs) write what the commands write."""
+    from pvar.pipeline import generate, reward
+
+    src = write_jsonl(tmp_path / "p.jsonl", prompts())
+    assert cli("generate", src, "-o", tmp_path / "gen", "--backend", "fake", "--n", "3", "--shard-size", "4")[0] == 0
+    assert cli("reward", tmp_path / "gen", "-o", tmp_path / "rew.jsonl", "--reward", "fake")[0] == 0
+    rep = generate.run(src, tmp_path / "gen2", generate.GenerateConfig(backend="fake", n=3), shard_size=4)
+    assert rep.rows == 9
+    reward.run(tmp_path / "gen2", tmp_path / "rew2.jsonl", reward.RewardConfig(reward="fake"))
+    assert rows_of(tmp_path / "gen2") == rows_of(tmp_path / "gen")
+    assert rows_of(tmp_path / "rew2.jsonl") == rows_of(tmp_path / "rew.jsonl")

@@ -435,3 +435,8 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> EvalResult:
     )
     _write_outputs(out, cfg, res, ids, prompts, outputs, scores, lens)
     return res
+
+
+def run(source: str | Path, output: str | Path, cfg: EvalConfig) -> EvalResult:
+    """The verb's uniform entry (source, output, cfg): :func:`evaluate` on the held-out prompts ``source``."""
+    return evaluate(cfg.model_copy(update={"prompts": str(source)}), output)

@@ -6,7 +6,8 @@ resuming do not change what a prompt gets.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import Field
@@ -95,3 +96,17 @@ class GenerateStage:
                 table = table.drop_columns([name])
         table = table.append_column("responses", pa.array(gen.responses, type=pa.list_(pa.string())))
         return table.append_column("stopped_at_eos", pa.array(gen.stopped, type=pa.list_(pa.bool_())))
+
+
+
+REQUIRE = ("prompt_id", "prompt")  # the input columns the stage reads
+
+
+def run(source: str | Path, output: str | Path, cfg: GenerateConfig, **engine: Any) -> Any:
+    """The verb's uniform entry (source, output, cfg): sharded and resumable on an engine (``engine``:
+    the keywords of :func:`pvar.engines.run_stage`: engine, shard_size, force, ray_address, ...)."""
+    from pvar import reporting
+    from pvar.engines import run_stage
+
+    with reporting.progress("generate", source) as tick:
+        return run_stage(GenerateStage(cfg), source, output, tick=tick, require=REQUIRE, **engine)

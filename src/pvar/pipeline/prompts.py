@@ -24,7 +24,7 @@ class PromptSetConfig(StageConfig):
                              "phrase) to each prompt; the reference then holds its spec for the gold reward.")
 
 
-def run(cfg: PromptSetConfig, source: str, output: str | Path) -> int:
+def run(source: str, output: str | Path, cfg: PromptSetConfig) -> int:
     """The verb: ``cfg.count`` prompts of ``source`` written to ``output``; returns how many."""
     return write_prompts(source, output, count=cfg.count, split=cfg.split, seed=cfg.seed, task=cfg.task)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -109,3 +110,17 @@ class RewardStage:
         if "rewards" in table.column_names:
             table = table.drop_columns(["rewards"])
         return table.append_column("rewards", rewards)
+
+
+
+REQUIRE = ("prompt_id", "prompt", "responses")  # the input columns the stage reads
+
+
+def run(source: str | Path, output: str | Path, cfg: RewardConfig, **engine: Any) -> Any:
+    """The verb's uniform entry (source, output, cfg): sharded and resumable on an engine (``engine``:
+    the keywords of :func:`pvar.engines.run_stage`: engine, shard_size, force, ray_address, ...)."""
+    from pvar import reporting
+    from pvar.engines import run_stage
+
+    with reporting.progress("reward", source) as tick:
+        return run_stage(RewardStage(cfg), source, output, tick=tick, require=REQUIRE, **engine)

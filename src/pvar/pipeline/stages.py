@@ -11,12 +11,13 @@ from pvar import reporting
 from pvar.config import StageConfig
 from pvar.engines import run_stage
 from pvar.engines.local import RunReport
+from pvar.pipeline import generate, reward
 from pvar.pipeline.generate import GenerateConfig, GenerateStage
 from pvar.pipeline.reward import RewardConfig, RewardStage
 
 STAGES: dict[str, tuple[type, tuple[str, ...]]] = {
-    "generate": (GenerateStage, ("prompt_id", "prompt")),
-    "reward": (RewardStage, ("prompt_id", "prompt", "responses")),
+    "generate": (GenerateStage, generate.REQUIRE),
+    "reward": (RewardStage, reward.REQUIRE),
 }
 
 __all__ = ["STAGES", "EngineConfig", "GenerateConfig", "RewardConfig", "run"]

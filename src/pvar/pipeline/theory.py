@@ -295,3 +295,9 @@ def run_theory(pool: str | Path, out_dir: str | Path, cfg: TheoryConfig,
     return result
 
 
+
+
+def run(source: str | Path, output: str | Path, cfg: TheoryConfig,
+        progress: Callable[[int], None] | None = None) -> TheoryResult:
+    """The verb's uniform entry (source, output, cfg): :func:`run_theory` on the measured pool ``source``."""
+    return run_theory(source, output, cfg, progress)

@@ -270,3 +270,8 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def run(source: str | Path, output: str | Path, cfg: TrainConfig, **kwargs: Any) -> TrainResult:
+    """The verb's uniform entry (source, output, cfg): :func:`train` on the pairs file ``source``."""
+    return train(source, output, cfg, **kwargs)
