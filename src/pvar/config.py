@@ -31,7 +31,8 @@ Rating = Annotated[Literal["overall", "aspects"], Field(
 class StageConfig(BaseModel):
     """Frozen pydantic model; ``make`` turns validation errors into one-line ``ConfigError``s."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # defer_build: the CLI imports every config to generate its options; validators are built on first use.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, defer_build=True)
     # Fields added after outputs were fingerprinted: left out of dumps while at their default, so
     # outputs made before they existed still resume.
     omit_at_default: ClassVar[tuple[str, ...]] = ()
@@ -77,7 +78,7 @@ class Section(BaseModel):
     feed several stages (``scoring.scale`` is the scale of measure, pairs and theory).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, defer_build=True)
     stage_fields: ClassVar[dict[str, tuple[tuple[type[StageConfig], str], ...]]] = {}
 
     def stage_values(self, stage: type[StageConfig]) -> dict[str, Any]:
