@@ -193,3 +193,27 @@ def test_a_reference_judge_needs_references_before_anything_is_generated(models,
         evaluate(config(models["base"], models["base"], str(path), judge="mpnet-ref"), tmp_path / "out")
     assert "no_refs.jsonl" in str(err.value)
     assert generate_calls == []
+
+
+def test_each_side_shows_one_display_that_reaches_its_prompt_count(models, prompts, tmp_path):
+    """Answer generation reports its progress per batch: one display per side, ticks summing to the prompts."""
+    from contextlib import contextmanager
+
+    from pvar import reporting
+
+    seen: dict[str, list] = {}
+
+    @contextmanager
+    def bars(label, source=None, total=None, unit="prompts"):
+        seen[label] = [total]
+        yield lambda rows, counters=None: seen[label].append(rows)
+
+    reporting.set_reporter(bars)
+    try:
+        evaluate(config(models["base"], models["other"], prompts, batch_size=2), tmp_path / "out")
+    finally:
+        reporting.set_reporter()
+    assert set(seen) == {"eval answers of policy", "eval answers of baseline"}
+    for ticks in seen.values():
+        total, *steps = ticks
+        assert total == 6 and sum(steps) == 6 and len([s for s in steps if s]) == 3  # batches of 2

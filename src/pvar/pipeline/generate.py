@@ -98,7 +98,6 @@ class GenerateStage:
         return table.append_column("stopped_at_eos", pa.array(gen.stopped, type=pa.list_(pa.bool_())))
 
 
-
 REQUIRE = ("prompt_id", "prompt")  # the input columns the stage reads
 
 

@@ -112,7 +112,6 @@ class RewardStage:
         return table.append_column("rewards", rewards)
 
 
-
 REQUIRE = ("prompt_id", "prompt", "responses")  # the input columns the stage reads
 
 
