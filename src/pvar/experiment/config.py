@@ -30,14 +30,13 @@ from pvar.pipeline.train import TrainConfig
 
 S = TypeVar("S", bound=StageConfig)
 # Stages whose dtype is the run's generation dtype (they sample or answer); others keep their own rule.
-RUN_DTYPE_STAGES = ("GenerateConfig", "EvalConfig", "SignalConfig", "GoldPairsConfig")
+RUN_DTYPE_STAGES: tuple[type[StageConfig], ...] = (GenerateConfig, EvalConfig, SignalConfig, GoldPairsConfig)
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
 PairRule = Literal["best-worst", "best-random", "sweet-spot", "all"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class _Section(Section):
-    pass
+_Section = Section
 
 
 class PromptsConfig(_Section):
@@ -297,7 +296,7 @@ class RunConfig(section_of((EngineConfig, ("engine", "ray_address", "workers", "
         wide = {"model": self.policy, "baseline": self.policy, "seed": self.seed, "device": self.device,
                 "backend": self.backend, "tensor_parallel_size": self.tensor_parallel_size,
                 "gpu_memory_utilization": self.gpu_memory_utilization}
-        if stage.__name__ in RUN_DTYPE_STAGES:
+        if stage in RUN_DTYPE_STAGES:
             wide["dtype"] = self.generation_dtype()
         values = {k: v for k, v in wide.items() if k in stage.model_fields}
         for section in sections:
