@@ -41,3 +41,25 @@ def test_every_verb_module_is_named() -> None:
     verbs = [p.stem for p in (PKG / "pipeline").glob("*.py") if not p.stem.startswith("_")]
     missing = [v for v in verbs if not re.search(rf"\b{v}\b", block)]
     assert not missing, f"README layout's pipeline line lacks: {', '.join(sorted(missing))}"
+
+
+def test_every_flag_the_docs_name_exists() -> None:
+    """A `pvar COMMAND --flag` written in the README or docs/ is an option of that command."""
+    import typer.main
+
+    from pvar.cli import app
+
+    group = typer.main.get_command(app)
+    text = (ROOT / "README.md").read_text(encoding="utf-8") + "".join(
+        p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md")))
+    checked, missing = 0, []
+    for m in re.finditer(r"`pvar (\w+)([^`]*)`", text):
+        command = group.commands.get(m.group(1))
+        if command is None:
+            continue
+        flags = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        for flag in re.findall(r"(--[a-z][a-z0-9-]*)", m.group(2)):
+            checked += 1
+            if flag not in flags:
+                missing.append(f"pvar {m.group(1)} {flag}")
+    assert checked > 30 and not missing, missing
