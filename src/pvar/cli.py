@@ -232,16 +232,10 @@ def score(
     from pvar.pipeline import stats
 
     measured = RunPaths(folder).measured
-    cols, summary = stats.run(measured, StatsConfig.make(scale=_scale_of(folder)))
+    cols, summary = stats.run(measured, StatsConfig())  # the rows are measured: no scale is applied again
     render.pool_summary(summary, title=f"PVar over {summary.n_prompts} ShareGPT prompts -> {measured}")
     render.text_histogram(cols["pvar"])
     render.out.print(f"measured rows: {measured}")
-
-
-def _scale_of(folder: Path) -> float:
-    from pvar.experiment.config import read_yaml, validate
-
-    return validate(read_yaml(folder / "config.yaml")).scoring.scale
 
 
 @app.command()

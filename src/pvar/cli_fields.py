@@ -101,16 +101,13 @@ def options(cls: type[BaseModel], into: str, *, only: Iterable[str] | None = Non
             if field.default_factory is not None:
                 default = field.default_factory()
             if override:
-                kind, default = (kind if kind is bool else kind | None), None
+                if kind is bool:  # an override needs a third state (not given); a flag has two
+                    raise TypeError(f"{fn.__name__}: a bool field cannot be an override: {name}")
+                kind, default = kind | None, None
             opt = typer.Option(*flags.get(name, ()), help=_help(field, field.annotation,
                                                                 "Override: " if override else ""))
             added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                            annotation=Annotated[kind, opt]))
-        if override:  # a bool override needs a tri-state; only non-bool fields are offered
-            bad = [p.name for p in added if typing.get_args(p.annotation)[0] is bool]
-            if bad:
-                raise TypeError(f"{fn.__name__}: bool fields cannot be overrides: {', '.join(bad)}")
-
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> Any:
             values = {n: kwargs.pop(n) for n in names}

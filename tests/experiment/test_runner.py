@@ -68,6 +68,8 @@ def test_torn_ledger_costs_only_recomputation(tmp_path):
 
 
 def test_auto_dtype_follows_the_cpu(monkeypatch, tmp_path):
-    assert runner._auto_dtype("cuda") == "bfloat16"
+    from pvar.experiment.config import auto_dtype
+
+    assert auto_dtype("cuda") == "bfloat16"
     cpu = load_config(overrides={"dtype": "float32"})
-    assert runner._dtype(cpu) == "float32"
+    assert cpu.generation_dtype() == "float32"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from pvar.engines.base import Stage, Tick
 from pvar.engines.local import RunReport, run_local
@@ -60,3 +61,14 @@ def run_stage(
                            tick=tick, address=ray_address, num_workers=num_workers,
                            gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker)
         return run_local(stage, source, output, shard_size=shard_size, require=require, force=force, tick=tick)
+
+
+def run_shown(stage: Stage, source: str | Path, output: str | Path, *, show_progress: bool = True,
+              **opts: Any) -> RunReport:
+    """:func:`run_stage` inside one progress display named for the stage (silent without a reporter)."""
+    from pvar import reporting
+
+    if not show_progress:
+        return run_stage(stage, source, output, **opts)
+    with reporting.progress(stage.name, source) as tick:
+        return run_stage(stage, source, output, tick=tick, **opts)

@@ -35,7 +35,7 @@ from typing import Any
 
 from pvar import reporting
 from pvar.errors import ConfigError
-from pvar.experiment.config import ArmConfig, RunConfig, auto_dtype
+from pvar.experiment.config import ArmConfig, RunConfig
 from pvar.experiment.state import Ledger
 from pvar.fingerprint import digest
 from pvar.io.paths import file_lock, refuse_foreign, remove_stale_temps
@@ -700,13 +700,6 @@ class Experiment:
 
 def _count_lines(path: Path) -> int:
     return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.is_file() else 0
-
-
-def _dtype(cfg: RunConfig) -> str:
-    return cfg.generation_dtype()
-
-
-_auto_dtype = auto_dtype
 
 
 def _count_rows(source: str) -> int:

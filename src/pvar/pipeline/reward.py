@@ -117,9 +117,7 @@ REQUIRE = ("prompt_id", "prompt", "responses")  # the input columns the stage re
 
 def run(source: str | Path, output: str | Path, cfg: RewardConfig, **engine: Any) -> Any:
     """The verb's uniform entry (source, output, cfg): sharded and resumable on an engine (``engine``:
-    the keywords of :func:`pvar.engines.run_stage`: engine, shard_size, force, ray_address, ...)."""
-    from pvar import reporting
-    from pvar.engines import run_stage
+    the keywords of :func:`pvar.engines.run_shown`: engine, shard_size, force, ray_address, show_progress, ...)."""
+    from pvar.engines import run_shown
 
-    with reporting.progress("reward", source) as tick:
-        return run_stage(RewardStage(cfg), source, output, tick=tick, require=REQUIRE, **engine)
+    return run_shown(RewardStage(cfg), source, output, require=REQUIRE, **engine)

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
-from pvar import reporting
 from pvar.config import StageConfig
-from pvar.engines import run_stage
 from pvar.engines.local import RunReport
 from pvar.pipeline import generate, reward
-from pvar.pipeline.generate import GenerateConfig, GenerateStage
-from pvar.pipeline.reward import RewardConfig, RewardStage
+from pvar.pipeline.generate import GenerateConfig
+from pvar.pipeline.reward import RewardConfig
 
-STAGES: dict[str, tuple[type, tuple[str, ...]]] = {
-    "generate": (GenerateStage, generate.REQUIRE),
-    "reward": (RewardStage, reward.REQUIRE),
-}
+STAGES: dict[str, Callable[..., RunReport]] = {"generate": generate.run, "reward": reward.run}
 
 __all__ = ["STAGES", "EngineConfig", "GenerateConfig", "RewardConfig", "run"]
 
@@ -53,12 +49,7 @@ def run(name: str, cfg: Any, source: str | Path, output: str | Path, *, engine: 
         shard_size: int = 64, force: bool = False, ray_address: str | None = None,
         num_workers: int = 2, gpus_per_worker: float | None = None, cpus_per_worker: float = 1.0,
         show_progress: bool = True) -> RunReport:
-    stage_cls, require = STAGES[name]
-    stage = stage_cls(cfg)
-    opts: dict[str, Any] = dict(engine=engine, shard_size=shard_size, require=require, force=force,
-                                ray_address=ray_address, num_workers=num_workers, gpus_per_worker=gpus_per_worker,
-                                cpus_per_worker=cpus_per_worker)
-    if not show_progress:
-        return run_stage(stage, source, output, **opts)
-    with reporting.progress(name, source) as tick:
-        return run_stage(stage, source, output, tick=tick, **opts)
+    """The sharded verb ``name`` (generate or reward), by name: what the runner and adaptive sampling call."""
+    return STAGES[name](source, output, cfg, engine=engine, shard_size=shard_size, force=force,
+                        ray_address=ray_address, num_workers=num_workers, gpus_per_worker=gpus_per_worker,
+                        cpus_per_worker=cpus_per_worker, show_progress=show_progress)
