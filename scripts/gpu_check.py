@@ -19,6 +19,21 @@ suite does this, so the script cannot rot where no GPU is at hand). Tolerances, 
   generate stage on Ray (actors asking for a GPU) writes the rows the local engine writes;
 - training: 4 DPO steps (LoRA, bf16 mixed precision on GPUs) under ``accelerate launch``, with a
   finite loss and the reference cache written.
+- greedy eval (pvar.pipeline.evaluate, the trained LoRA adapter merged, against its base): the
+  answers on the device vs greedy fp32 answers on the CPU, with the sampling check's tolerance;
+- gradient signal (pvar.pipeline.diagnostics.gradient_signal on a small measured pool, a rule
+  reward): every dot product finite and within the Cauchy-Schwarz bound, some gradient non-zero;
+- held-out gold pairs (gold_pairs, then pair_preferences of the trained adapter): pairs written, and
+  the DPO loss and mean margin (fp32) on the device within 1e-3 of the CPU's;
+- ``pvar run`` end to end on the tiny model with ``device:`` set (gold reward and judge, two trained
+  arms, the A/A eval, the theory, signal and held-out steps): exit 0 and a report.
+
+- sampling noise (backends/noise.py): the uniforms of 512 rows x 4,096 tokens at 3 steps are
+  bit-identical on the device and on the CPU, and a sampler over a 49,152-token vocabulary at
+  top_p 0.95 (top-k candidates, flat rows through the fallback) picks the same tokens on both.
+
+The tiny-model sampling check sets ``GumbelSampler.TOPK`` to 4 (the tiny vocabulary is smaller than
+the default top-k), so rows whose nucleus the top-k does not hold take the fallback path on the device.
 """
 
 from __future__ import annotations
@@ -38,6 +53,12 @@ PROMPTS = ["What is the capital of France?", "Write a haiku about rain.", "Expla
            "List three uses of salt.", "Why is the sky blue?", "Give me a tip for sleeping well.",
            "What is 17 times 3?", "Name a famous painting."]
 TEXTS = [*PROMPTS, "the cat sat on the mat", "a quick brown fox jumps over the lazy dog", "rain falls on the sea"]
+TINY_TOPK = 4  # GumbelSampler.TOPK for the tiny model: below its vocabulary, so the top-k fallback runs
+REWARD = '''
+def score(prompts, responses, references):
+    """A rule reward with spread: more distinct words and longer answers score higher."""
+    return [[len(set(r.split())) + 0.1 * len(r) for r in rs] for rs in responses]
+'''
 
 
 def prefix_share(a: list[int], b: list[int]) -> float:
@@ -77,6 +98,28 @@ def check_policy(model: str, device: str, dtype: str, *, n: int, tokens: int, ne
     value = identical if exact else share
     what = "identical samples" if exact else "common prefix"
     return value >= need, f"{what} vs cpu fp32 {value:.0%} (need >= {need:.0%}); identical {identical:.0%}"
+
+
+def check_noise(device: str) -> tuple[bool, str]:
+    """Counter-based noise: bit-identical uniforms on the device and the CPU; the same draws from logits
+    over a SmolLM2-sized vocabulary, peaked and flat rows alike (the top-k path and its fallback)."""
+    import torch
+
+    from pvar.backends import noise
+    from pvar.backends.sampler import GumbelSampler, sample_seed
+
+    seeds = torch.tensor([sample_seed(s, j) for s in range(128) for j in range(4)])
+    tokens = torch.randint(0, 49152, (512, 4096), generator=torch.Generator().manual_seed(0))
+    same = all(torch.equal(noise.uniforms(seeds, t, tokens), noise.uniforms(seeds.to(device), t, tokens.to(device))
+                           .cpu()) for t in (0, 1, 777))
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(64, 49152, generator=gen) * 2
+    logits[:48, :20] += 9  # peaked rows: the top-64 holds the nucleus; the last 16 are flat
+    sampler = GumbelSampler(seeds[:64].tolist(), temperature=0.8, top_p=0.95)
+    picks = [sampler.choose(x, seeds[:64].to(x.device), 5).cpu() for x in (logits, logits.to(device))]
+    agree = float((picks[0] == picks[1]).float().mean())
+    return same and agree >= 0.98, f"uniforms bit-identical to the cpu's: {same}; sampled tokens equal on " \
+                                   f"{agree:.0%} of 64 rows (need >= 98 %; a logit an ulp apart can flip a near-tie)"
 
 
 def check_reward(folder: Path, device: str) -> tuple[bool, str]:
@@ -155,6 +198,208 @@ def check_training(model: str, device: str, tmp: Path) -> tuple[bool, str]:
                f"{res['train_seconds']:.1f} s, reference cache written"
 
 
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def reward_spec(tmp: Path) -> str:
+    """A callable (rule) reward: spread without a model, so the checks below see non-zero DPO weights."""
+    path = tmp / "rule_reward.py"
+    path.write_text(REWARD)
+    return f"{path}:score"
+
+
+def with_topk(k: int | None, run: Callable[[], tuple[bool, str]]) -> tuple[bool, str]:
+    """``run()`` with ``GumbelSampler.TOPK = k`` (None: as it is), the class attribute restored after."""
+    if k is None:
+        return run()
+    from pvar.backends.hf_policy import GumbelSampler
+
+    had = hasattr(GumbelSampler, "TOPK")
+    old = getattr(GumbelSampler, "TOPK", None)
+    GumbelSampler.TOPK = k
+    try:
+        ok, detail = run()
+    finally:
+        if had:
+            GumbelSampler.TOPK = old
+        else:
+            del GumbelSampler.TOPK
+    note = f"GumbelSampler.TOPK = {k}" if had else f"GumbelSampler has no TOPK: the top-{k} fallback was not forced"
+    return ok, f"{detail}; {note}"
+
+
+def adapter_for(base: str, tmp: Path) -> tuple[Path, str]:
+    """The training check's LoRA adapter, or (if it left none) one with seeded non-zero LoRA weights."""
+    trained = tmp / "trained"
+    if (trained / "adapter_config.json").is_file():
+        return trained, "the training check's adapter"
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pvar.backends.assets import resolve_policy
+
+    folder = tmp / "seeded-adapter"
+    if not (folder / "adapter_config.json").is_file():
+        path = resolve_policy(base)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+                               LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.add_(torch.randn_like(p) * 0.02)
+        model.save_pretrained(str(folder))
+        AutoTokenizer.from_pretrained(path).save_pretrained(str(folder))
+    return folder, "a seeded adapter (the training check left none)"
+
+
+def greedy_ids(model: str, device: str, tokens: int) -> list[list[int]]:
+    """Greedy fp32 answers (token ids) of PROMPTS from HFPolicy."""
+    from pvar.backends.hf_policy import HFPolicy
+
+    policy = HFPolicy(model, max_new_tokens=tokens, device=device, dtype="float32", batch_size=64, greedy=True)
+    policy.setup()
+    gen = policy.generate(PROMPTS, 1, list(range(len(PROMPTS))))
+    return [policy.tokenizer(row[0], add_special_tokens=False)["input_ids"] for row in gen.responses]
+
+
+def check_eval(base: str, device: str, tmp: Path, *, tokens: int, need: float, exact: bool) -> tuple[bool, str]:
+    from transformers import AutoTokenizer
+
+    from pvar.backends.assets import resolve_policy
+    from pvar.pipeline.evaluate import EvalConfig, evaluate
+
+    adapter, which = adapter_for(base, tmp)
+    prompts = write_rows(tmp / "eval-prompts.jsonl",
+                         [{"prompt_id": f"e{i}", "prompt": p} for i, p in enumerate(PROMPTS)])
+    out = tmp / "eval"
+    cfg = EvalConfig.make(policy=str(adapter), baseline=base, prompts=str(prompts), judge="fake",
+                          max_new_tokens=tokens, batch_size=8, n_boot=20, lc_boot=10, device=device, dtype="float32")
+    res = evaluate(cfg, out)
+    tok = AutoTokenizer.from_pretrained(resolve_policy(base))
+    pairs = []
+    for side, model in (("policy", str(out / "merged-policy")), ("baseline", base)):
+        rows = [json.loads(x) for x in (out / f"outputs_{side}.jsonl").read_text().splitlines()]
+        got = [tok(r["output"], add_special_tokens=False)["input_ids"] for r in rows]
+        pairs += list(zip(greedy_ids(model, "cpu", tokens), got, strict=True))
+    identical = sum(a == b for a, b in pairs) / len(pairs)
+    share = sum(prefix_share(a, b) for a, b in pairs) / len(pairs)
+    value, what = (identical, "identical answers") if exact else (share, "common prefix")
+    return value >= need and res.n_prompts == len(PROMPTS), \
+        f"{which} merged vs its base, {res.n_prompts} prompts each: {what} vs cpu fp32 greedy {value:.0%} " \
+        f"(need >= {need:.0%}); identical {identical:.0%}"
+
+
+def measured_pool(path: Path, n: int = 8, k: int = 4) -> Path:
+    """A measured pool (prompt_id, prompt, rewards, pvar) with a spread of PVar, as the measure step writes it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pvar.core.stats import reward_stats
+
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(0, 1, (n, k)) * np.linspace(0.1, 2.0, n)[:, None]
+    pvar = reward_stats(rewards, scale=1.0).pvar
+    pq.write_table(pa.table({"prompt_id": [f"p{i}" for i in range(n)], "prompt": PROMPTS[:n],
+                             "rewards": rewards.tolist(), "pvar": [float(x) for x in pvar]}), path)
+    return path
+
+
+def check_signal(model: str, device: str, tmp: Path, *, tokens: int) -> tuple[bool, str]:
+    import math
+
+    from pvar.pipeline.diagnostics import gradient_signal
+
+    out = tmp / "signal"
+    res = gradient_signal(measured_pool(tmp / "measured.parquet"), out, policy=model, reward=reward_spec(tmp),
+                          scale=1.0, beta=0.1, prompts=4, samples=3, params="last-layers", max_length=128,
+                          max_new_tokens=tokens, seed=0, dtype="float32", device=device)
+    rows = [json.loads(x) for x in (out / "signal.jsonl").read_text().splitlines()]
+    finite = all(math.isfinite(r[k]) for r in rows for k in ("dot", "norm_a", "norm_b"))
+    bounded = all(abs(r["dot"]) <= r["norm_a"] * r["norm_b"] * (1 + 1e-6) + 1e-12 for r in rows)
+    moving = sum(r["norm_a"] > 0 or r["norm_b"] > 0 for r in rows)
+    ok = res["n_prompts"] == len(rows) == 4 and finite and bounded and moving > 0
+    return ok, f"{len(rows)} prompts x 2 sets of 3 samples, last-layers gradients: finite {finite}, " \
+               f"|dot| <= norms {bounded}, non-zero on {moving}/{len(rows)}, mean dot {res['mean_dot']:.3g}"
+
+
+def check_heldout(base: str, device: str, tmp: Path, *, tokens: int) -> tuple[bool, str]:
+    import math
+
+    from pvar.pipeline.diagnostics import gold_pairs, pair_preferences
+
+    adapter, which = adapter_for(base, tmp)
+    prompts = write_rows(tmp / "heldout-prompts.jsonl",
+                         [{"prompt_id": f"h{i}", "prompt": p} for i, p in enumerate(PROMPTS)])
+    pairs = tmp / "heldout-pairs.jsonl"
+    n = gold_pairs(prompts, pairs, policy=base, reward=reward_spec(tmp), count=len(PROMPTS), samples=4,
+                   max_new_tokens=tokens, temperature=0.8, top_p=0.95, seed=0, dtype="float32", device=device)
+    got = pair_preferences(adapter, pairs, beta=0.1, max_length=128, device=device)
+    ref = got if device == "cpu" else pair_preferences(adapter, pairs, beta=0.1, max_length=128, device="cpu")
+    loss_gap, margin_gap = abs(got["loss"] - ref["loss"]), abs(got["mean_margin"] - ref["mean_margin"])
+    ok = n > 0 and got["n_pairs"] == n and math.isfinite(got["loss"]) and loss_gap <= 1e-3 and margin_gap <= 1e-3
+    return ok, f"{n} gold pairs; {which}: loss {got['loss']:.4f}, accuracy {got['accuracy']:.0%}, mean margin " \
+               f"{got['mean_margin']:.3g}; |{device} - cpu|: loss {loss_gap:.1e}, margin {margin_gap:.1e} " \
+               f"(need <= 1e-3)"
+
+
+def task_spec(i: int) -> str:
+    """An IFEval-style spec the gold reward and judge read (as the testbed's prompts carry)."""
+    constraints = [{"id": "keywords:existence", "keywords": [["the", "sky", "cat", "dog"][i % 4]]},
+                   {"id": "length_constraints:number_words", "num_words": 5 + i % 3, "relation": "less than"}]
+    return json.dumps({"task": "ifeval", "constraints": constraints[: 1 + i % 2]}, sort_keys=True)
+
+
+def check_run(model: str, device: str, tmp: Path) -> tuple[bool, str]:
+    """``python -m pvar run`` on a tiny testbed with ``device:`` set: every step of a GPU run, small."""
+    import yaml
+
+    root = tmp / "run-check"
+    root.mkdir(exist_ok=True)
+    texts = TEXTS * 2
+    pool = write_rows(root / "pool.jsonl", [{"prompt_id": f"p{i}", "prompt": f"{texts[i]} (p{i})",
+                                             "reference": task_spec(i)} for i in range(8)])
+    held = write_rows(root / "eval.jsonl", [{"prompt_id": f"e{i}", "prompt": f"{texts[i + 3]} (e{i})",
+                                             "reference": task_spec(i + 1)} for i in range(6)])
+    cfg = {
+        "name": "gpu-check-run", "policy": model, "device": device, "budget": 0.5,
+        "prompts": {"source": str(pool), "eval_source": str(held)},
+        "scoring": {"n": 4, "max_new_tokens": 8, "shard_size": 8, "reward": "gold", "scale": 4.0},
+        "arms": [{"name": "top-pvar", "select": "top", "by": "pvar"},
+                 {"name": "random", "select": "random", "seeds": [0]}],
+        "primary": ["top-pvar", "random"],
+        "train": {"max_steps": 2, "batch_size": 2, "lr": 5e-3, "lora_layers": 1, "max_length": 64},
+        "eval": {"judge": "gold", "max_new_tokens": 8, "dtype": "float32", "n_boot": 20, "lc_boot": 10,
+                 "aa_batch_size": 4},
+        "theory": {"prompts": 2, "params": "last-layers", "max_length": 64, "signal_prompts": 2,
+                   "signal_samples": 2, "heldout_pairs": 4, "heldout_samples": 4},
+    }
+    (root / "run.yaml").write_text(yaml.safe_dump(cfg))
+    out = root / "out"
+    env = {**os.environ, **({} if device.startswith("cuda") else {"ACCELERATE_USE_CPU": "1"})}
+    done = subprocess.run([sys.executable, "-m", "pvar", "run", str(root / "run.yaml"), "-o", str(out)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        if os.environ.get("PVAR_DEBUG"):
+            print(done.stdout[-3000:], done.stderr[-3000:], sep="\n", file=sys.stderr)
+        tail = [x for x in done.stderr.strip().splitlines() if x.strip()][-1:]
+        return False, f"pvar run exited {done.returncode}: {tail}"
+    state = json.loads((out / "state.json").read_text())
+    report = json.loads((out / "report" / "report.json").read_text())
+    steps = state["steps"]
+    trained = sum(a.get("steps", 0) > 0 for a in report["arms"])
+    need = ("signal", "heldout-pairs", "theory")
+    ok = all(steps.get(s, {}).get("done") for s in need) and trained > 0 and "heldout" in report
+    slow = ", ".join(f"{k} {v.get('seconds', 0):.0f} s" for k, v in
+                     sorted(steps.items(), key=lambda kv: -kv[1].get("seconds", 0))[:3])
+    return ok, f"exit 0, {len(steps)} steps (slowest: {slow}), " \
+               f"{trained}/{len(report['arms'])} arms trained, signal/theory/held-out done, report written"
+
+
 def reward_folder(base: str, tmp: Path) -> Path:
     """A sequence classifier on SmolLM2's body with a seeded one-label head (no hub needed)."""
     import torch
@@ -186,9 +431,13 @@ def main() -> int:
         return 1
     tmp = Path(tempfile.mkdtemp(prefix="pvar-gpu-check-"))
     tiny = tiny_causal_lm(tmp / "tiny", TEXTS)
+    base = str(tiny) if args.quick else "smollm2"  # the model of the signal, training, eval and held-out checks
+    tokens = 16 if args.quick else 32
+    greedy_need, greedy_exact = (0.9, True) if args.quick else (0.8, False)
     checks: list[tuple[str, Callable[[], tuple[bool, str]]]] = [
-        (f"hf policy tiny fp32 {device} vs cpu", lambda: check_policy(str(tiny), device, "float32", n=4, tokens=16,
-                                                                      need=0.9, exact=True)),
+        (f"hf policy tiny fp32 {device} vs cpu",
+         lambda: with_topk(TINY_TOPK, lambda: check_policy(str(tiny), device, "float32", n=4, tokens=16, need=0.9,
+                                                             exact=True))),
     ]
     if not args.quick:
         from pvar.backends.assets import resolve_policy
@@ -205,9 +454,14 @@ def main() -> int:
         checks.append((f"hf reward bf16 vs fp32 {device}",
                        lambda: check_reward(tiny_reward_model(tmp / "tiny-rm", TEXTS), device)))
     checks += [
+        (f"sampling noise {device} vs cpu", lambda: check_noise(device)),
+        (f"gradient signal ({device})", lambda: check_signal(base, device, tmp, tokens=tokens)),
         (f"ray actors and generate on ray ({device})", lambda: check_ray(device, tiny, tmp)),
-        (f"dpo 4 steps under accelerate launch ({device})",
-         lambda: check_training(str(tiny) if args.quick else "smollm2", device, tmp)),
+        (f"dpo 4 steps under accelerate launch ({device})", lambda: check_training(base, device, tmp)),
+        (f"greedy eval answers ({device})",
+         lambda: check_eval(base, device, tmp, tokens=tokens, need=greedy_need, exact=greedy_exact)),
+        (f"held-out gold pairs and preferences ({device})", lambda: check_heldout(base, device, tmp, tokens=tokens)),
+        (f"pvar run end to end, tiny testbed ({device})", lambda: check_run(str(tiny), device, tmp)),
     ]
     failed = 0
     for name, run in checks:

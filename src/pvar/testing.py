@@ -45,14 +45,22 @@ def tiny_tokenizer(texts: list[str], folder: str | Path):
     return fast
 
 
-def tiny_causal_lm(folder: str | Path, texts: list[str], seed: int = 0) -> Path:
-    """A 2-layer, 64-wide random GPT-2 plus tokenizer saved to ``folder`` (loads in milliseconds)."""
+def tiny_causal_lm(folder: str | Path, texts: list[str], seed: int = 0, arch: str = "gpt2") -> Path:
+    """A 2-layer, 64-wide random GPT-2 plus tokenizer saved to ``folder`` (loads in milliseconds);
+    ``arch="llama"``: a 4-layer, 64-wide random Llama (SmolLM2's architecture) instead."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     folder = Path(folder)
     tok = tiny_tokenizer(texts, folder)
     torch.manual_seed(seed)
+    if arch == "llama":
+        llama = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                            tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                            pad_token_id=tok.pad_token_id)
+        LlamaForCausalLM(llama).save_pretrained(str(folder))
+        return folder
     cfg = GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=64, n_layer=2, n_head=2,
                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                      pad_token_id=tok.pad_token_id)

@@ -86,6 +86,30 @@ def test_shared_prompt_cache_changes_nothing(tiny_model: str, batch_size: int) -
     assert shared.generate(*args) == plain.generate(*args)
 
 
+@pytest.mark.parametrize(("batch_size", "share"), [(1, True), (3, True), (16, False), (16, True)])
+def test_preallocated_cache_changes_nothing(tiny_model: str, batch_size: int, share: bool) -> None:
+    """Key/value buffers written in place give the samples DynamicCache's concatenation gives; a
+    capacity too small for the generation grows the buffers."""
+    from pvar.backends import kv_cache
+
+    def run(preallocate: bool, capacity_cut: int = 0):
+        p = policy(tiny_model, batch_size=batch_size, max_new_tokens=20, temperature=1.3)
+        p.share_prompt, p.preallocate = share, preallocate
+        if capacity_cut:
+            original = kv_cache.preallocated_cache
+            kv_cache.preallocated_cache = lambda model, capacity, prefix=None: original(model, capacity_cut, prefix)
+            try:
+                return p.generate([A, B, "the cat"], 3, [4, 5, 6])
+            finally:
+                kv_cache.preallocated_cache = original
+        return p.generate([A, B, "the cat"], 3, [4, 5, 6])
+
+    plain = run(False)
+    assert run(True) == plain
+    assert run(True, capacity_cut=2) == plain
+    assert any(len(t.split()) > 5 for row in plain.responses for t in row)  # long enough to need the growth
+
+
 def test_each_prompt_is_prefilled_once(tiny_model: str) -> None:
     p = policy(tiny_model, batch_size=8, max_new_tokens=3)
     seen: list[tuple[tuple[int, ...], int]] = []
@@ -100,9 +124,21 @@ def test_each_prompt_is_prefilled_once(tiny_model: str) -> None:
     finally:
         handle.remove()
     width = len(p.prompt_ids(A))
-    assert seen[0] == ((2, width - 1), 0)  # the two distinct prompts, once each, all but the last token
-    assert seen[1] == ((6, 1), width - 1)  # then one token per sample row on the copied cache
-    assert all(shape == (6, 1) for shape, _ in seen[1:])
+    prefills = [shape for shape, cached in seen if cached == 0]
+    # the two distinct prompts, once each, all but the last token; prompts of unlike length in chunks of
+    # their own, so the short one pays no padding
+    assert sorted(prefills) == sorted([(1, len(p.prompt_ids(A)) - 1), (1, len(p.prompt_ids("the cat")) - 1)])
+    decoding = seen[len(prefills):]
+    assert decoding[0] == ((6, 1), width - 1)  # then one token per sample row on the copied cache
+    assert all(shape == (6, 1) for shape, _ in decoding)
+
+
+def test_length_chunks_bound_the_padding() -> None:
+    from pvar.backends.kv_cache import length_chunks
+
+    assert length_chunks([10, 40, 11, 12, 41, 100]) == [[0, 2, 3], [1, 4], [5]]
+    assert length_chunks([5] * 5, most=2) == [[0, 1], [2, 3], [4]]
+    assert length_chunks([]) == []
 
 
 def test_chat_prompt_equals_text_prompt(tiny_model: str) -> None:

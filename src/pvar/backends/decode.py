@@ -19,20 +19,21 @@ step is matmul-bound and most rows run to ``max_new_tokens``, it measured 0.91-1
 ``model.generate`` in length-sorted batches; bench/generate.py times both). It pays where rows'
 lengths vary widely and generations are long.
 
-Sampling stays in `GumbelSampler`'s per-row generators: a row draws one uniform vector per step
-of its own, so its tokens depend on (seed, step) only, whichever slot it lands in.
+Sampling stays in `GumbelSampler`: a row's noise is a function of its seed and its own step count,
+so its tokens depend on (seed, step) only, whichever slot it lands in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
-Chooser = Callable[["torch.Tensor", Sequence[Any]], "torch.Tensor"]  # (logits [S, V], per-slot generators) -> ids
+# (logits [S, V], noise seeds [S], steps [S]) -> token ids [S]
+Chooser = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
 def supports_slots(model: Any) -> bool:
@@ -88,7 +89,7 @@ def make_slot_cache(n_layers: int) -> Any:
 class _Row:
     key: int  # index into the caller's rows
     prompt: int  # index into the caller's prompt ids
-    generator: Any
+    seed: int
     tokens: list[int] = field(default_factory=list)
 
 
@@ -102,12 +103,13 @@ class Decoded:
     stats: dict[str, int] = field(default_factory=dict)  # steps, prefills, column/slot drops, grows
 
 
-def decode(model: Any, prompt_ids: list[list[int]], rows: list[tuple[int, Any]], *, slots: int,
+def decode(model: Any, prompt_ids: list[list[int]], rows: list[tuple[int, int]], *, slots: int,
            max_new_tokens: int, eos: set[int], pad: int, choose: Chooser, device: str = "cpu",
            share_prompt: bool = True, cache_kwarg: str = "cache", logits_to_keep: bool = True) -> Decoded:
-    """Generate every row ``(prompt index, generator)`` with at most ``slots`` rows in flight.
+    """Generate every row ``(prompt index, noise seed)`` with at most ``slots`` rows in flight.
 
-    ``choose(logits, generators)`` picks the next token of each live slot (the sampler); rows are
+    ``choose(logits, seeds, steps)`` picks the next token of each live slot (the sampler; a row's step
+    is the count of tokens it has generated); rows are
     returned in input order. ``share_prompt`` prefills each distinct prompt once for all its rows.
     """
     import torch
@@ -129,9 +131,9 @@ def decode(model: Any, prompt_ids: list[list[int]], rows: list[tuple[int, Any]],
     cache = make_slot_cache(model.config.get_text_config(decoder=True).num_hidden_layers)
     width = len(prompt_ids[rows[queue[-1]][0]]) + max_new_tokens + 16
     live: list[_Row | None] = [None] * slots
-    tokens = torch.full((slots,), pad, dtype=torch.long)
-    positions = torch.zeros(slots, dtype=torch.long)
-    valid = torch.zeros(slots, width, dtype=torch.bool)
+    tokens = torch.full((slots,), pad, dtype=torch.long)  # cpu-only: slot bookkeeping, sent with .to(device)
+    positions = torch.zeros(slots, dtype=torch.long)  # cpu-only: slot bookkeeping
+    valid = torch.zeros(slots, width, dtype=torch.bool)  # cpu-only: slot bookkeeping
     cursor = 0
 
     def allocate(shape_from: torch.Tensor, n_slots: int, n_cols: int) -> None:
@@ -166,8 +168,8 @@ def decode(model: Any, prompt_ids: list[list[int]], rows: list[tuple[int, Any]],
         for (_, members), ids, g in zip(heads, body, range(len(heads)), strict=True):
             for r in members:
                 s = free.pop(0)
-                p, gen = rows[r]
-                live[s] = _Row(r, p, gen)
+                p, seed = rows[r]
+                live[s] = _Row(r, p, seed)
                 valid[s] = False
                 if ids:
                     lo = cursor - len(ids)
@@ -203,7 +205,7 @@ def decode(model: Any, prompt_ids: list[list[int]], rows: list[tuple[int, Any]],
         """Once nothing waits, keep only the live slots (a smaller batch per step)."""
         nonlocal live, tokens, positions, valid
         keep = [s for s, row in enumerate(live) if row is not None]
-        index = torch.tensor(keep, dtype=torch.long)
+        index = torch.tensor(keep, dtype=torch.long)  # cpu-only: moved to each buffer's device
         for layer in cache.layers:
             layer.keys = layer.keys.index_select(0, index.to(layer.keys.device))
             layer.values = layer.values.index_select(0, index.to(layer.values.device))
@@ -218,19 +220,21 @@ def decode(model: Any, prompt_ids: list[list[int]], rows: list[tuple[int, Any]],
                 fill()
             if cursor >= valid.shape[1] or (cursor >= 64 and not bool(valid[:, :cursor // 4].any())):
                 drop_columns()
-            running = torch.tensor([row is not None for row in live])
+            running = torch.tensor([row is not None for row in live])  # cpu-only: slot bookkeeping
             valid[:, cursor] = running
             for layer in cache.layers:
                 layer.cursor = cursor
-            mask = torch.zeros(len(live), 1, 1, cursor + 1, dtype=dtype)
+            mask = torch.zeros(len(live), 1, 1, cursor + 1, dtype=dtype)  # cpu-only: moved with .to(device)
             mask.masked_fill_(~valid[:, None, None, :cursor + 1], minimum)
             logits = model(input_ids=tokens[:, None].to(device), position_ids=positions[:, None].to(device),
                            attention_mask=mask.to(device), use_cache=True, **{cache_kwarg: cache}).logits[:, -1]
             cursor += 1
             stats["steps"] += 1
             idx = [s for s, row in enumerate(live) if row is not None]
+            seeds = torch.tensor([live[s].seed for s in idx], dtype=torch.int64, device=logits.device)
+            steps = torch.tensor([len(live[s].tokens) for s in idx], dtype=torch.int64, device=logits.device)
             picked = choose(logits[torch.tensor(idx, device=logits.device)] if len(idx) < len(live) else logits,
-                            [live[s].generator for s in idx]).cpu().tolist()
+                            seeds, steps).cpu().tolist()
             for s, t in zip(idx, picked, strict=True):
                 row = live[s]
                 done = t in eos
@@ -255,11 +259,11 @@ def _prefill(model: Any, body: list[list[int]], span: int, pad: int, device: str
     import torch
     from transformers import DynamicCache
 
-    ids = torch.full((len(body), span), pad, dtype=torch.long)
-    mask = torch.zeros((len(body), span), dtype=torch.long)
+    ids = torch.full((len(body), span), pad, dtype=torch.long)  # cpu-only: moved with .to(device)
+    mask = torch.zeros((len(body), span), dtype=torch.long)  # cpu-only: moved with .to(device)
     for k, b in enumerate(body):
         if b:
-            ids[k, span - len(b):] = torch.tensor(b, dtype=torch.long)
+            ids[k, span - len(b):] = torch.tensor(b, dtype=torch.long)  # cpu-only: filled into a CPU tensor
             mask[k, span - len(b):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     try:

@@ -2,204 +2,30 @@
 
 HF's ``do_sample=True`` draws every row from one global RNG, so a sample would depend on which
 other prompts share its batch, the batch size and the order. Here generation runs greedy
-(``do_sample=False``) over scores that `GumbelSampler` has already filtered (temperature, top-p)
-and perturbed with Gumbel noise drawn from one `torch.Generator` per sequence, seeded from
-(prompt seed, sample index). The argmax of ``logits / T + Gumbel`` over the nucleus is an exact
-draw from the top-p-filtered ``softmax(logits / T)`` (the Gumbel-max trick), and each row's noise
-depends on its own seed only.
+(``do_sample=False``) over scores that `GumbelSampler` has already reduced to its choice: the
+argmax of ``logits / T + Gumbel`` over the top-p nucleus, which is an exact draw from the
+top-p-filtered ``softmax(logits / T)`` (the Gumbel-max trick). The Gumbel noise of token v at
+decoding step t of a row with seed s is a pure function of (s, t, v) (`pvar.backends.noise`),
+computed on the logits' device for the candidate tokens only.
 
-The noise is exactly reproducible; the logits are reproducible up to floating point: a different
-batch shape or padding can move a logit by an ulp, which changes a token only when two perturbed
-scores (or the nucleus boundary) tie to within that ulp.
+The noise is exactly reproducible, on any device; the logits are reproducible up to floating
+point: a different batch shape, padding or device can move a logit by an ulp, which changes a
+token only when two perturbed scores (or the nucleus boundary) tie to within that ulp.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pvar.backends.base import Generation, Prompt, check_sampling, generation_prompt_ids
+from pvar.backends.sampler import GumbelSampler, sample_seed
+
+__all__ = ["GumbelSampler", "HFPolicy", "sample_seed"]  # the sampler lives in backends/sampler.py
 
 if TYPE_CHECKING:
     import torch
-
-SEED_MULTIPLIER = 1_000_003
-_U_EPS = 1e-12  # keeps -log(-log(u)) finite for u drawn as 0
-
-
-def sample_seed(seed: int, j: int) -> int:
-    """The generator seed of sample ``j`` of a prompt whose seed is ``seed`` (fits torch's int64)."""
-    return (int(seed) * SEED_MULTIPLIER + int(j)) % 2**63
-
-
-_POOL: Any = None
-
-
-def _pool() -> Any:
-    """A thread pool as wide as torch's intra-op threads (None when torch runs single-threaded)."""
-    global _POOL
-    import torch
-
-    width = torch.get_num_threads()
-    if width < 2:
-        return None
-    if _POOL is None or _POOL._max_workers != width:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(width, thread_name_prefix="pvar-rng")
-    return _POOL
-
-
-def _gumbel_(u: torch.Tensor) -> torch.Tensor:
-    """Standard Gumbel noise -log(-log(u)) from uniforms, in place (u = 0 is moved to a tiny value)."""
-    return u.clamp_(min=_U_EPS).log_().neg_().log_().neg_()
-
-
-class GumbelSampler:
-    """A logits processor that turns greedy decoding into seeded top-p sampling, one RNG per row.
-
-    ``seeds[r]`` seeds row r's generator; every call draws one uniform vector per row (so the
-    draw for step t depends on the row's seed and t only). Returns the perturbed, filtered scores:
-    filtered tokens are -inf, so argmax never picks them. ``greedy=True`` returns the scores unchanged.
-
-    Duck-types transformers' ``LogitsProcessor`` (which `LogitsProcessorList` calls as
-    ``processor(input_ids, scores)``), so this module stays importable without transformers.
-    """
-
-    # top-p needs the sorted prefix whose mass reaches top_p. A top-k of the first size almost always
-    # holds it; rows where it does not retry with the next size, and finally a full sort (~100 ms for
-    # 32 rows of a 49k vocabulary on a 2-core CPU, against ~3 ms for the top-64).
-    TOPK_STEPS = (64, 2048)
-
-    def __init__(self, seeds: Sequence[int], *, temperature: float = 1.0, top_p: float = 1.0,
-                 greedy: bool = False) -> None:
-        import torch
-
-        if not greedy and temperature <= 0:
-            raise ValueError(f"temperature must be > 0 for sampling, not {temperature} (use greedy=True)")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], not {top_p}")
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.greedy = greedy
-        self.generators = [] if greedy else [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.rows = len(seeds)
-        self._uniforms: torch.Tensor | None = None
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.greedy:
-            return scores
-        if scores.shape[0] != self.rows:
-            raise RuntimeError(f"GumbelSampler was built for {self.rows} rows but got {scores.shape[0]}")
-        return self.perturb(scores, self.generators)
-
-    def choose(self, scores: torch.Tensor, generators: Sequence[torch.Generator | None]) -> torch.Tensor:
-        """The next token of each row, row r drawing from ``generators[r]`` (continuous batching).
-
-        The same draw as ``perturb(...).argmax(-1)``, computed on the top-k candidates only: no
-        vocabulary-wide mask, index or fill per step. Rows whose nucleus the first top-k does not
-        hold fall back to `perturb`.
-        """
-        import torch
-
-        if self.greedy:
-            return scores.argmax(-1)
-        vocab = scores.shape[-1]
-        k = self.TOPK_STEPS[0]
-        if self.top_p >= 1.0 or k >= vocab:
-            return self.perturb(scores, generators).argmax(-1)
-        logits = scores.float() / self.temperature if self.temperature != 1.0 else scores.float()
-        uniforms = self.uniforms(vocab, generators)
-        top, idx = torch.topk(torch.softmax(logits, dim=-1), k, dim=-1, sorted=True)  # as `nucleus` ranks
-        inside = (top.cumsum(-1) - top) < self.top_p
-        inside[:, 0] = True
-        done = top.sum(-1) >= self.top_p
-        noise = _gumbel_(uniforms.gather(1, idx.cpu())).to(logits.device)
-        perturbed = torch.where(inside, logits.gather(1, idx) + noise, -math.inf)
-        picked = idx.gather(1, perturbed.argmax(-1, keepdim=True)).squeeze(1)
-        if not bool(done.all()):  # a flat distribution: redo those rows with the full nucleus
-            rest = (~done).nonzero().squeeze(1)
-            keep = self.nucleus(logits[rest])
-            sub = torch.full_like(logits[rest], -math.inf)
-            r, c = keep.nonzero(as_tuple=True)
-            sub[r, c] = logits[rest][r, c] + _gumbel_(uniforms[rest.cpu()][r.cpu(), c.cpu()]).to(logits.device)
-            picked[rest] = sub.argmax(-1)
-        return picked
-
-    def perturb(self, scores: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-        """Filtered scores plus Gumbel noise; row r's noise comes from ``generators[r]``."""
-        import torch
-
-        logits = scores.float() / self.temperature if self.temperature != 1.0 else scores.float()
-        uniforms = self.uniforms(logits.shape[-1], generators)  # every row's stream advances one vector
-        if self.top_p >= 1.0:
-            return logits + _gumbel_(uniforms.to(logits.device))
-        # Only nucleus tokens can win, so only they need noise: the logs run on a few hundred
-        # entries per row instead of the whole vocabulary. Same draws, same result.
-        rows, cols = self.nucleus(logits).nonzero(as_tuple=True)
-        perturbed = torch.full_like(logits, -math.inf)
-        noise = _gumbel_(uniforms[rows.cpu(), cols.cpu()]).to(logits.device)
-        perturbed[rows, cols] = logits[rows, cols] + noise
-        return perturbed
-
-    def uniforms(self, vocab: int, generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
-        """One uniform vector per row, drawn from that row's generator (CPU, float32, reused buffer).
-
-        Rows draw on a small thread pool: each draw is single-threaded and holds its own generator,
-        so the values are those of a serial loop.
-        """
-        import torch
-
-        generators = self.generators if generators is None else generators
-        rows = len(generators)
-        if self._uniforms is None or self._uniforms.shape[1] != vocab or self._uniforms.shape[0] < rows:
-            self._uniforms = torch.empty(max(rows, self.rows), vocab, dtype=torch.float32)
-        out = self._uniforms[:rows]
-        inference = torch.is_inference_mode_enabled()  # thread-local: the workers must match the caller
-
-        def draw(part: range) -> None:
-            with torch.inference_mode(inference):
-                for row in part:
-                    torch.rand(vocab, generator=generators[row], out=out[row])
-
-        workers = _pool()
-        if rows >= 16 and workers is not None:
-            step = -(-rows // workers._max_workers)
-            list(workers.map(draw, [range(a, min(a + step, rows)) for a in range(0, rows, step)]))
-        else:
-            draw(range(rows))
-        return out
-
-    def nucleus(self, logits: torch.Tensor) -> torch.Tensor:
-        """Boolean mask of the top-p nucleus: the most likely tokens until their mass reaches top_p.
-
-        A token is kept when the mass of the tokens ranked strictly above it is below top_p (the
-        same set as transformers' TopPLogitsWarper); the most likely token is always kept.
-        """
-        import torch
-
-        probs = torch.softmax(logits, dim=-1)
-        vocab = probs.shape[-1]
-        keep = probs.new_zeros(0, dtype=torch.bool)
-        todo: torch.Tensor | None = None  # rows still to resolve (None: all)
-        for k in (*(k for k in self.TOPK_STEPS if k < vocab), vocab):
-            sub = probs if todo is None else probs[todo]
-            top, idx = torch.topk(sub, k, dim=-1, sorted=True)
-            above = top.cumsum(-1) - top  # mass ranked strictly above each token
-            inside = above < self.top_p
-            inside[:, 0] = True
-            done = (top.sum(-1) >= self.top_p) | (k == vocab)
-            part = torch.zeros_like(sub, dtype=torch.bool).scatter_(1, idx, inside & done[:, None])
-            if todo is None:
-                keep = part
-            else:
-                keep[todo] = part
-            if bool(done.all()):
-                break
-            todo = (torch.arange(len(probs)) if todo is None else todo)[~done]
-        return keep
 
 
 class HFPolicy:
@@ -231,6 +57,7 @@ class HFPolicy:
         self._cache_kwarg = "cache"
         self._logits_to_keep = False
         self.share_prompt = True  # prefill each prompt once for its n samples (see _generate_batch)
+        self.preallocate = True  # key/value buffers written in place (backends/kv_cache.py), not concatenated
         # Continuous batching (backends/decode.py), for models whose layers are all full attention. Off by
         # default: on a 2-core CPU it measured 0.91x (32 slots) to 0.99-1.12x (128 slots) model.generate in
         # length-sorted fixed batches (bench/generate.py), where most rows run to max_new_tokens anyway.
@@ -253,6 +80,10 @@ class HFPolicy:
                 path, dtype="auto" if self.dtype == "auto" else getattr(torch, self.dtype))
         except (OSError, ValueError) as exc:
             raise hub_error(self.model_name, "model", exc) from None
+        if str(self.device).startswith("cpu"):
+            from pvar.backends.allocator import keep_freed_memory
+
+            keep_freed_memory()
         tok.padding_side = "left"
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
@@ -327,13 +158,11 @@ class HFPolicy:
     def _generate_slots(self, pairs: list[tuple[int, int]], ids: list[list[int]], seeds: list[int], start: int,
                         texts: list[list[str]], stopped: list[list[bool]]) -> Generation:
         """All rows through `decode`: ``batch_size`` slots, refilled as rows finish."""
-        import torch
 
         from pvar.backends.decode import decode
 
         sampler = GumbelSampler([], temperature=self.temperature or 1.0, top_p=self.top_p, greedy=self.greedy)
-        rows = [(i, None if self.greedy else torch.Generator().manual_seed(sample_seed(seeds[i], j)))
-                for i, j in pairs]
+        rows = [(i, sample_seed(seeds[i], j)) for i, j in pairs]
         out = decode(self.model, ids, rows, slots=self.batch_size, max_new_tokens=self.max_new_tokens,
                      eos=self._eos_ids, pad=self._gen_config.pad_token_id, choose=sampler.choose, device=self.device,
                      share_prompt=self.share_prompt, cache_kwarg=self._cache_kwarg,
@@ -358,18 +187,24 @@ class HFPolicy:
         slot = {i: k for k, i in enumerate(prompts)}
         width = max(len(ids[i]) for i in prompts)
         pad = self._gen_config.pad_token_id
-        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for k, i in enumerate(prompts):
-            input_ids[k, width - len(ids[i]):] = torch.tensor(ids[i], dtype=torch.long)
-            mask[k, width - len(ids[i]):] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        input_ids = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in prompts], dtype=torch.long,
+                                 device=self.device)  # left-padded
+        mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in prompts], dtype=torch.long,
+                            device=self.device)
         index = torch.tensor([slot[i] for i, _ in rows], device=self.device)
         kwargs: dict[str, Any] = {}
         self._gen_config.max_new_tokens = self.max_new_tokens  # may have been changed since setup()
         sampler = GumbelSampler(row_seeds, temperature=self.temperature or 1.0, top_p=self.top_p, greedy=self.greedy)
         with torch.inference_mode():
-            if self.share_prompt and width > 1 and len(prompts) < len(rows):
+            shared = self.share_prompt and width > 1 and len(prompts) < len(rows)
+            if self._slots and self.preallocate:  # full attention only: the buffers know no sliding window
+                from pvar.backends.kv_cache import preallocated_cache, prefill
+
+                capacity = width + self.max_new_tokens
+                kwargs[self._cache_kwarg] = prefill(
+                    self.model, input_ids[:, :-1], mask[:, :-1], index, capacity, cache_kwarg=self._cache_kwarg,
+                    logits_to_keep=self._logits_to_keep) if shared else preallocated_cache(self.model, capacity)
+            elif shared:
                 kwargs[self._cache_kwarg] = self._prompt_cache(input_ids[:, :-1], mask[:, :-1], index)
             out = self.model.generate(
                 input_ids=input_ids[index], attention_mask=mask[index], generation_config=self._gen_config,

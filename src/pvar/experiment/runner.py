@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pvar import reporting
+from pvar.backends.noise import VERSION as NOISE  # fresh samples: other noise, other pairs
 from pvar.errors import ConfigError
 from pvar.experiment.config import ArmConfig, RunConfig
 from pvar.experiment.state import Ledger
@@ -389,7 +390,7 @@ class Experiment:
             res = gradient_signal(self.paths.measured, out, **settings)
             return {"r2_pvar": res["fit_pvar"]["r2"], "r2_reward_std": res["fit_reward_std"]["r2"]}
 
-        self._step("signal", digest(self.keys["measure"], settings), [out / "signal.json"], go)
+        self._step("signal", digest(self.keys["measure"], settings, NOISE), [out / "signal.json"], go)
 
     def heldout_pairs(self) -> None:
         """Gold-labelled pairs on held-out prompts, shared by every arm's preference check."""
@@ -404,7 +405,7 @@ class Experiment:
         def go() -> dict[str, Any]:
             return {"pairs": gold_pairs(self.eval_source(), out, **settings)}
 
-        self._step("heldout-pairs", digest(self.keys["eval-prompts"], settings), [out], go)
+        self._step("heldout-pairs", digest(self.keys["eval-prompts"], settings, NOISE), [out], go)
 
     def heldout_arm(self, name: str) -> None:
         if self.cfg.theory.heldout_pairs == 0 or not self.cfg.train.lora:

@@ -102,10 +102,11 @@ def _sample(policy: str, prompts: list[Any], ids: list[str], n: int, seed: int, 
     return pol.generate(prompts, n, [prompt_seed(seed, pid) for pid in ids]).responses
 
 
-def _score(reward: str, prompts: list[Any], responses: list[list[str]], refs: list[str | None]) -> list[np.ndarray]:
+def _score(reward: str, prompts: list[Any], responses: list[list[str]], refs: list[str | None], *,
+           device: str) -> list[np.ndarray]:
     from pvar.backends.spec import parse_reward_spec
 
-    scorer = parse_reward_spec(reward)
+    scorer = parse_reward_spec(reward, device=device)  # a model reward runs where the scoring stage runs it
     scorer.setup()
     return [np.asarray(r, float) for r in scorer.score(prompts, responses, refs).rewards]
 
@@ -133,14 +134,15 @@ def gradient_signal(measured: str | Path, out_dir: str | Path, *, policy: str, r
     texts = [r["prompt"] for r in chosen]
     fresh = _sample(policy, texts, ids, 2 * samples, seed + SIGNAL_SALT, max_new_tokens=max_new_tokens,
                     temperature=temperature, top_p=top_p, dtype=dtype, device=device)
-    rewards = _score(reward, texts, fresh, [r.get("reference") for r in chosen])
+    rewards = _score(reward, texts, fresh, [r.get("reference") for r in chosen], device=device)
     model, tok, plist, _ = load_policy(policy, device=device, params=params)
     per_prompt = []
     for row, resp, rew in zip(chosen, fresh, rewards, strict=True):
         grads, _ = response_gradients(model, tok, plist, row["prompt"], resp, max_length=max_length)
         g = []
         for part in (slice(0, samples), slice(samples, 2 * samples)):
-            a = torch.tensor(dpo_coefficients(preference_gaps(rew[part], scale), beta), dtype=torch.float64)
+            a = torch.tensor(dpo_coefficients(preference_gaps(rew[part], scale), beta), dtype=torch.float64,
+                             device=grads.device)
             g.append(a @ grads[part].double())
         pool_r = np.array([x for x in row["rewards"] if x is not None], float)
         st = reward_stats(pool_r[None, :], scale=scale)
@@ -175,7 +177,7 @@ def gold_pairs(prompts_file: str | Path, out_file: str | Path, *, policy: str, r
     ids, texts = [str(r["prompt_id"]) for r in rows], [r["prompt"] for r in rows]
     fresh = _sample(policy, texts, ids, samples, seed + SIGNAL_SALT, max_new_tokens=max_new_tokens,
                     temperature=temperature, top_p=top_p, dtype=dtype, device=device)
-    rewards = _score(reward, texts, fresh, [r.get("reference") for r in rows])
+    rewards = _score(reward, texts, fresh, [r.get("reference") for r in rows], device=device)
     out = []
     for pid, text, resp, rew in zip(ids, texts, fresh, rewards, strict=True):
         best, worst = int(np.argmax(rew)), int(np.argmin(rew))

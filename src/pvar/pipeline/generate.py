@@ -40,6 +40,15 @@ class GenerateConfig(StageConfig):
 
     omit_at_default = ("start", "tensor_parallel_size", "gpu_memory_utilization")
 
+    def fingerprint(self) -> str:
+        """The settings' hash; for hf, also the sampling noise's version: samples drawn with other noise
+        are other samples, so a folder sampled before it is refused rather than mixed."""
+        from pvar.backends.noise import VERSION
+        from pvar.fingerprint import digest
+
+        base = super().fingerprint()
+        return digest(base, VERSION) if self.backend == "hf" else base
+
 
 def make_policy(cfg: GenerateConfig, *, greedy: bool = False) -> Policy:
     """The policy ``cfg`` names (hf, vllm or fake); ``greedy=True`` decodes without noise (eval answers)."""

@@ -29,6 +29,7 @@ overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import time
@@ -87,10 +88,13 @@ class TrainConfig(StageConfig):
     bf16: bool = Field(False, description="bf16 mixed precision (GPUs; TrainingArguments.bf16).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: "
                                          "less memory for ~30 % more compute.")
+    skip_unused: bool = Field(True, description="Skip work whose result training does not use (same losses, "
+                              "fewer FLOPs): with lora_layers, each sequence runs through the frozen blocks below the "
+                              "adapted ones once, not at every step; the LM head scores completion positions only.")
     trl_args: dict[str, Any] = Field(default_factory=dict, description="Extra fields of the TRL config "
                                      "(DPOConfig, CPOConfig, ORPOConfig or KTOConfig), applied last.")
 
-    omit_at_default = ("dtype", "bf16", "gradient_checkpointing")
+    omit_at_default = ("dtype", "bf16", "gradient_checkpointing", "skip_unused")
 
     @field_validator("batch_size")
     @classmethod
@@ -155,6 +159,8 @@ def train(
     ``progress(step, total_steps, logs)`` replaces the trainer's console output when given.
     Raises ConfigError / InputError (one line) for bad settings or pairs.
     """
+    from pvar.training.frozen_blocks import frozen_blocks_for
+    from pvar.training.lm_head import completion_positions_only
     from pvar.training.trainers import build_trainer, quiet_progress
 
     start = time.perf_counter()
@@ -177,7 +183,9 @@ def train(
     log_rows = built.log_rows
 
     t0 = time.perf_counter()
-    trainer.train()
+    fast = cfg.skip_unused
+    with frozen_blocks_for(trainer, cfg), completion_positions_only() if fast else contextlib.nullcontext():
+        trainer.train()
     train_seconds = time.perf_counter() - t0
     _save_checkpoint(trainer, built.tokenizer, out, clean=earlier_run)
 

@@ -274,7 +274,8 @@ class WeightCollator:
         import torch
 
         out = self.base(examples)
-        out[WEIGHT_COLUMN] = torch.tensor([float(ex[WEIGHT_COLUMN]) for ex in examples], dtype=torch.float32)
+        weights = [float(ex[WEIGHT_COLUMN]) for ex in examples]
+        out[WEIGHT_COLUMN] = torch.tensor(weights, dtype=torch.float32)  # cpu-only: collated; the loss moves it
         return out
 
 
