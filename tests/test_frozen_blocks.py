@@ -28,9 +28,10 @@ def losses(out) -> list[float]:
     return [r["loss"] for r in rows if "loss" in r]
 
 
-def run(tmp_path, model, name: str, monkeypatch=None, **settings):
+def run(tmp_path, model, name: str, monkeypatch=None, lora_layers_override: int = 2, **settings):
     pairs = write_pairs(tmp_path / "pairs.jsonl", make_rows(4, chat=True))
-    cfg = TrainConfig.make(model=str(model), lora_layers=2, max_steps=4, batch_size=2, lr=5e-3, **settings)
+    cfg = TrainConfig.make(model=str(model), lora_layers=lora_layers_override, max_steps=4, batch_size=2, lr=5e-3,
+                           **settings)
     seen = {}
     if monkeypatch is not None:
         import pvar.training.frozen_blocks as fb
@@ -88,3 +89,13 @@ def test_gpt2_blocks_are_left_alone(tmp_path):
 
     folder = tiny_causal_lm(tmp_path / "gpt2", ["a b c"])
     assert decoder_of(AutoModelForCausalLM.from_pretrained(folder)) is None
+
+
+@pytest.mark.slow
+def test_smollm2_first_steps_equal_the_plain_path(tmp_path):
+    """SmolLM2 with LoRA in its top 8 of 30 blocks: 4 steps over 4 chat pairs (each pair seen twice)."""
+    plain, _ = run(tmp_path, "smollm2", "plain", skip_unused=False, lora_layers_override=8)
+    fast, _ = run(tmp_path, "smollm2", "fast", None, lora_layers_override=8)
+    assert len(fast) == 4
+    for a, b in zip(plain, fast, strict=True):
+        assert abs(a - b) <= 1e-4 * abs(a) + 1e-7, (plain, fast)

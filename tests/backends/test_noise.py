@@ -141,3 +141,24 @@ def test_generate_fingerprint_names_the_noise() -> None:
     hf, vllm = GenerateConfig(), GenerateConfig(backend="vllm")
     assert hf.fingerprint() != StageConfig.fingerprint(hf)
     assert vllm.fingerprint() == StageConfig.fingerprint(vllm)
+
+
+@pytest.mark.slow
+def test_smollm2_samples_ignore_batching_and_extend() -> None:
+    """SmolLM2 (its 49,152-token vocabulary takes the top-k path): samples do not depend on the batch size
+    or on which prompts share the batch, and asking for more samples later keeps the earlier ones."""
+    from pvar.backends.hf_policy import HFPolicy
+
+    prompts = ["What is the capital of France?", "Write a haiku about rain.", "Explain gravity to a child."]
+    seeds = [11, 22, 33]
+
+    def gen(batch_size: int, which: list[int], n: int, start: int = 0):
+        p = HFPolicy("smollm2", max_new_tokens=24, batch_size=batch_size)
+        p.setup()
+        return p.generate([prompts[i] for i in which], n, [seeds[i] for i in which], start=start).responses
+
+    full = gen(12, [0, 1, 2], 4)
+    assert gen(3, [2, 0], 4) == [full[2], full[0]]
+    head, tail = gen(5, [0, 1, 2], 2), gen(5, [0, 1, 2], 2, start=2)
+    assert [h + t for h, t in zip(head, tail, strict=True)] == full
+    assert len({t for row in full for t in row}) > 6  # samples, not copies

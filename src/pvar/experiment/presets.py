@@ -7,6 +7,8 @@
   in under 75 minutes: 4 random seeds, 2 training seeds of top-PVar, random among usable prompts
   and bottom-PVar, compute-matched (32 LoRA steps each in the top 8 of 30 blocks: ~8 s a step on such
   a CPU).
+- ``gpu-full``: ``cpu-full`` at 4x the prompts, 2x the samples and steps, 4 top-PVar training seeds and
+  8 random seeds, on one H200-class GPU in about 8 minutes (the run in ``docs/results/gpu-h200``).
 - ``sharegpt-proxy``: the first experiment, kept as a proxy-judge setting: selection by MiniLM
   cosine to the ShareGPT reference answer, judged by mpnet cosine to the same reference (a judge
   built like the selection reward cannot reveal reward hacking).
@@ -52,13 +54,13 @@ def _testbed_arms(random_seeds: list[int], usable_seeds: list[int], top_seeds: l
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": merge(_TESTBED, {
         "name": "quick",
-        "prompts": {"pool": 40, "eval": 48},
-        "scoring": {"n": 8, "max_new_tokens": 48, "shard_size": 20},
+        "prompts": {"pool": 96, "eval": 96},
+        "scoring": {"n": 8, "max_new_tokens": 48, "shard_size": 32},
         "budget": 0.25,
         "arms": [{"name": "top-pvar", "select": "top", "by": "pvar"},
-                 {"name": "random", "select": "random", "seeds": [0, 1]}],
-        "train": {"max_steps": 12, "batch_size": 4, "lr": 6e-4, "lora_layers": 8, "max_length": 320},
-        "eval": {"max_new_tokens": 48, "lc_boot": 100},
+                 {"name": "random", "select": "random", "seeds": [0, 1, 2, 3]}],
+        "train": {"max_steps": 32, "batch_size": 4, "lr": 6e-4, "lora_layers": 8, "max_length": 320},
+        "eval": {"max_new_tokens": 48, "batch_size": 48, "aa_batch_size": 0, "lc_boot": 100},
         "theory": {"prompts": 0},
     }),
     "cpu-full": merge(_TESTBED, {
@@ -124,6 +126,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "theory": {"prompts": 0},
     },
 }
+PRESETS["gpu-full"] = merge(PRESETS["cpu-full"], {
+    # The cpu-full testbed at 4x the prompts and 2x the samples and steps, on one H200-class GPU in about 8
+    # minutes: 4 training seeds of top-PVar and 8 random seeds (the run of docs/results/gpu-h200). Batch
+    # sizes are speed knobs only: samples are seeded per row, eval answers are greedy float32 at one batch
+    # size for every policy, and the A/A eval regenerates the base's at another.
+    "name": "gpu-full",
+    "device": "cuda",
+    "prompts": {"pool": 640, "eval": 512},
+    "scoring": {"n": 16, "max_new_tokens": 48, "shard_size": 640, "batch_size": 512},
+    "arms": _testbed_arms([0, 1, 2, 3, 4, 5, 6, 7], [0, 1], [0, 1, 2, 3])[:4],
+    "primary": ["top-pvar", "random"],
+    "train": {"max_steps": 64, "batch_size": 8, "lr": 5e-4, "lora_layers": 8, "max_length": 320},
+    "eval": {"max_new_tokens": 48, "dtype": "float32", "batch_size": 256, "aa_batch_size": 64},
+    "theory": {"signal_prompts": 32, "signal_samples": 8, "heldout_pairs": 256, "heldout_samples": 4},
+})
 PRESETS["paper-1gpu"] = merge(PRESETS["paper"], {
     "name": "paper-1gpu",
     # One 80 GB GPU: a bf16 base (16 GB) with a rank-16 LoRA; 8 pairs x 16 accumulation = 128 per step.
