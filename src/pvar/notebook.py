@@ -26,29 +26,60 @@ import pyarrow as pa
 from pvar.io.writers import MemorySink
 
 
+def _rows(data: Any, split: str | None = None) -> Any:
+    """What the verbs read, by the type of ``data``: a path (str or Path), a pyarrow Table or RecordBatch,
+    a ``datasets.Dataset``, one split of a ``DatasetDict`` (``split=``; the only split when there is one),
+    or a pandas DataFrame. Anything else is a one-line ``ConfigError``."""
+    from pvar.errors import ConfigError
+    from pvar.io.readers import in_memory
+
+    kind = type(data).__name__
+    if split is not None and kind not in ("DatasetDict", "IterableDatasetDict"):
+        raise ConfigError(f"split: {split!r} picks a split of a DatasetDict, but data is a {kind}")
+    if isinstance(data, (str, Path)) or in_memory(data):
+        return data
+    if kind in ("DatasetDict", "IterableDatasetDict"):
+        names = list(data)
+        if split is None and len(names) == 1:
+            split = names[0]
+        if split not in names:
+            listed = ", ".join(repr(n) for n in names) or "none"
+            want = f"split {split!r} is not one of its splits" if split is not None else "pass split="
+            raise ConfigError(f"data: a DatasetDict with splits {listed}: {want}")
+        return data[split]
+    if kind == "DataFrame" and hasattr(data, "to_dict"):  # by rows: pandas' own Arrow types may be large_*
+        return pa.Table.from_pylist(data.to_dict("records"))
+    raise ConfigError(f"data: expected a file path, a datasets.Dataset or DatasetDict (with split=), a pandas "
+                      f"DataFrame or a pyarrow.Table, not a {kind}")
+
+
 def _returned(table: pa.Table, like: Any) -> Any:
-    """``table`` as the caller's type: a Dataset for a Dataset, a pyarrow.Table otherwise."""
-    if type(like).__name__ == "Dataset":
+    """``table`` as the caller's type: a Dataset for a Dataset (or a DatasetDict's split), a DataFrame for a
+    DataFrame, a pyarrow.Table otherwise."""
+    kind = type(like).__name__
+    if kind in ("Dataset", "DatasetDict"):
         from datasets import Dataset
 
         return Dataset(table)
+    if kind == "DataFrame":
+        return table.to_pandas()
     return table
 
 
 def measure(data: Any, *, scale: float = 1.0, n_boot: int = 200, confidence: float = 0.95, seed: int = 0,
-            format: str = "auto", rating: str = "overall") -> Any:
+            format: str = "auto", rating: str = "overall", split: str | None = None) -> Any:
     """``pvar measure`` on rows in memory: adds pvar, pvar_low/high, reward_mean/std/range, n_valid."""
     from pvar.pipeline.measure import MeasureConfig, run
 
     sink = MemorySink()
-    run(data, sink, MeasureConfig.make(scale=scale, n_boot=n_boot, confidence=confidence, seed=seed,
+    run(_rows(data, split), sink, MeasureConfig.make(scale=scale, n_boot=n_boot, confidence=confidence, seed=seed,
                                        format=format, rating=rating))
     return _returned(sink.table(), data)
 
 
 def select(data: Any, *, by: str = "pvar", top: float | None = None, bottom: float | None = None,
            random: float | None = None, minimum: float | None = None, count: int | None = None,
-           rip: bool = False, seed: int = 0) -> Any:
+           rip: bool = False, seed: int = 0, split: str | None = None) -> Any:
     """``pvar select`` on rows in memory: one of top / bottom / random (fractions), minimum, or rip."""
     from pvar.errors import ConfigError
     from pvar.pipeline.select import SelectConfig, run
@@ -63,18 +94,18 @@ def select(data: Any, *, by: str = "pvar", top: float | None = None, bottom: flo
                             **({"minimum": value} if mode == "threshold" else
                                {} if value is None else {"fraction": value}))
     sink = MemorySink()
-    run(data, sink, cfg)
+    run(_rows(data, split), sink, cfg)
     return _returned(sink.table(), data)
 
 
 def pairs(data: Any, *, rule: str = "best-worst", max_pairs: int = 8, seed: int = 0, scale: float = 1.0,
-          format: str = "auto", rating: str = "overall") -> Any:
+          format: str = "auto", rating: str = "overall", split: str | None = None) -> Any:
     """``pvar pairs`` on rows in memory: TRL preference rows (prompt, chosen, rejected, ...)."""
     from pvar.pipeline.pairs import PairsConfig, run
 
     sink = MemorySink()
-    run(data, sink, PairsConfig.make(rule=rule, max_pairs=max_pairs, seed=seed, scale=scale, format=format,
-                                     rating=rating))
+    cfg = PairsConfig.make(rule=rule, max_pairs=max_pairs, seed=seed, scale=scale, format=format, rating=rating)
+    run(_rows(data, split), sink, cfg)
     return _returned(sink.table(), data)
 
 
@@ -84,6 +115,7 @@ def pairs(data: Any, *, rule: str = "best-worst", max_pairs: int = 8, seed: int 
 def _arrow(data: Any) -> pa.Table:
     from pvar.io.readers import in_memory, memory_table
 
+    data = _rows(data)
     if in_memory(data):
         return memory_table(data)
     from pvar.io.rows import read_rows

@@ -8,6 +8,7 @@ preset first and the file on top.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
@@ -52,12 +53,30 @@ class PromptsConfig(_Section):
         "reply's shape: lowercase, no commas, opening word, under 20 words, closing phrase) or phrase (open with a "
         "given phrase). Each row's reference then holds its task spec, read by the exact 'gold' reward and judge.")
 
+    @model_validator(mode="after")
+    def _task_needs_sharegpt(self) -> Self:
+        if self.task is not None and (self.source != "sharegpt" or self.eval_source != "sharegpt"):
+            given = self.source if self.source != "sharegpt" else self.eval_source
+            raise ValueError(f"task {self.task!r} attaches instructions to the built-in ShareGPT prompts, but the "
+                             f"prompts come from {given!r}; drop prompts.task, or write task specs into your "
+                             "file's reference column")
+        return self
+
 
 class AdaptiveSection(section_of((AdaptiveConfig, ("n0", "step", "n_max", "max_samples", "confidence", "stop")),
                                  base=_Section)):
     """Adaptive sampling (``pvar.pipeline.adaptive``): more samples only where the selection is still open.
 
     The cut-off fraction is the run's budget, and scale and seed are the run's."""
+
+    @model_validator(mode="after")
+    def _stage_checks(self) -> Self:
+        """The stage config's own checks (n_max >= n0, ...), before any sample is drawn."""
+        try:
+            AdaptiveConfig(**self.stage_values(AdaptiveConfig))
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return self
 
 
 class ScoringConfig(section_of(
@@ -283,6 +302,8 @@ class RunConfig(section_of((EngineConfig, ("engine", "ray_address", "workers", "
         for name in self.primary or []:
             if name not in arms:
                 raise ValueError(f"primary: {name!r} is not an arm (arms: {', '.join(sorted(arms))})")
+        if self.primary and self.primary[0] == self.primary[1]:
+            raise ValueError(f"primary: compares {self.primary[0]!r} with itself; name two different arms")
         return self
 
     def stage(self, stage: type[S], *sections: Section, **given: Any) -> S:
@@ -385,6 +406,34 @@ def _check_size(data: Any, source: str) -> None:
             stack.extend((v, depth + 1) for v in value)
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+@functools.cache
+def _unique_key_loader() -> type:
+    """PyYAML's SafeLoader, refusing a mapping that gives one key twice (at any depth): plain YAML keeps the
+    last value, so a second ``train:`` section would silently drop the first one's keys."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *alias` merges, it is not a key
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) or key is None:
+                    if key in seen:
+                        raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from ``path``; syntax errors name the file and line; an empty file is refused."""
     import yaml
@@ -400,7 +449,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError(str(path), f"not UTF-8 text (byte 0x{raw[exc.start]:02x})", line=line) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_key_loader())
+    except _DuplicateKey as exc:
+        raise InputError(str(path), f"key {exc.key!r} given twice (the second would silently replace the first)",
+                         line=exc.line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

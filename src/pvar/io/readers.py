@@ -8,6 +8,7 @@ or row number (Parquet, datasets), both 1-based. Parquet is read in record batch
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,13 +108,37 @@ def _parse_line(raw: bytes, source: str, lineno: int) -> Any:
         raise InputError(source, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
                          line=lineno) from None
     try:
-        return json.loads(text)
+        obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(source, f"malformed JSON ({exc.msg} at column {exc.colno})", line=lineno) from None
     except RecursionError:
         raise InputError(source, "malformed JSON (nested too deeply)", line=lineno) from None
     except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
         raise InputError(source, f"malformed JSON ({exc})", line=lineno) from None
+    if _SURROGATE_ESCAPE.search(raw):  # JSON lets "\\ud800" through; UTF-8 cannot encode it, far from here
+        _check_encodable(obj, source, lineno)
+    return obj
+
+
+# An escaped UTF-16 surrogate: a valid pair decodes to one character, a lone one stays unencodable.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _check_encodable(obj: Any, source: str, lineno: int, field: str | None = None) -> None:
+    """Every string in a parsed line (keys included) must be encodable as UTF-8."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(source, f"a lone UTF-16 surrogate (\\u{ord(obj[exc.start]):04x}) is not text",
+                             line=lineno, field=field) from None
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_encodable(key, source, lineno, field)
+            _check_encodable(value, source, lineno, field or key)
+    elif isinstance(obj, list):
+        for value in obj:
+            _check_encodable(value, source, lineno, field)
 
 
 def iter_jsonl(path: str | Path, batch_size: int = 4096) -> Iterator[RawRows]:

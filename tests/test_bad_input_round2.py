@@ -1,0 +1,153 @@
+"""Bad input, second round: what the verbs added since the first round let through.
+
+The same contract as tests/test_bad_input.py (exit 2, one error line naming the file and line or key,
+no traceback, the folder as it was), for silent acceptance of contradictory settings, refusals that
+came late, strings no encoder takes, and, in the notebook API, inputs of the wrong type.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pvar.errors import PvarError
+from tests.conftest import scored_rows, write_jsonl
+from tests.test_bad_input import Case, _snapshot
+
+
+def _run_cfg(tmp: Path, body: str) -> list[str]:
+    (tmp / "cfg.yaml").write_text(textwrap.dedent(body).lstrip())
+    return ["run", str(tmp / "cfg.yaml"), "-o", str(tmp / "run")]
+
+
+def _surrogate(tmp: Path, verb: str, field: str) -> list[str]:
+    rows = scored_rows(2)
+    text = "\n".join(json.dumps(r) for r in rows) + "\n"
+    line = json.dumps(rows[0] | {"prompt_id": "z"}).replace('"prompt_id": "z"', '"prompt_id": "z\\ud800"')
+    if field == "prompt":
+        line = json.dumps(rows[0] | {"prompt_id": "z", "prompt": "hi ZZ"}).replace("ZZ", "\\udfff")
+    (tmp / "in.jsonl").write_text(text + line + "\n")
+    out = tmp / ("out.jsonl" if verb != "generate" else "out.parquet")
+    extra = ["--backend", "fake"] if verb == "generate" else []
+    return [verb, str(tmp / "in.jsonl"), "-o", str(out), *extra]
+
+
+SILENT = {
+    "run: a section given twice": Case(lambda t: _run_cfg(t, """
+        train: {max_steps: 3}
+        scoring: {n: 4}
+        train: {lr: 0.001}
+        """), ["cfg.yaml:3", "key 'train' given twice"]),
+    "run: a key given twice inside a section": Case(lambda t: _run_cfg(t, """
+        scoring:
+          n: 4
+          max_new_tokens: 8
+          n: 6
+        """), ["cfg.yaml:4", "key 'n' given twice"]),
+    "run: the primary compares an arm with itself": Case(lambda t: _run_cfg(t, """
+        primary: [top-pvar, top-pvar]
+        """), ["cfg.yaml", "primary", "with itself"]),
+    "run: a task family on a prompts file": Case(lambda t: _run_cfg(t, f"""
+        prompts: {{source: {write_jsonl(t / "p.jsonl", [{"prompt_id": "a", "prompt": "hi"}])}, task: format}}
+        """), ["cfg.yaml", "prompts", "task 'format'", "p.jsonl"]),
+}
+
+LATE = {
+    "run: adaptive n_max below n0": Case(lambda t: _run_cfg(t, """
+        scoring:
+          adaptive: {n0: 6, n_max: 4}
+        """), ["cfg.yaml", "scoring.adaptive", "n_max (4) must be >= n0 (6)"]),
+    "run: adaptive n_max below n0, the defaults' n0": Case(lambda t: _run_cfg(t, """
+        scoring:
+          adaptive: {n_max: 2, n0: 3}
+        """), ["scoring.adaptive", "n_max (2)"]),
+    "score: adaptive sizes checked before sampling": Case(lambda t: _run_cfg(t, """
+        until: measure
+        scoring:
+          adaptive: {n0: 9, n_max: 8, step: 1}
+        """), ["scoring.adaptive", "n_max (8) must be >= n0 (9)"]),
+}
+
+ENCODING = {
+    "measure: a lone surrogate in an id": Case(lambda t: _surrogate(t, "measure", "prompt_id"),
+                                               ["in.jsonl:3", "field 'prompt_id'", "surrogate"]),
+    "measure: a lone surrogate in a prompt": Case(lambda t: _surrogate(t, "measure", "prompt"),
+                                                  ["in.jsonl:3", "field 'prompt'", "surrogate"]),
+    "pairs: a lone surrogate": Case(lambda t: _surrogate(t, "pairs", "prompt"),
+                                    ["in.jsonl:3", "field 'prompt'", "surrogate"]),
+    "generate: a lone surrogate": Case(lambda t: _surrogate(t, "generate", "prompt"),
+                                       ["in.jsonl:3", "field 'prompt'", "surrogate"]),
+}
+
+CLASSES = {"silent": SILENT, "late": LATE, "encoding": ENCODING}
+ALL = [(cls, name) for cls, cases in CLASSES.items() for name in cases]
+
+
+@pytest.mark.parametrize(("cls", "name"), ALL, ids=[f"{c}: {n}" for c, n in ALL])
+def test_second_round_is_one_clean_line(tmp_path, cli, cls, name):
+    case = CLASSES[cls][name]
+    argv = case.make(tmp_path)
+    before = _snapshot(tmp_path)
+    code, _out, err = cli(*argv)
+    assert code == 2, err
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    for needle in case.expect:
+        assert needle in err, (needle, err)
+    assert _snapshot(tmp_path) == before, "left behind: " + ", ".join(sorted(_snapshot(tmp_path) - before))
+
+
+def test_case_counts_per_class():
+    assert all(len(cases) >= 3 for cases in CLASSES.values()), {k: len(v) for k, v in CLASSES.items()}
+
+
+def test_a_valid_surrogate_pair_is_text(tmp_path, cli):
+    rows = scored_rows(2)
+    lines = [json.dumps(rows[0]), json.dumps(rows[1] | {"prompt": "smile ZZ"}).replace("ZZ", "\\ud83d\\ude00")]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    code, _out, err = cli("measure", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"))
+    assert code == 0, err
+    assert "\U0001F600" in (tmp_path / "out.jsonl").read_text(encoding="utf-8")
+
+
+# -- the notebook API dispatches on the type it is given ---------------------------------------------
+
+ROWS = [{"prompt_id": f"p{i}", "prompt": "x", "responses": ["a", "b", "c"], "rewards": [0.1 * i, 0.5, 1.0]}
+        for i in range(4)]
+
+
+def _datasetdict():
+    datasets = pytest.importorskip("datasets")
+    return datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS), "test": datasets.Dataset.from_list(ROWS)})
+
+
+@pytest.mark.parametrize(("make", "kwargs", "needle"), [
+    (_datasetdict, {}, "a DatasetDict with splits 'train', 'test': pass split="),
+    (_datasetdict, {"split": "val"}, "split 'val' is not one of its splits"),
+    (lambda: ROWS, {}, "not a list"),
+    (lambda: pytest.importorskip("pandas").DataFrame(ROWS), {"split": "train"}, "data is a DataFrame"),
+])
+def test_notebook_refuses_what_it_cannot_read(make, kwargs, needle, tmp_path, monkeypatch):
+    import pvar
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PvarError) as info:
+        pvar.measure(make(), **kwargs)
+    message = str(info.value)
+    assert needle in message and "\n" not in message
+    assert not any(tmp_path.iterdir())
+
+
+def test_notebook_reads_a_dataframe_and_a_datasetdict_split():
+    import pvar
+
+    pd = pytest.importorskip("pandas")
+    out = pvar.measure(pd.DataFrame(ROWS))
+    assert type(out).__name__ == "DataFrame" and "pvar" in out.columns and len(out) == 4
+    split = pvar.measure(_datasetdict(), split="test")
+    assert type(split).__name__ == "Dataset" and split.num_rows == 4
+    single = pvar.select(pvar.measure(_datasetdict(), split="train"), top=0.5)
+    assert single.num_rows == 2
