@@ -82,7 +82,27 @@ ENCODING = {
                                        ["in.jsonl:3", "field 'prompt'", "surrogate"]),
 }
 
-CLASSES = {"silent": SILENT, "late": LATE, "encoding": ENCODING}
+def _loop(tmp: Path) -> Path:
+    (tmp / "a").symlink_to(tmp / "b")
+    (tmp / "b").symlink_to(tmp / "a")
+    return tmp / "a"
+
+
+PATHS = {
+    "measure: output inside a symlink loop": Case(
+        lambda t: ["measure", str(write_jsonl(t / "in.jsonl", scored_rows(2))), "-o", str(_loop(t) / "out.jsonl")],
+        ["a/out.jsonl", "symlink loop"]),
+    "generate: output folder is a symlink loop": Case(
+        lambda t: ["generate", str(write_jsonl(t / "in.jsonl", scored_rows(2))), "-o", str(_loop(t)),
+                   "--backend", "fake"], ["symlink loop"]),
+    "run: run folder is a symlink loop": Case(lambda t: ["run", "--preset", "score", "-o", str(_loop(t))],
+                                              ["symlink loop"]),
+    "reward: a user module through a symlink loop": Case(
+        lambda t: ["reward", str(write_jsonl(t / "in.jsonl", scored_rows(2))), "-o", str(t / "o.jsonl"),
+                   "--reward", f"{_loop(t)}/mod.py:score"], ["symlink loop"]),
+}
+
+CLASSES = {"silent": SILENT, "late": LATE, "encoding": ENCODING, "paths": PATHS}
 ALL = [(cls, name) for cls, cases in CLASSES.items() for name in cases]
 
 
@@ -151,3 +171,41 @@ def test_notebook_reads_a_dataframe_and_a_datasetdict_split():
     assert type(split).__name__ == "Dataset" and split.num_rows == 4
     single = pvar.select(pvar.measure(_datasetdict(), split="train"), top=0.5)
     assert single.num_rows == 2
+
+
+# -- a second identical command started at the same moment waits; it does not call the output foreign ----
+
+def test_a_start_during_anothers_first_shard_waits_for_it(tmp_path, cli):
+    """Another writer holds the lock and has made the stage folder but not its manifest yet (the moment
+    two simultaneous starts met in 2 of 8 tries): this command waits for the lock, then finds a stage
+    output, not a foreign folder."""
+    import threading
+    import time
+
+    from pvar.engines.shards import Layout
+    from pvar.io.paths import file_lock
+
+    src = write_jsonl(tmp_path / "in.jsonl", scored_rows(4))
+    out = tmp_path / "out.jsonl"
+    layout = Layout.for_output(out)
+    locked, release = threading.Event(), threading.Event()
+
+    def other_writer():
+        with file_lock(layout.lock, "other"):
+            layout.shard_dir.mkdir(parents=True)
+            (layout.shard_dir / "shard-00000.parquet.tmp-123").write_text("half-made")
+            locked.set()
+            release.wait(10)
+            (layout.shard_dir / "shard-00000.parquet.tmp-123").unlink()  # the other writer fails cleanly
+            layout.shard_dir.rmdir()
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    locked.wait(10)
+    threading.Timer(0.5, release.set).start()
+    started = time.perf_counter()
+    code, _out, err = cli("reward", str(src), "-o", str(out), "--reward", "fake")
+    thread.join(10)
+    assert code == 0, err
+    assert time.perf_counter() - started >= 0.4  # it waited for the lock
+    assert sum(1 for _ in out.open()) == 4

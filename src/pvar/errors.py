@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -54,3 +55,14 @@ class UserCodeError(PvarError, ValueError):
 
 class ResumeMismatch(PvarError):
     """An existing output was made with a different config or input; refuse to mix them."""
+
+
+def resolved(path: str | Path) -> Path:
+    """``Path(path).resolve()``, or a one-line `InputError` naming the path: a symlink loop raises
+    RuntimeError in ``resolve`` (Python < 3.13), a name too long for the OS raises OSError."""
+    try:
+        return Path(path).expanduser().resolve()
+    except RuntimeError:
+        raise InputError(str(path), "the path runs into a symlink loop") from None
+    except OSError as exc:
+        raise InputError(str(path), f"cannot resolve the path ({exc.strerror or exc})") from None

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pvar.errors import resolved
+
 MANIFEST = "_manifest.json"  # marks a pvar stage folder of Parquet shards (engines/shards.py writes it)
 
 
@@ -60,7 +62,7 @@ def model_fingerprint(folder: str | Path) -> str:
     if not path.is_dir():
         h.update(f"name:{folder}".encode())
         return h.hexdigest()[:24]
-    path = path.resolve()
+    path = resolved(path)
     h.update(str(path).encode())
     config = path / "config.json"
     if config.is_file():
@@ -84,6 +86,6 @@ def model_record(name: str) -> dict[str, Any]:
     if not path.exists():
         return {"name": name}
     if path.is_file():
-        return {"path": str(path.resolve()), "size": path.stat().st_size, "mtime": path.stat().st_mtime_ns}
+        return {"path": str(resolved(path)), "size": path.stat().st_size, "mtime": path.stat().st_mtime_ns}
     files = sorted(p for p in path.iterdir() if p.is_file())
-    return {"path": str(path.resolve()), "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+    return {"path": str(resolved(path)), "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}

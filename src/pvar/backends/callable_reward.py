@@ -13,17 +13,16 @@ import math
 import numbers
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pvar.backends.base import Prompt, Scores
-from pvar.errors import ConfigError, UserCodeError, one_line, short_repr
+from pvar.errors import ConfigError, UserCodeError, one_line, resolved, short_repr
 
 
 def _load_module(module: str) -> Any:
     """Import a dotted module, or execute a .py file (path) as a uniquely named module."""
     if module.endswith(".py") or "/" in module or "\\" in module:
-        path = Path(module).expanduser().resolve()
+        path = resolved(module)
         if not path.is_file():
             raise ConfigError(f"reward: no such Python file {module!r}")
         name = "pvar_user_reward_" + hashlib.blake2b(str(path).encode(), digest_size=6).hexdigest()

@@ -124,8 +124,10 @@ def guarded_output(layout: Layout) -> Iterator[None]:
     we hold the lock, so they are deleted. If this run created the stage folder and fails before
     committing a shard, the folder is removed again (an error must not leave an empty output).
     """
-    refuse_foreign(layout.shard_dir, MANIFEST, "a pvar stage output")
     with file_lock(layout.lock, str(layout.final or layout.shard_dir)):
+        # Under the lock: a second identical command started at the same moment must see the first one's
+        # finished output, not its half-made folder (which has no manifest yet).
+        refuse_foreign(layout.shard_dir, MANIFEST, "a pvar stage output")
         for folder in (layout.shard_dir, layout.shard_dir / "_input"):
             remove_stale_temps(folder)
         if layout.final is not None:

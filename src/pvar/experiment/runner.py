@@ -35,7 +35,7 @@ from typing import Any
 
 from pvar import reporting
 from pvar.backends.noise import VERSION as NOISE  # fresh samples: other noise, other pairs
-from pvar.errors import ConfigError
+from pvar.errors import ConfigError, resolved
 from pvar.experiment.config import ArmConfig, RunConfig
 from pvar.experiment.state import Ledger
 from pvar.fingerprint import digest
@@ -217,8 +217,9 @@ class Experiment:
         preflight(self.cfg)
         self.check_inputs()
         root = self.paths.root
-        refuse_foreign(root, CONFIG_FILE, "a pvar run")
+        resolved(root)  # a symlink loop is a one-line error before any folder is made
         with file_lock(root.parent / f".{root.name}.lock", str(root)):  # a second `pvar run` waits, then resumes
+            refuse_foreign(root, CONFIG_FILE, "a pvar run")  # under the lock: a concurrent start is not foreign
             remove_stale_temps(root, recursive=True)  # left by a killed run: we hold the lock
             return self._run()
 

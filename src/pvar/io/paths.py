@@ -10,7 +10,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from pvar.errors import InputError
+from pvar.errors import InputError, resolved
 
 
 def cache_dir() -> Path:
@@ -29,7 +29,7 @@ def temp_path(target: Path) -> Path:
 
 
 def _same(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():  # resolve() follows symlinks, also for a missing final part
+    if resolved(a) == resolved(b):  # resolve() follows symlinks, also for a missing final part
         return True
     try:
         return os.path.samefile(a, b)  # hard links
@@ -51,7 +51,7 @@ def check_output(source: str | Path, output: str | Path, *also: str | Path) -> N
     for out in (Path(output), *map(Path, also)):
         if _same(src, out):
             raise InputError(str(output), f"the output is the input {str(source)!r}; write to another path")
-        if src.is_file() and out.is_dir() and src.resolve().is_relative_to(out.resolve()):
+        if src.is_file() and out.is_dir() and resolved(src).is_relative_to(resolved(out)):
             raise InputError(str(output), f"the output folder holds the input {str(source)!r}; write elsewhere")
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pvar.errors import resolved
 from pvar.io.paths import cache_dir
 from pvar.io.writers import atomic_write_text
 
@@ -178,7 +179,7 @@ def _order_key(prompt_id: str, seed: int) -> bytes:
 
 def _filtered_rows(path: str | Path | None) -> list[dict[str, str]]:
     """Filtered, deduplicated rows with their split, memoised in memory and on disk (the scan is ~3 s)."""
-    source = Path(path or sharegpt_path()).resolve()
+    source = resolved(path or sharegpt_path())
     stat = source.stat()
     key = f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{FILTER_VERSION}"
     digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pvar.errors import ConfigError
+from pvar.errors import ConfigError, resolved
 from pvar.fingerprint import model_fingerprint
 from pvar.training.data import in_sampling_context, load_pairs, row_keys
 from pvar.training.refcache import RefLogpCache
@@ -56,7 +56,7 @@ def build_trainer(pairs_path: str | Path, out: Path, cfg: Any, *, ref_cache: str
     cuda = torch.cuda.is_available()
     args = trl_config(cfg, out, cuda=cuda, ref_cache=ref_cache is not None and cfg.algo in LOSS_TYPES)
     folder = resolve_policy(cfg.model)
-    if Path(folder).is_dir() and out.resolve() == Path(folder).resolve():
+    if Path(folder).is_dir() and resolved(out) == resolved(folder):
         raise ConfigError(f"out_dir: {out} is the model's own folder; write the checkpoint elsewhere")
     tokenizer, model = load_model(folder, cfg.model, getattr(cfg, "dtype", "float32"))
     data = in_sampling_context(data, tokenizer)  # a chat policy trains under the template it sampled with
@@ -100,7 +100,7 @@ def build_trainer(pairs_path: str | Path, out: Path, cfg: Any, *, ref_cache: str
     manifest = {
         "config": cfg.model_dump(mode="json"),
         "fingerprint": cfg.fingerprint(),
-        "pairs": str(Path(pairs_path).resolve()),
+        "pairs": str(resolved(pairs_path)),
         "n_pairs": n_pairs,
         "model_folder": str(folder),
         "trainer": f"{type(trainer).__module__}.{type(trainer).__qualname__}",
