@@ -23,6 +23,10 @@ def _run_cfg(tmp: Path, body: str) -> list[str]:
     return ["run", str(tmp / "cfg.yaml"), "-o", str(tmp / "run")]
 
 
+def _plain_refs() -> list[dict]:
+    return [{"prompt_id": f"a{i}", "prompt": "hi", "reference": "a plain answer"} for i in range(3)]
+
+
 def _surrogate(tmp: Path, verb: str, field: str) -> list[str]:
     rows = scored_rows(2)
     text = "\n".join(json.dumps(r) for r in rows) + "\n"
@@ -69,6 +73,18 @@ LATE = {
         scoring:
           adaptive: {n0: 9, n_max: 8, step: 1}
         """), ["scoring.adaptive", "n_max (8) must be >= n0 (9)"]),
+    "run: gold reward over a prompts file without task specs": Case(lambda t: _run_cfg(t, f"""
+        prompts: {{source: {write_jsonl(t / "p.jsonl", _plain_refs())}}}
+        scoring: {{reward: gold}}
+        """), ["p.jsonl:1", "field 'reference'", "not a task spec"]),
+    "run: gold judge over an eval file without task specs": Case(lambda t: _run_cfg(t, f"""
+        prompts: {{eval_source: {write_jsonl(t / "e.jsonl", _plain_refs())}, task: null}}
+        scoring: {{reward: minilm-ref}}
+        eval: {{judge: gold}}
+        """), ["e.jsonl:1", "field 'reference'", "not a task spec"]),
+    "eval: gold judge checks task specs before any answer": Case(
+        lambda t: ["eval", "--policy", "smollm2", "--prompts", str(write_jsonl(t / "p.jsonl", _plain_refs())),
+                   "-o", str(t / "ev"), "--judge", "gold"], ["p.jsonl:1", "field 'reference'", "not a task spec"]),
 }
 
 ENCODING = {

@@ -177,8 +177,14 @@ class Experiment:
             src = getattr(c.prompts, key)
             if src == "sharegpt" or (key == "eval_source" and c.until != "eval"):
                 continue
-            for _ in read_rows(src, require=required, unique_ids=True):
-                pass
+            spec = c.scoring.reward if key == "source" and c.scoring.generate else c.eval.judge
+            check = getattr(parse_reward_spec(spec), "check_reference", None) if "reference" in required else None
+            for batch in read_rows(src, require=required, unique_ids=True):
+                refs = batch.data.column("reference").to_pylist() if check is not None else []
+                for i, ref in enumerate(refs):  # a gold reward's task specs, named in the user's file
+                    problem = check(ref)
+                    if problem:
+                        raise batch.error(i, "reference", problem)
             if key == "source":
                 columns |= set(read_column_names(src))
         check_policy_ref(c.policy, "policy")

@@ -118,12 +118,22 @@ def _load_prompts(path: str, judge: str) -> tuple[list[str], list[Prompt], list[
     ids: list[str] = []
     prompts: list[Prompt] = []
     refs: list[str | None] = []
+    check = None
+    if is_exact(key):  # a gold judge reads each row's task spec: a bad one is named before any answer
+        from pvar.backends.spec import parse_reward_spec
+
+        check = getattr(parse_reward_spec(judge), "check_reference", None)
     for batch in read_rows(path, require=need):
         data = batch.data
         ids += [str(x) for x in data.column("prompt_id").to_pylist()]
         prompts += data.column("prompt").to_pylist()
         names = data.schema.names
-        refs += data.column("reference").to_pylist() if "reference" in names else [None] * data.num_rows
+        batch_refs = data.column("reference").to_pylist() if "reference" in names else [None] * data.num_rows
+        for i, ref in enumerate(batch_refs if check is not None else []):
+            problem = check(ref)
+            if problem:
+                raise batch.error(i, "reference", problem)
+        refs += batch_refs
     return ids, prompts, refs
 
 
