@@ -1,6 +1,7 @@
 """Sampling throughput: HFPolicy against the per-prompt loop a user would write, on SmolLM2 (CPU, fp32).
 
-    python bench/generate.py [--quick] [--batch-sizes 64,128] [--prompts 32] [--n 4] [--tokens 64]
+    python bench/generate.py [--quick] [--batch-sizes 64,128] [--prompts 32] [--n 4] [--tokens 64] [--device cuda]
+                             [--profile]
 
 Measures in one process, on the same weights: (a) one ``model.generate(do_sample=True,
 num_return_sequences=n)`` per prompt, the loop a user would write; (b) ``HFPolicy.generate`` over all
@@ -35,15 +36,26 @@ def load_note() -> str:
     return f"load {os.getloadavg()[0]:.1f}"
 
 
+DEVICE = "cpu"
+
+
+def sync() -> None:
+    """Wait for the device, so a timer measures the work and not its queueing."""
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def matmul_gflops(size: int = 2048, repeat: int = 5) -> float:
-    """Best fp32 matmul rate over a few repeats, in GFLOP/s (2 n^3 FLOPs per product)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
+    """Best fp32 matmul rate over a few repeats on the bench's device, in GFLOP/s (2 n^3 FLOPs per product)."""
+    a, b = torch.randn(size, size, device=DEVICE), torch.randn(size, size, device=DEVICE)
+    out = torch.empty(size, size, device=DEVICE)
     torch.matmul(a, b, out=out)
     best = float("inf")
     for _ in range(repeat):
+        sync()
         start = time.perf_counter()
         torch.matmul(a, b, out=out)
+        sync()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
 
@@ -65,7 +77,7 @@ def plain_loop(policy: HFPolicy, prompts: list[str], n: int, tokens: int) -> tup
     total, start = 0, time.perf_counter()
     for prompt in prompts:
         inputs = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                         return_tensors="pt", return_dict=True)
+                                         return_tensors="pt", return_dict=True).to(DEVICE)
         with torch.inference_mode():
             out = model.generate(**inputs, do_sample=True, temperature=TEMPERATURE, top_p=TOP_P,
                                  num_return_sequences=n, max_new_tokens=tokens, pad_token_id=tok.pad_token_id)
@@ -77,8 +89,10 @@ def run_policy(policy: HFPolicy, prompts: list[str], n: int, seeds: list[int],
                batch_size: int, continuous: bool = False) -> tuple[float, Generation]:
     """(b) / (c): all prompts through HFPolicy at one batch size."""
     policy.batch_size, policy.continuous = batch_size, continuous  # (c) opts in: HFPolicy's default is (b)
+    sync()
     start = time.perf_counter()
     gen = policy.generate(prompts, n, seeds)
+    sync()
     return time.perf_counter() - start, gen
 
 
@@ -90,9 +104,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--batch-sizes", default="64,128")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--device", default="cpu", help="torch device (cuda: the ceiling is the device's fp32 rate)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch.profiler's top operations of one HFPolicy run at the largest batch")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = args.device
     if args.quick:
         args.prompts, args.tokens = 8, 32
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -102,7 +121,7 @@ def main() -> None:
     rows = sharegpt_prompts(args.prompts, "pool")
     prompts = [r["prompt"] for r in rows]
     seeds = [prompt_seed(0, r["prompt_id"]) for r in rows]
-    policy = HFPolicy("smollm2", max_new_tokens=args.tokens, temperature=TEMPERATURE, top_p=TOP_P)
+    policy = HFPolicy("smollm2", max_new_tokens=args.tokens, temperature=TEMPERATURE, top_p=TOP_P, device=DEVICE)
     policy.setup()
     n_params = sum(p.numel() for p in policy.model.parameters())
     print(f"SmolLM2: {n_params / 1e6:.1f}M params, {args.prompts} prompts x {args.n} samples x {args.tokens} tokens, "
@@ -160,6 +179,14 @@ def main() -> None:
     for bs in [*batch_sizes[1:], "continuous"]:
         same = sum(a == b for x, y in zip(first, outputs[bs], strict=True) for a, b in zip(x, y, strict=True))
         print(f"samples identical at batch_size={bs} and {batch_sizes[0]}: {same}/{args.prompts * args.n}")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE.startswith("cuda") else [])
+        with profile(activities=activities) as prof:
+            run_policy(policy, prompts, args.n, seeds, batch_sizes[-1])
+        key = "self_cuda_time_total" if DEVICE.startswith("cuda") else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=15))
     best = max(results, key=results.get)
     wall, noise_wall = walls[best]
     print(f"best batch_size {best}: {results[best]:.1f} tok/s, {results[best] / base:.2f}x the plain loop, "

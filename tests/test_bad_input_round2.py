@@ -73,6 +73,26 @@ LATE = {
         scoring:
           adaptive: {n0: 9, n_max: 8, step: 1}
         """), ["scoring.adaptive", "n_max (8) must be >= n0 (9)"]),
+    "run: rounds that exhaust the pool": Case(lambda t: _run_cfg(t, """
+        rounds: 5
+        budget: 0.25
+        """), ["cfg.yaml", "rounds: 5 rounds of 0.25", "at most 4 rounds fit"]),
+    "run: rounds on a full arm": Case(lambda t: _run_cfg(t, """
+        rounds: 2
+        arms:
+          - {name: all, select: full}
+          - {name: random, select: random}
+        """), ["cfg.yaml", "arm 'all' takes the full pool"]),
+    "run: rounds of a count the pool cannot feed": Case(lambda t: _run_cfg(t, """
+        rounds: 3
+        budget: 50
+        prompts: {pool: 128}
+        """), ["cfg.yaml", "need 150, and the pool has 128"]),
+    "run: adaptive max_samples below the first round": Case(lambda t: _run_cfg(t, """
+        prompts: {pool: 64}
+        scoring:
+          adaptive: {n0: 4, n_max: 8, max_samples: 100}
+        """), ["cfg.yaml", "max_samples: 100 is below n0 x pool", "256"]),
     "run: gold reward over a prompts file without task specs": Case(lambda t: _run_cfg(t, f"""
         prompts: {{source: {write_jsonl(t / "p.jsonl", _plain_refs())}}}
         scoring: {{reward: gold}}
@@ -225,3 +245,92 @@ def test_a_start_during_anothers_first_shard_waits_for_it(tmp_path, cli):
     assert code == 0, err
     assert time.perf_counter() - started >= 0.4  # it waited for the lock
     assert sum(1 for _ in out.open()) == 4
+
+
+# -- pvar report on a run folder whose artefacts are damaged: each reader names its file ---------------
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny finished run (gold testbed off: a rule reward and a tiny judge), made once per module."""
+    import yaml
+
+    from pvar.cli import main  # noqa: F401 - the in-process CLI below
+    from pvar.testing import tiny_causal_lm, tiny_reward_model
+
+    root = tmp_path_factory.mktemp("finished")
+    texts = ["why is the sky blue", "tell me about cats", "the cat sat on the mat", "rain falls on the sea"]
+    policy, judge = tiny_causal_lm(root / "policy", texts), tiny_reward_model(root / "judge", texts, seed=3)
+    (root / "reward.py").write_text("def score(prompts, responses, references):\n"
+                                    "    return [[float(len(r)) for r in rs] for rs in responses]\n")
+    rows = [{"prompt_id": f"p{i}", "prompt": texts[i % 4], "reference": "x"} for i in range(6)]
+    for name in ("pool.jsonl", "eval.jsonl"):
+        write_jsonl(root / name, rows)
+    cfg = {"name": "tiny", "policy": str(policy), "budget": 0.5, "dtype": "float32",
+           "prompts": {"source": str(root / "pool.jsonl"), "eval_source": str(root / "eval.jsonl")},
+           "scoring": {"n": 3, "max_new_tokens": 6, "temperature": 1.0, "top_p": 1.0, "shard_size": 6,
+                       "reward": f"{root / 'reward.py'}:score", "scale": 0.5},
+           "arms": [{"name": "top-pvar", "select": "top", "by": "pvar"},
+                    {"name": "random", "select": "random", "seeds": [0]}],
+           "train": {"max_steps": 2, "batch_size": 2, "max_length": 64},
+           "eval": {"judge": f"hf:{judge}", "max_new_tokens": 6, "n_boot": 50, "lc_boot": 10, "soft_scale": 1.0,
+                    "aa_batch_size": 0},
+           "theory": {"prompts": 0}}
+    (root / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pvar.cli", "run", str(root / "tiny.yaml"), "-o", str(root / "run")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root / "run"
+
+
+def _damage_eval_keys(run: Path) -> str:
+    path = run / "base" / "eval" / "eval.json"
+    data = json.loads(path.read_text())
+    del data["policy"]["mean_score"]
+    path.write_text(json.dumps(data))
+    return "base/eval/eval.json: field 'policy.mean_score': missing"
+
+
+def _damage_state(run: Path) -> str:
+    data = json.loads((run / "state.json").read_text())
+    data["steps"]["measure"] = "done"
+    (run / "state.json").write_text(json.dumps(data))
+    return "state.json: field 'steps.measure'"
+
+
+def _damage_selection(run: Path) -> str:
+    path = run / "arms" / "top-pvar" / "selected.parquet"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return "top-pvar/selected.parquet"
+
+
+def _damage_judgements(run: Path) -> str:
+    path = run / "arms" / "random-s0" / "eval" / "judgements.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "{not json", *lines[2:]]) + "\n")
+    return "judgements.jsonl:2: malformed JSON"
+
+
+def _damage_train_log(run: Path) -> str:
+    path = run / "arms" / "top-pvar" / "model" / "train_log.jsonl"
+    path.write_text(path.read_text() + "[1, 2]\n")
+    return "train_log.jsonl"
+
+
+@pytest.mark.parametrize("damage", [_damage_eval_keys, _damage_state, _damage_selection, _damage_judgements,
+                                    _damage_train_log])
+def test_report_names_the_damaged_artefact(finished_run, tmp_path, cli, damage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, symlinks=True)
+    shutil.rmtree(run / "report", ignore_errors=True)
+    needle = damage(run)
+    before = _snapshot(tmp_path)
+    code, _out, err = cli("report", str(run))
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "unexpected" not in err, err
+    assert needle in err, (needle, err)
+    assert _snapshot(tmp_path) == before

@@ -38,3 +38,22 @@ def test_untrained_adapter_prefers_nothing(tmp_path):
     pairs.write_text(json.dumps({"prompt": "say hi to the cat", "chosen": "hi cat", "rejected": "no dog here"}) + "\n")
     res = pair_preferences(tmp_path / "adapter", pairs, beta=0.1, max_length=32)
     assert res["n_pairs"] == 1 and res["loss"] == pytest.approx(math.log(2)) and res["accuracy"] == 0.0
+
+
+def test_batched_logprobs_equal_one_at_a_time(tmp_path):
+    """Right-padded batches of sequences of unlike length give each sequence's own log-prob."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pvar.backends.gradients import batched_logprobs, sequence_ids, sequence_logprob
+    from pvar.testing import tiny_causal_lm
+
+    texts = ["the cat sat on the mat", "why is the sky blue", "a quick brown fox jumps over the lazy dog"]
+    folder = tiny_causal_lm(tmp_path / "tiny", texts)
+    model, tok = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    seqs = [sequence_ids(tok, p, r, max_length=64) for p in texts for r in ("the cat", "a quick brown fox jumps")]
+    with torch.no_grad():
+        one = [float(sequence_logprob(model, ids, n)) for ids, n in seqs]
+    batched = batched_logprobs(model, seqs, batch_size=4, pad_id=tok.pad_token_id)
+    assert len({len(ids) for ids, _ in seqs}) > 1  # padding happens
+    assert batched == pytest.approx(one, rel=1e-5, abs=1e-5)

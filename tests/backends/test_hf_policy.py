@@ -290,3 +290,14 @@ def test_policy_protocol_shape(tiny_model: str) -> None:
     assert p.model is None  # construction is cheap: nothing loads before setup/generate
     gen = p.generate([], 2, [])
     assert gen == Generation([], [], 0)
+
+
+def test_prompts_cut_to_fit_the_context_are_counted(tiny_model: str) -> None:
+    """A prompt longer than the context minus max_new_tokens keeps its end, and the cut is counted (the
+    generate stage reports it as truncated_prompts)."""
+    p = policy(tiny_model, max_new_tokens=8)
+    limit = p.model.config.max_position_embeddings
+    long = " ".join(["the cat sat on the mat"] * (limit // 5))
+    gen = p.generate([long, A], 2, [1, 2])
+    assert gen.truncated == 1 and len(p.prompt_ids(long)) == limit - 8
+    assert policy(tiny_model, max_new_tokens=8).generate([A, B], 2, [1, 2]).truncated == 0

@@ -19,6 +19,7 @@ class Generation:
     responses: list[list[str]]
     stopped: list[list[bool]]
     new_tokens: int = 0
+    truncated: int = 0  # prompts cut from the left to fit the context with max_new_tokens
 
 
 @dataclass
@@ -87,10 +88,19 @@ def generation_prompt_ids(tokenizer: Any, prompt: Prompt, *, limit: int | None =
 
     Every policy backend hands the model these ids (vLLM as a token prompt), so a chat template's
     BOS is never doubled. With a context ``limit``, prompts longer than ``limit - max_new_tokens``
-    keep their end: it holds the question.
+    keep their end: it holds the question (`keep_end`; callers count the prompts it cut).
     """
+    return keep_end(prompt_token_ids(tokenizer, prompt), limit=limit, max_new_tokens=max_new_tokens)
+
+
+def prompt_token_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """``generation_prompt``'s token ids, whatever their length."""
     text, templated = generation_prompt(tokenizer, prompt)
-    ids = list(tokenizer(text, add_special_tokens=not templated)["input_ids"])
+    return list(tokenizer(text, add_special_tokens=not templated)["input_ids"])
+
+
+def keep_end(ids: list[int], *, limit: int | None, max_new_tokens: int = 0) -> list[int]:
+    """``ids`` cut from the left to leave ``max_new_tokens`` of a context of ``limit`` (at least one id kept)."""
     if limit and len(ids) > limit - max_new_tokens:
-        ids = ids[len(ids) - max(1, limit - max_new_tokens):]
+        return ids[len(ids) - max(1, limit - max_new_tokens):]
     return ids

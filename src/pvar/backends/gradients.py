@@ -75,6 +75,30 @@ def sequence_logprob(model: torch.nn.Module, ids: list[int], n_prompt: int) -> t
     return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).sum()
 
 
+def batched_logprobs(model: torch.nn.Module, seqs: list[tuple[list[int], int]], *, batch_size: int = 8,
+                     pad_id: int = 0) -> list[float]:
+    """`sequence_logprob` of many (ids, prompt length) at once, without gradients: right-padded batches
+    (padding after a sequence changes none of its positions), longest first, float32 log-softmax."""
+    import torch
+
+    device = next(model.parameters()).device
+    out = [0.0] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][0]))
+    with torch.no_grad():
+        for at in range(0, len(order), batch_size):
+            part = order[at:at + batch_size]
+            width = max(len(seqs[i][0]) for i in part)
+            ids = torch.tensor([seqs[i][0] + [pad_id] * (width - len(seqs[i][0])) for i in part], device=device)
+            mask = torch.tensor([[1] * len(seqs[i][0]) + [0] * (width - len(seqs[i][0])) for i in part],
+                                device=device)
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            for row, i in enumerate(part):
+                n_prompt, n = seqs[i][1], len(seqs[i][0])
+                steps = torch.log_softmax(logits[row, n_prompt - 1:n - 1].float(), dim=-1)
+                out[i] = float(steps.gather(-1, ids[row, n_prompt:n, None]).sum())
+    return out
+
+
 def response_gradients(model: torch.nn.Module, tokenizer: Any, params: list[torch.nn.Parameter], prompt: Any,
                        responses: list[str], *, max_length: int = 512, append_eos: bool = True,
                        ) -> tuple[torch.Tensor, list[int]]:

@@ -19,7 +19,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pvar.backends.base import Generation, Prompt, check_sampling, generation_prompt_ids
+from pvar.backends.base import Generation, Prompt, check_sampling, generation_prompt_ids, keep_end, prompt_token_ids
 from pvar.backends.sampler import GumbelSampler, sample_seed
 
 __all__ = ["GumbelSampler", "HFPolicy", "sample_seed"]  # the sampler lives in backends/sampler.py
@@ -136,12 +136,17 @@ class HFPolicy:
             raise ValueError(f"n must be >= 1, not {n}")
         if self.model is None:
             self.setup()
-        ids = [self.prompt_ids(p) for p in prompts]
+        full = [prompt_token_ids(self.tokenizer, p) for p in prompts]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        ids = [keep_end(x, limit=limit, max_new_tokens=self.max_new_tokens) for x in full]
+        cut = sum(len(a) != len(b) for a, b in zip(full, ids, strict=True))
         texts: list[list[str]] = [[""] * n for _ in prompts]
         stopped: list[list[bool]] = [[False] * n for _ in prompts]
         pairs = [(i, j) for i in range(len(prompts)) for j in range(start, start + n)]
         if self.continuous and self._slots:
-            return self._generate_slots(pairs, ids, seeds, start, texts, stopped)
+            gen = self._generate_slots(pairs, ids, seeds, start, texts, stopped)
+            gen.truncated = cut
+            return gen
         # One row per (prompt, sample); sorting by length keeps padding (wasted compute) small.
         rows = sorted(pairs, key=lambda r: (len(ids[r[0]]), r))
         total = 0
@@ -153,7 +158,7 @@ class HFPolicy:
                 total += count
             if self.progress is not None:
                 self.progress(len(batch))
-        return Generation(texts, stopped, total)
+        return Generation(texts, stopped, total, truncated=cut)
 
     def _generate_slots(self, pairs: list[tuple[int, int]], ids: list[list[int]], seeds: list[int], start: int,
                         texts: list[list[str]], stopped: list[list[bool]]) -> Generation:

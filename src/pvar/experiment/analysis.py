@@ -8,7 +8,6 @@ difficulty both arms share cancels, which is what lets real differences show.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,20 +91,37 @@ class Judged:
     texts: np.ndarray | None = None
 
 
-def read_jsonl(path: Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
-    """The rows of a JSONL file; ``missing_ok``: [] for a file a run has not written yet."""
+def read_jsonl(path: Path, *, missing_ok: bool = False, require: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The rows of a JSONL file a run wrote, each an object holding ``require``; ``missing_ok``: [] for a
+    file a run has not written yet. A damaged file is an `InputError` naming its line and field."""
+    from pvar.errors import InputError
+    from pvar.io.readers import parse_line
+
     if missing_ok and not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            row = parse_line(raw, str(path), lineno)
+            if not isinstance(row, dict):
+                raise InputError(str(path), f"expected a JSON object, got {type(row).__name__}", line=lineno)
+            for key in require:
+                if key not in row:
+                    raise InputError(str(path), "missing", line=lineno, field=key)
+            rows.append(row)
+    return rows
 
 
 def read_judgements(eval_dir: Path) -> Judged:
     """``judgements.jsonl`` of an eval folder, with the answers from ``outputs_policy.jsonl`` if present."""
-    rows = read_jsonl(eval_dir / "judgements.jsonl")
+    rows = read_jsonl(eval_dir / "judgements.jsonl", require=("prompt_id", "policy_score", "baseline_score"))
     ids = np.array([r["prompt_id"] for r in rows], dtype=object)
     texts = None
     if (eval_dir / "outputs_policy.jsonl").is_file():
-        answer = {r["prompt_id"]: r["output"] for r in read_jsonl(eval_dir / "outputs_policy.jsonl")}
+        answer = {r["prompt_id"]: r["output"] for r in read_jsonl(eval_dir / "outputs_policy.jsonl",
+                                                                   require=("prompt_id", "output"))}
         if all(pid in answer for pid in ids):
             texts = np.array([answer[pid] for pid in ids], dtype=object)
     return Judged(ids, np.array([r["policy_score"] for r in rows], float),

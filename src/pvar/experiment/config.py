@@ -302,9 +302,32 @@ class RunConfig(section_of((EngineConfig, ("engine", "ray_address", "workers", "
         for name in self.primary or []:
             if name not in arms:
                 raise ValueError(f"primary: {name!r} is not an arm (arms: {', '.join(sorted(arms))})")
+        if self.rounds > 1:
+            self._check_rounds()
+        ad = self.scoring.adaptive
+        if ad is not None and ad.max_samples is not None and self.prompts.source == "sharegpt" \
+                and ad.max_samples < ad.n0 * self.prompts.pool:
+            raise ValueError(f"scoring.adaptive.max_samples: {ad.max_samples} is below n0 x pool = {ad.n0} x "
+                             f"{self.prompts.pool} = {ad.n0 * self.prompts.pool}, which the first round draws alone; "
+                             "raise it or lower n0")
         if self.primary and self.primary[0] == self.primary[1]:
             raise ValueError(f"primary: compares {self.primary[0]!r} with itself; name two different arms")
         return self
+
+    def _check_rounds(self) -> None:
+        """Later rounds select from the prompts not taken yet: refuse rounds the pool cannot feed."""
+        pool = self.prompts.pool if self.prompts.source == "sharegpt" else None
+        for arm in self.arms:
+            if arm.select == "full":
+                raise ValueError(f"rounds: arm {arm.name!r} takes the full pool, so round 2 would find no prompts "
+                                 "left; use rounds: 1, or give the arm a budget")
+            share = arm.count if arm.count is not None else arm.fraction if arm.fraction is not None else self.budget
+            if isinstance(share, float) and self.rounds * share > 1:
+                raise ValueError(f"rounds: {self.rounds} rounds of {share:g} of the pool (arm {arm.name!r}) take "
+                                 f"{self.rounds * share:g} of it; at most {int(1 / share)} rounds fit")
+            if isinstance(share, int) and pool is not None and self.rounds * share > pool:
+                raise ValueError(f"rounds: {self.rounds} rounds of {share} prompts (arm {arm.name!r}) need "
+                                 f"{self.rounds * share}, and the pool has {pool}")
 
     def stage(self, stage: type[S], *sections: Section, **given: Any) -> S:
         """``stage``'s config for this run: run-wide settings, then the sections' fields, then ``given``.

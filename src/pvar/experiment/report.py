@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pvar.errors import InputError, one_line
 from pvar.experiment import analysis, verdict
 from pvar.experiment.document import Block, document
 from pvar.io.writers import atomic_write_text
@@ -29,11 +30,29 @@ from pvar.pipeline.evaluate import LC_NAME
 # -- collecting -----------------------------------------------------------------------------------
 
 
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def _json(path: Path, *require: str) -> dict[str, Any] | None:
+    """A JSON object a run step wrote (None when the step has not run), holding each dotted key of
+    ``require``; a damaged or foreign file is an `InputError` naming it and the key."""
+    if not path.is_file():
         return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise InputError(str(path), f"not readable JSON ({type(exc).__name__}); rerun the step that writes it "
+                                    "(`pvar run` on the folder)") from None
+    if not isinstance(data, dict):
+        raise InputError(str(path), f"expected a JSON object, got {type(data).__name__}")
+    for key in require:
+        node: Any = data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise InputError(str(path), "missing (rerun `pvar run` on the folder to rewrite it)", field=key)
+            node = node[part]
+    return data
+
+
+EVAL_KEYS = ("policy.mean_score", "policy.mean_tokens", "baseline.mean_score", "win_rate.hard.estimate",
+             "n_prompts", "judge")
 
 
 def _selected_ids(folder: Path, pool: analysis.Pool | None) -> np.ndarray | None:
@@ -41,7 +60,12 @@ def _selected_ids(folder: Path, pool: analysis.Pool | None) -> np.ndarray | None
     if sel.is_file():
         import pyarrow.parquet as pq
 
-        return np.asarray(pq.read_table(sel, columns=["prompt_id"]).column("prompt_id").to_pylist(), dtype=object)
+        try:
+            table = pq.read_table(sel, columns=["prompt_id"])
+        except (OSError, ValueError, KeyError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise InputError(str(sel), f"not a readable selection ({one_line(exc)}); rerun `pvar run` on the "
+                                       "folder") from None
+        return np.asarray(table.column("prompt_id").to_pylist(), dtype=object)
     if (folder / "pairs.jsonl").is_file() and pool is not None:  # the full arm: every scored prompt
         return pool.ids
     return None
@@ -75,7 +99,7 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
         out["pool"] = _pool_data(cfg, pool, selections)
     arms, judged = _arms_data(cfg, root, steps, pool, selections)
     out["arms"] = arms
-    base = _json(root / "base" / "eval" / "eval.json")
+    base = _json(root / "base" / "eval" / "eval.json", *EVAL_KEYS)
     if base is not None:
         out["base"] = {"mean_score": base["policy"]["mean_score"], "mean_tokens": base["policy"]["mean_tokens"],
                        "self_win_rate": base["win_rate"]["hard"]["estimate"], "n_prompts": base["n_prompts"],
@@ -138,7 +162,7 @@ def _arms_data(cfg: Any, root: Path, steps: dict[str, Any], pool: analysis.Pool 
         summary.final_loss = train_step.get("final_loss")
         summary.train_seconds = train_step.get("train_seconds")
         summary.steps = train_step.get("steps")
-        ev = _json(folder / "eval" / "eval.json")
+        ev = _json(folder / "eval" / "eval.json", *EVAL_KEYS)
         if ev is not None:
             summary.eval = {**ev["win_rate"], "policy_mean_score": ev["policy"]["mean_score"],
                             "baseline_mean_score": ev["baseline"]["mean_score"],
@@ -174,7 +198,8 @@ def _checks(root: Path, arm_names: list[str]) -> dict[str, Any]:
 
 
 def _curves(root: Path, arm_names: list[str]) -> dict[str, list[list[float]]]:
-    logs = {n: analysis.read_jsonl(root / "arms" / n / "model" / "train_log.jsonl", missing_ok=True) for n in arm_names}
+    logs = {n: analysis.read_jsonl(root / "arms" / n / "model" / "train_log.jsonl", missing_ok=True, require=("step",))
+            for n in arm_names}
     return {n: [[r["step"], r["loss"]] for r in rows if isinstance(r.get("loss"), (int, float))]
             for n, rows in logs.items()}
 

@@ -32,6 +32,10 @@ def read_state(run_dir: Path) -> dict[str, Any]:
     if not (isinstance(data, dict) and isinstance(data.get("steps", {}), dict)
             and isinstance(data.get("runs", []), list)):
         raise InputError(str(path), "corrupt run state (expected steps and runs); rerun `pvar run` on the folder")
+    for name, record in data.get("steps", {}).items():
+        if not isinstance(record, dict):
+            raise InputError(str(path), f"corrupt run state (step {name!r} is a {type(record).__name__}, not a "
+                                        "record); rerun `pvar run` on the folder", field=f"steps.{name}")
     data.setdefault("steps", {})
     data.setdefault("runs", [])
     return data

@@ -101,7 +101,8 @@ def kind_of(path: str | Path) -> str:
     return "datasets"
 
 
-def _parse_line(raw: bytes, source: str, lineno: int) -> Any:
+def parse_line(raw: bytes, source: str, lineno: int) -> Any:
+    """One JSON line, or an `InputError` naming the file, line and (for text no encoder takes) field."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -152,7 +153,7 @@ def iter_jsonl(path: str | Path, batch_size: int = 4096) -> Iterator[RawRows]:
                 raw = raw[3:]
             if not raw.strip():
                 continue
-            obj = _parse_line(raw, source, lineno)
+            obj = parse_line(raw, source, lineno)
             if not isinstance(obj, dict):
                 raise InputError(source, f"expected a JSON object, got {type(obj).__name__}",
                                  line=lineno)

@@ -198,24 +198,21 @@ def pair_preferences(adapter: str | Path, pairs_file: str | Path, *, beta: float
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pvar.backends.gradients import sequence_ids, sequence_logprob
+    from pvar.backends.gradients import batched_logprobs, sequence_ids
     from pvar.pipeline.evaluate import _adapter_base, tokenizer_source
 
     pairs = [json.loads(x) for x in Path(pairs_file).read_text(encoding="utf-8").splitlines() if x.strip()]
     base = AutoModelForCausalLM.from_pretrained(_adapter_base(Path(adapter)), dtype=torch.float32)
     model = PeftModel.from_pretrained(base, str(adapter)).to(device).eval()
     tok = AutoTokenizer.from_pretrained(tokenizer_source(str(adapter)))
-    margins = []
-    with torch.no_grad():
-        for p in pairs:
-            h = []
-            for side in ("chosen", "rejected"):
-                ids, n_prompt = sequence_ids(tok, p["prompt"], p[side], max_length=max_length)
-                policy_lp = float(sequence_logprob(model, ids, n_prompt))
-                with model.disable_adapter():
-                    ref_lp = float(sequence_logprob(model, ids, n_prompt))
-                h.append(policy_lp - ref_lp)
-            margins.append(beta * (h[0] - h[1]))
+    seqs = [sequence_ids(tok, p["prompt"], p[side], max_length=max_length) for p in pairs
+            for side in ("chosen", "rejected")]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    policy = batched_logprobs(model, seqs, pad_id=pad)
+    with model.disable_adapter():  # the reference: the same model without its adapter
+        ref = batched_logprobs(model, seqs, pad_id=pad)
+    h = np.array(policy) - np.array(ref)  # chosen, rejected, chosen, ...
+    margins = list(beta * (h[0::2] - h[1::2]))
     m = np.array(margins)
     loss = np.logaddexp(0.0, -m)  # −log σ(m), stable
     return {"n_pairs": int(m.size), "loss": float(loss.mean()) if m.size else math.nan,

@@ -87,12 +87,13 @@ class GenerateStage:
         self.chunk_rows = max(1, 4 * config.batch_size // config.n)
         self.policy = make_policy(config)
         self._tokens = 0
+        self._truncated = 0
 
     def setup(self) -> None:
         self.policy.setup()
 
     def counters(self) -> dict[str, int]:
-        return {"tokens": self._tokens}
+        return {"tokens": self._tokens, "truncated_prompts": self._truncated}
 
     def __call__(self, table: pa.Table) -> pa.Table:
         prompts = table.column("prompt").to_pylist()
@@ -100,6 +101,7 @@ class GenerateStage:
         gen = (self.policy.generate(prompts, self.config.n, seeds, start=self.config.start) if self.config.start
                else self.policy.generate(prompts, self.config.n, seeds))
         self._tokens += gen.new_tokens
+        self._truncated += gen.truncated
         for name in ("responses", "stopped_at_eos", "rewards"):  # stale downstream columns go too
             if name in table.column_names:
                 table = table.drop_columns([name])
