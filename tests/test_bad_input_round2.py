@@ -102,6 +102,12 @@ LATE = {
         scoring: {{reward: minilm-ref}}
         eval: {{judge: gold}}
         """), ["e.jsonl:1", "field 'reference'", "not a task spec"]),
+    "score: a gold reward on ShareGPT without a task family": Case(
+        lambda t: ["score", "-o", str(t / "sc"), "--reward", "gold"], ["scoring.reward", "prompts.task"]),
+    "run: a gold judge on ShareGPT without a task family": Case(lambda t: _run_cfg(t, """
+        scoring: {reward: minilm-ref}
+        eval: {judge: gold}
+        """), ["eval.judge", "prompts.task"]),
     "eval: gold judge checks task specs before any answer": Case(
         lambda t: ["eval", "--policy", "smollm2", "--prompts", str(write_jsonl(t / "p.jsonl", _plain_refs())),
                    "-o", str(t / "ev"), "--judge", "gold"], ["p.jsonl:1", "field 'reference'", "not a task spec"]),

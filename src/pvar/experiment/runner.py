@@ -158,7 +158,7 @@ class Experiment:
         from pvar.backends.assets import check_model_ref, check_policy_ref
         from pvar.backends.callable_reward import CallableReward, ColumnReward
         from pvar.backends.hf_reward import HFReward
-        from pvar.backends.spec import parse_reward_spec
+        from pvar.backends.spec import is_exact, parse_reward_spec
         from pvar.io.readers import read_column_names
         from pvar.io.rows import read_rows
         from pvar.pipeline.measure import COLUMNS as MEASURE_COLUMNS
@@ -175,10 +175,17 @@ class Experiment:
         for key, required in (("source", pool_needs),
                               ("eval_source", ("prompt", "reference") if needs_ref["judge"] else ("prompt",))):
             src = getattr(c.prompts, key)
-            if src == "sharegpt" or (key == "eval_source" and c.until != "eval"):
+            if key == "eval_source" and c.until != "eval":
                 continue
             spec = c.scoring.reward if key == "source" and c.scoring.generate else c.eval.judge
             check = getattr(parse_reward_spec(spec), "check_reference", None) if "reference" in required else None
+            if src == "sharegpt":
+                if is_exact(spec) and c.prompts.task is None:  # ShareGPT's references are answers, not specs
+                    what = "scoring.reward" if key == "source" else "eval.judge"
+                    raise ConfigError(f"{what}: {spec!r} scores against each prompt's task spec, and ShareGPT "
+                                      "prompts carry none unless prompts.task names a family (format, ifeval, "
+                                      "phrase)")
+                continue
             for batch in read_rows(src, require=required, unique_ids=True):
                 refs = batch.data.column("reference").to_pylist() if check is not None else []
                 for i, ref in enumerate(refs):  # a gold reward's task specs, named in the user's file
