@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvar.backends.base import Generation, Prompt, check_sampling, generation_prompt_ids
+from pvar.backends.base import Generation, Prompt, check_sampling, generation_prompt_ids, keep_end, prompt_token_ids
 
 INSTALL_HINT = "pip install 'pvar[gpu]'"
 
@@ -159,7 +159,9 @@ class VLLMPolicy:
         if not prompts:
             return Generation([], [], 0)
         params = [self._vllm.SamplingParams(**kw) for kw in requests]
-        requests_in = [token_prompt(self._vllm, self.prompt_ids(p)) for p in prompts]
+        full = [prompt_token_ids(self.tokenizer, p) for p in prompts]
+        ids = [keep_end(x, limit=self.context_limit(), max_new_tokens=self.max_new_tokens) for x in full]
+        requests_in = [token_prompt(self._vllm, x) for x in ids]
         outputs = self.llm.generate(requests_in, params, use_tqdm=False)
         if len(outputs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
@@ -171,4 +173,5 @@ class VLLMPolicy:
             responses.append([o.text.strip() for o in samples])
             stopped.append([o.finish_reason == "stop" for o in samples])
             tokens += sum(len(o.token_ids) for o in samples)
-        return Generation(responses, stopped, tokens)
+        return Generation(responses, stopped, tokens,
+                          truncated=sum(len(a) != len(b) for a, b in zip(full, ids, strict=True)))

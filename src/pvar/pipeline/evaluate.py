@@ -215,6 +215,9 @@ def _generate(cfg: EvalConfig, model: str, ids: list[str], prompts: list[Prompt]
         policy.progress = advance  # hf reports each batch; vllm answers in one call, counted when it returns
         gen = policy.generate(prompts, 1, [prompt_seed(cfg.seed, pid) for pid in ids])
         tick(len(ids) - done[0])
+    if gen.truncated:
+        reporting.log(f"eval answers of {label}: {gen.truncated} of {len(ids)} prompts were cut from the left to fit "
+                      f"the context with {cfg.max_new_tokens} new tokens")
     del policy  # free one model before the next side loads
     gc.collect()
     return [r[0] for r in gen.responses], [s[0] for s in gen.stopped]
