@@ -114,6 +114,9 @@ LATE = {
 }
 
 ENCODING = {
+    "run: a lone surrogate in a config path": Case(lambda t: _run_cfg(t, """
+        prompts: {source: "pool\\ud800.jsonl"}
+        """), ["cfg.yaml", "field 'prompts.source'", "surrogate"]),
     "measure: a lone surrogate in an id": Case(lambda t: _surrogate(t, "measure", "prompt_id"),
                                                ["in.jsonl:3", "field 'prompt_id'", "surrogate"]),
     "measure: a lone surrogate in a prompt": Case(lambda t: _surrogate(t, "measure", "prompt"),

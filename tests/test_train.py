@@ -371,3 +371,12 @@ def test_lora_on_conv1d_blocks_is_told_their_layout(tiny):
         get_peft_model(model, conf)
     assert not [w for w in caught if "fan_in_fan_out" in str(w.message)]
     assert lora_config(cfg, None).fan_in_fan_out is False
+
+
+def test_pairs_cut_at_max_length_are_counted(tmp_path, tiny):
+    """The collator cuts a pair longer than max_length: the run counts those pairs (and logs them)."""
+    pairs = write_pairs(tmp_path / "pairs.jsonl", make_rows(4))
+    base = {"model": str(tiny), "max_steps": 1, "batch_size": 2}
+    cut = train(pairs, tmp_path / "a", TrainConfig.make(**base, max_length=20))
+    whole = train(pairs, tmp_path / "b", TrainConfig.make(**base, max_length=512))
+    assert cut.truncated_pairs == 4 and whole.truncated_pairs == 0

@@ -488,4 +488,21 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError(str(path), f"the config must be a mapping of keys, got {type(data).__name__}", line=1)
     _check_size(data, str(path))
+    _check_text(data, str(path))
     return data
+
+
+def _check_text(node: Any, source: str, key: str = "") -> None:
+    """Every string of a config must be text UTF-8 can encode: YAML's "\\ud800" escape makes a lone surrogate."""
+    if isinstance(node, str):
+        try:
+            node.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(source, "a lone UTF-16 surrogate is not text", field=key or None) from None
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            _check_text(k, source, key)
+            _check_text(v, source, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_text(v, source, f"{key}[{i}]")

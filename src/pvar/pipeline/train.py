@@ -141,6 +141,7 @@ class TrainResult:
     n_pairs: int  # pairs read from the file (kto trains on twice as many unpaired rows)
     ref_computed: int | None = None  # pairs whose reference log-probs this run computed (ref_cache only)
     ref_reused: int | None = None  # pairs whose reference log-probs came from ref_cache
+    truncated_pairs: int | None = None  # dpo/ipo: pairs whose prompt + completion exceed max_length (cut)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,6 +201,7 @@ def train(
         peak_rss_mb=peak_rss_mb(),
         n_pairs=built.n_pairs,
         ref_computed=getattr(trainer, "pvar_ref_computed", None),
+        truncated_pairs=getattr(trainer, "pvar_truncated", None),
         ref_reused=getattr(trainer, "pvar_ref_reused", None),
     )
 

@@ -312,6 +312,7 @@ def pvar_dpo_trainer_class() -> type:
             self.pvar_ref_store = ref_store
             self.pvar_ref_computed: int | None = None
             self.pvar_ref_reused: int | None = None
+            self.pvar_truncated: int | None = None
             super().__init__(*args, **kwargs)
             if WEIGHT_COLUMN in (self.train_dataset.column_names or []):
                 self.data_collator = WeightCollator(self.data_collator)
@@ -323,6 +324,16 @@ def pvar_dpo_trainer_class() -> type:
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            if dataset_name == "train" and args.max_length is not None and "prompt_ids" in dataset.column_names:
+                # The collator cuts what exceeds max_length: count the pairs it will cut, and say so.
+                longest = [len(p) + max(len(c), len(r)) for p, c, r in
+                           zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True)]
+                self.pvar_truncated = sum(n > args.max_length for n in longest)
+                if self.pvar_truncated:
+                    from pvar import reporting
+
+                    reporting.log(f"train: {self.pvar_truncated} of {len(longest)} pairs exceed max_length "
+                                  f"{args.max_length} with their prompt and are cut ({args.truncation_mode})")
             if dataset_name == "train" and len(dataset) == 0:
                 raise ConfigError(f"max_length {args.max_length}: the prompt alone fills it for every pair (prompts "
                                   "are counted with the chat template); raise max_length")
