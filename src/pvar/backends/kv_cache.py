@@ -115,7 +115,8 @@ def prefill(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, index: torc
     slots = index.tolist()
     for chunk in length_chunks(lengths, slack=slack, most=most):
         w = max(lengths[k] for k in chunk)
-        rows = [r for r, k in enumerate(slots) if k in set(chunk)]
+        members = set(chunk)
+        rows = [r for r, k in enumerate(slots) if k in members]
         if not w or not rows:
             continue
         at = {k: j for j, k in enumerate(chunk)}

@@ -9,7 +9,8 @@
   and bottom-PVar, compute-matched (32 LoRA steps each in the top 8 of 30 blocks: ~8 s a step on such
   a CPU).
 - ``gpu-full``: ``cpu-full`` at 4x the prompts, 2x the samples and steps, 4 top-PVar training seeds and
-  8 random seeds, on one H200-class GPU in about 8 minutes (the run in ``docs/results/gpu-h200``).
+  8 random seeds, sized for one H200-class GPU (about 7 minutes by the step times of a run on an H200,
+  which reached 11 of its 15 runs in 540 s before the held-out check was batched).
 - ``sharegpt-proxy``: the first experiment, kept as a proxy-judge setting: selection by MiniLM
   cosine to the ShareGPT reference answer, judged by mpnet cosine to the same reference (a judge
   built like the selection reward cannot reveal reward hacking).
@@ -128,10 +129,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 PRESETS["gpu-full"] = merge(PRESETS["cpu-full"], {
-    # The cpu-full testbed at 4x the prompts and 2x the samples and steps, on one H200-class GPU in about 8
-    # minutes: 4 training seeds of top-PVar and 8 random seeds (the run of docs/results/gpu-h200). Batch
-    # sizes are speed knobs only: samples are seeded per row, eval answers are greedy float32 at one batch
-    # size for every policy, and the A/A eval regenerates the base's at another.
+    # The cpu-full testbed at 4x the prompts and 2x the samples and steps, for one H200-class GPU: 4 training
+    # seeds of top-PVar and 8 random seeds. Batch sizes are speed knobs only: samples are seeded per row, eval
+    # answers are greedy float32 at one batch size for every policy, and the A/A eval regenerates the base's
+    # at another.
     "name": "gpu-full",
     "device": "cuda",
     "prompts": {"pool": 640, "eval": 512},
