@@ -339,10 +339,9 @@ def _snapshot(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
-@pytest.mark.parametrize(("cls", "name"), ALL, ids=[f"{c}: {n}" for c, n in ALL])
-def test_bad_input_is_one_clean_line(tmp_path, cli, cls, name, monkeypatch):
-    monkeypatch.setenv("PVAR_CACHE", os.environ.get("PVAR_CACHE", str(Path.home() / ".cache" / "pvar")))
-    case = CLASSES[cls][name]
+def assert_one_clean_line(tmp_path: Path, cli: Callable, case: Case) -> None:
+    """``case`` fails with exit 2 and one error line holding every expected piece, and leaves
+    ``tmp_path`` as its inputs left it."""
     argv = case.make(tmp_path)
     before = _snapshot(tmp_path)
     code, _out, err = cli(*argv)
@@ -352,6 +351,12 @@ def test_bad_input_is_one_clean_line(tmp_path, cli, cls, name, monkeypatch):
     for needle in case.expect:
         assert needle in err, (needle, err)
     assert _snapshot(tmp_path) == before, "left behind: " + ", ".join(sorted(_snapshot(tmp_path) - before))
+
+
+@pytest.mark.parametrize(("cls", "name"), ALL, ids=[f"{c}: {n}" for c, n in ALL])
+def test_bad_input_is_one_clean_line(tmp_path, cli, cls, name, monkeypatch):
+    monkeypatch.setenv("PVAR_CACHE", os.environ.get("PVAR_CACHE", str(Path.home() / ".cache" / "pvar")))
+    assert_one_clean_line(tmp_path, cli, CLASSES[cls][name])
 
 
 def test_case_counts_per_class():

@@ -15,7 +15,7 @@ import pytest
 
 from pvar.errors import PvarError
 from tests.conftest import scored_rows, write_jsonl
-from tests.test_bad_input import Case, _snapshot
+from tests.test_bad_input import Case, _snapshot, assert_one_clean_line
 
 
 def _run_cfg(tmp: Path, body: str) -> list[str]:
@@ -153,16 +153,7 @@ ALL = [(cls, name) for cls, cases in CLASSES.items() for name in cases]
 
 @pytest.mark.parametrize(("cls", "name"), ALL, ids=[f"{c}: {n}" for c, n in ALL])
 def test_second_round_is_one_clean_line(tmp_path, cli, cls, name):
-    case = CLASSES[cls][name]
-    argv = case.make(tmp_path)
-    before = _snapshot(tmp_path)
-    code, _out, err = cli(*argv)
-    assert code == 2, err
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    assert err.startswith("error: ") and "Traceback" not in err
-    for needle in case.expect:
-        assert needle in err, (needle, err)
-    assert _snapshot(tmp_path) == before, "left behind: " + ", ".join(sorted(_snapshot(tmp_path) - before))
+    assert_one_clean_line(tmp_path, cli, CLASSES[cls][name])
 
 
 def test_case_counts_per_class():

@@ -97,7 +97,7 @@ def test_preallocated_cache_changes_nothing(tiny_model: str, batch_size: int, sh
         p.share_prompt, p.preallocate = share, preallocate
         if capacity_cut:
             original = kv_cache.preallocated_cache
-            kv_cache.preallocated_cache = lambda model, capacity, prefix=None: original(model, capacity_cut, prefix)
+            kv_cache.preallocated_cache = lambda model, capacity: original(model, capacity_cut)
             try:
                 return p.generate([A, B, "the cat"], 3, [4, 5, 6])
             finally:

@@ -257,7 +257,8 @@ def _prefill(model: Any, body: list[list[int]], span: int, pad: int, device: str
              logits_to_keep: bool) -> list[tuple[Any, Any]]:
     """Keys and values of left-padded prompts ``body`` (all but their last token), per layer."""
     import torch
-    from transformers import DynamicCache
+
+    from pvar.backends.kv_cache import prompt_cache
 
     ids = torch.full((len(body), span), pad, dtype=torch.long)  # cpu-only: moved with .to(device)
     mask = torch.zeros((len(body), span), dtype=torch.long)  # cpu-only: moved with .to(device)
@@ -265,13 +266,6 @@ def _prefill(model: Any, body: list[list[int]], span: int, pad: int, device: str
         if b:
             ids[k, span - len(b):] = torch.tensor(b, dtype=torch.long)  # cpu-only: filled into a CPU tensor
             mask[k, span - len(b):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    try:
-        cache = DynamicCache(config=model.config)
-    except TypeError:  # older transformers
-        cache = DynamicCache()
-    extra: dict[str, Any] = {cache_kwarg: cache, "use_cache": True}
-    if logits_to_keep:
-        extra["logits_to_keep"] = 1
-    model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), **extra)
+    cache = prompt_cache(model, ids.to(device), mask.to(device), cache_kwarg=cache_kwarg,
+                         logits_to_keep=logits_to_keep)
     return [(layer.keys, layer.values) for layer in cache.layers]

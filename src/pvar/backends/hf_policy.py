@@ -229,16 +229,9 @@ class HFPolicy:
 
     def _prompt_cache(self, input_ids: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> Any:
         """KV cache of the distinct prompts (left-padded), with its batch rows repeated as ``index`` says."""
-        from transformers import DynamicCache
+        from pvar.backends.kv_cache import prompt_cache
 
-        try:
-            cache = DynamicCache(config=self.model.config)
-        except TypeError:  # older transformers
-            cache = DynamicCache()
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate computes them from the mask
-        extra: dict[str, Any] = {self._cache_kwarg: cache, "use_cache": True}
-        if self._logits_to_keep:
-            extra["logits_to_keep"] = 1
-        self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, **extra)
+        cache = prompt_cache(self.model, input_ids, mask, cache_kwarg=self._cache_kwarg,
+                             logits_to_keep=self._logits_to_keep)
         cache.batch_select_indices(index)
         return cache

@@ -15,10 +15,9 @@ if TYPE_CHECKING:
     import torch
 
 
-def preallocated_cache(model: Any, capacity: int, prefix: Any = None) -> Any:
-    """A transformers `Cache` of ``capacity`` columns per layer, optionally starting with ``prefix``'s
-    keys and values (a filled `DynamicCache`, e.g. of a shared prompt). Buffers grow by doubling if
-    a generation outruns ``capacity``."""
+def preallocated_cache(model: Any, capacity: int) -> Any:
+    """A transformers `Cache` of ``capacity`` columns per layer (`prefill` writes a shared prompt into
+    it). Buffers grow by doubling if a generation outruns ``capacity``."""
     from transformers.cache_utils import Cache, DynamicLayer
 
     class _Layer(DynamicLayer):
@@ -81,12 +80,7 @@ def preallocated_cache(model: Any, capacity: int, prefix: Any = None) -> Any:
             super().reset()
 
     n_layers = model.config.get_text_config(decoder=True).num_hidden_layers
-    cache = Cache(layers=[_Layer() for _ in range(n_layers)])
-    if prefix is not None:
-        for layer, old in zip(cache.layers, prefix.layers, strict=True):
-            if getattr(old, "keys", None) is not None and old.keys.numel():
-                layer.update(old.keys, old.values)
-    return cache
+    return Cache(layers=[_Layer() for _ in range(n_layers)])
 
 
 def _grow(buffer: torch.Tensor) -> torch.Tensor:
@@ -105,7 +99,6 @@ def prefill(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, index: torc
     chunk's keys and values land right-aligned in the full width, as one padded batch would put them.
     """
     import torch
-    from transformers import DynamicCache
 
     width = input_ids.shape[1]
     cache = preallocated_cache(model, capacity)
@@ -122,18 +115,28 @@ def prefill(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, index: torc
         at = {k: j for j, k in enumerate(chunk)}
         pick = torch.tensor(chunk, device=input_ids.device)
         ids, sub_mask = input_ids[pick, width - w:], mask[pick, width - w:]
-        try:
-            source = DynamicCache(config=model.config)
-        except TypeError:  # older transformers
-            source = DynamicCache()
-        extra: dict[str, Any] = {cache_kwarg: source, "use_cache": True}
-        if logits_to_keep:
-            extra["logits_to_keep"] = 1
-        model(input_ids=ids, attention_mask=sub_mask, position_ids=(sub_mask.cumsum(-1) - 1).clamp(min=0), **extra)
+        source = prompt_cache(model, ids, sub_mask, cache_kwarg=cache_kwarg, logits_to_keep=logits_to_keep)
         local = torch.tensor([at[slots[r]] for r in rows], device=input_ids.device)
         target = torch.tensor(rows, device=input_ids.device)
         for layer, src in zip(cache.layers, source.layers, strict=True):
             layer.put(target, src.keys[local], src.values[local], len(slots))
+    return cache
+
+
+def prompt_cache(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, *, cache_kwarg: str = "cache",
+                 logits_to_keep: bool = True) -> Any:
+    """A `DynamicCache` holding the keys and values of left-padded ``input_ids`` (one forward, positions
+    from the mask as ``generate`` computes them; only the last position's logits when the model allows)."""
+    from transformers import DynamicCache
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except TypeError:  # older transformers
+        cache = DynamicCache()
+    extra: dict[str, Any] = {cache_kwarg: cache, "use_cache": True}
+    if logits_to_keep:
+        extra["logits_to_keep"] = 1
+    model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), **extra)
     return cache
 
 
