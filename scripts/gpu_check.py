@@ -312,12 +312,13 @@ def measured_pool(path: Path, n: int = 8, k: int = 4) -> Path:
 def check_signal(model: str, device: str, tmp: Path, *, tokens: int) -> tuple[bool, str]:
     import math
 
-    from pvar.pipeline.diagnostics import gradient_signal
+    from pvar.pipeline.diagnostics import SignalConfig, gradient_signal
 
     out = tmp / "signal"
-    res = gradient_signal(measured_pool(tmp / "measured.parquet"), out, policy=model, reward=reward_spec(tmp),
-                          scale=1.0, beta=0.1, prompts=4, samples=3, params="last-layers", max_length=128,
-                          max_new_tokens=tokens, seed=0, dtype="float32", device=device)
+    cfg = SignalConfig(policy=model, reward=reward_spec(tmp), scale=1.0, beta=0.1, prompts=4, samples=3,
+                       params="last-layers", max_length=128, max_new_tokens=tokens, seed=0, dtype="float32",
+                       device=device)
+    res = gradient_signal(measured_pool(tmp / "measured.parquet"), out, cfg)
     rows = [json.loads(x) for x in (out / "signal.jsonl").read_text().splitlines()]
     finite = all(math.isfinite(r[k]) for r in rows for k in ("dot", "norm_a", "norm_b"))
     bounded = all(abs(r["dot"]) <= r["norm_a"] * r["norm_b"] * (1 + 1e-6) + 1e-12 for r in rows)
@@ -330,14 +331,15 @@ def check_signal(model: str, device: str, tmp: Path, *, tokens: int) -> tuple[bo
 def check_heldout(base: str, device: str, tmp: Path, *, tokens: int) -> tuple[bool, str]:
     import math
 
-    from pvar.pipeline.diagnostics import gold_pairs, pair_preferences
+    from pvar.pipeline.diagnostics import GoldPairsConfig, gold_pairs, pair_preferences
 
     adapter, which = adapter_for(base, tmp)
     prompts = write_rows(tmp / "heldout-prompts.jsonl",
                          [{"prompt_id": f"h{i}", "prompt": p} for i, p in enumerate(PROMPTS)])
     pairs = tmp / "heldout-pairs.jsonl"
-    n = gold_pairs(prompts, pairs, policy=base, reward=reward_spec(tmp), count=len(PROMPTS), samples=4,
-                   max_new_tokens=tokens, temperature=0.8, top_p=0.95, seed=0, dtype="float32", device=device)
+    n = gold_pairs(prompts, pairs, GoldPairsConfig(policy=base, reward=reward_spec(tmp), count=len(PROMPTS), samples=4,
+                                                   max_new_tokens=tokens, temperature=0.8, top_p=0.95, seed=0,
+                                                   dtype="float32", device=device))
     got = pair_preferences(adapter, pairs, beta=0.1, max_length=128, device=device)
     ref = got if device == "cpu" else pair_preferences(adapter, pairs, beta=0.1, max_length=128, device="cpu")
     loss_gap, margin_gap = abs(got["loss"] - ref["loss"]), abs(got["mean_margin"] - ref["mean_margin"])

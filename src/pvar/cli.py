@@ -228,7 +228,7 @@ def score(
     overrides = {**run_over, **({"prompts": prompts_over} if prompts_over else {}),
                  **({"scoring": scoring_over} if scoring_over else {})}
     folder = _run_experiment(None, "score", output, overrides, force=force, show_config=False, headline=False)
-    from pvar.experiment.runner import RunPaths
+    from pvar.experiment.context import RunPaths
     from pvar.pipeline import stats
 
     measured = RunPaths(folder).measured

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pvar.experiment import runner
+from pvar.errors import ConfigError
+from pvar.experiment import preflight
+from pvar.experiment.context import config_diff
 from pvar.experiment.presets import load_config
 
 
@@ -18,17 +20,17 @@ def test_paper_preset_fails_early_without_a_gpu(tmp_path, cli, monkeypatch):
 
 
 def test_paper_preset_needs_the_hub_when_a_gpu_is_there(monkeypatch):
-    monkeypatch.setattr(runner, "_has_gpu", lambda: True)
-    monkeypatch.setattr(runner.importlib.util, "find_spec", lambda name: object())  # pretend vLLM is installed
+    monkeypatch.setattr(preflight, "_has_gpu", lambda: True)
+    monkeypatch.setattr(preflight.importlib.util, "find_spec", lambda name: object())  # pretend vLLM is installed
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", "/nonexistent-cache")
-    with pytest.raises(runner.ConfigError, match=r"^policy: 'meta-llama/Llama-3.1-8B-Instruct' is not in the local "
+    with pytest.raises(ConfigError, match=r"^policy: 'meta-llama/Llama-3.1-8B-Instruct' is not in the local "
                                                  "hub cache and HF_HUB_OFFLINE is set"):
-        runner.preflight(load_config(preset="paper"))
+        preflight.preflight(load_config(preset="paper"))
 
 
 def test_vllm_backend_override_is_checked(tmp_path, cli, monkeypatch):
-    monkeypatch.setattr(runner, "_has_gpu", lambda: False)
+    monkeypatch.setattr(preflight, "_has_gpu", lambda: False)
     code, _, err = cli("run", "--preset", "quick", "--backend", "vllm", "-o", tmp_path / "r")
     assert code == 2 and "backend 'vllm' needs a CUDA GPU" in err
 
@@ -56,7 +58,7 @@ def test_report_needs_a_run_folder(tmp_path, cli):
 
 
 def test_config_diff_names_nested_keys():
-    assert runner.config_diff({"a": {"b": 1, "c": 2}, "d": 1}, {"a": {"b": 1, "c": 3}, "e": 1}) == ["a.c", "d", "e"]
+    assert config_diff({"a": {"b": 1, "c": 2}, "d": 1}, {"a": {"b": 1, "c": 3}, "e": 1}) == ["a.c", "d", "e"]
 
 
 def test_show_config_round_trips(tmp_path, cli):

@@ -83,8 +83,8 @@ def test_stage_configs_keep_the_fingerprints_of_the_hand_mappings(monkeypatch) -
     assert set(pinned) <= set(PRESETS)
     for name, want in pinned.items():
         c = load_config(preset=name)
-        ex = Experiment(c, Path("/nonexistent/run"))
-        gen, rew = ex._sampling(c.policy, c.seed)
+        ex = Experiment(c, Path("/nonexistent/run")).ctx
+        gen, rew = ex.sampling(c.policy, c.seed)
         s, t = c.scoring, c.theory
         some = {"signal_prompts": max(1, t.signal_prompts), "heldout_pairs": max(1, t.heldout_pairs),
                 "prompts": max(1, t.prompts)}
@@ -93,7 +93,7 @@ def test_stage_configs_keep_the_fingerprints_of_the_hand_mappings(monkeypatch) -
         got = {"generate": gen.fingerprint(), "reward": rew.fingerprint(),
                "engine": json.dumps(ex.engine_opts(), sort_keys=True),
                "measure": c.stage(MeasureConfig, s).fingerprint(),
-               "eval": ex._eval_config(c.policy).fingerprint(),
+               "eval": ex.eval_config(c.policy).fingerprint(),
                "potential": c.stage(PotentialConfig, c.train).fingerprint(),
                "pairs": c.stage(PairsConfig, s, rule=c.train.pair_rule).fingerprint(),
                "adaptive": c.stage(AdaptiveConfig, s, adaptive, fraction=0.25).fingerprint(),
@@ -101,5 +101,39 @@ def test_stage_configs_keep_the_fingerprints_of_the_hand_mappings(monkeypatch) -
                "heldout": digest(c.stage(GoldPairsConfig, s, t1, policy=c.policy).model_dump()),
                "theory": c.stage(TheoryConfig, s, c.train, t1,
                                  device="auto" if c.device == "cpu" else c.device).fingerprint()}
-        got.update({f"train:{run}": ex._train_config(run, arm).fingerprint() for run, arm, _ in c.arm_runs()})
+        got.update({f"train:{run}": ex.train_config(run, arm).fingerprint() for run, arm, _ in c.arm_runs()})
         assert got == want, name
+
+
+def preset_ledger_keys(name: str) -> dict[str, str]:
+    """The ledger key of every step of preset ``name`` that needs no file of the run folder to key it:
+    the run-wide steps up to the base eval, each arm's pairs and training (arms drawing among usable
+    prompts read the measured pool, so they are left out)."""
+    from pathlib import Path
+
+    from pvar.experiment.runner import TABLE, Experiment
+    from pvar.experiment.step import UNTIL, EachArm, Step, Target, key_of
+
+    ctx = Experiment(load_config(preset=name), Path("/nonexistent/run")).ctx
+    for entry in TABLE:
+        steps = [(s, Target(n, arm, seed)) for n, arm, seed in ctx.cfg.arm_runs() if not arm.usable
+                 for s in entry.steps if isinstance(s, Step) and s.name in ("pairs", "train")] \
+            if isinstance(entry, EachArm) else [(entry, Target())]
+        for step, t in steps:
+            if UNTIL.index(ctx.cfg.until) >= UNTIL.index(step.until) and step.when(ctx, t) \
+                    and all(i in ctx.keys for i in step.inputs(ctx, t)):
+                ctx.keys[step.ledger_name(t)] = key_of(ctx, step, t)
+    return dict(ctx.keys)
+
+
+def test_ledger_keys_are_pinned(monkeypatch) -> None:
+    """The step table keys every step as the runner before it did, so run folders made before resume
+    without recomputing anything (data/ledger_keys.json holds the former runner's keys; presets that
+    read a prompt file are left out: a file's key holds its path and mtime)."""
+    import json
+    from pathlib import Path
+
+    monkeypatch.setattr(ec, "auto_dtype", lambda d: "bfloat16" if d.startswith("cuda") else "float32")
+    pinned = json.loads((Path(__file__).parent / "data" / "ledger_keys.json").read_text())
+    for name, want in pinned.items():
+        assert preset_ledger_keys(name) == want, name

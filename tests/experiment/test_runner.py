@@ -10,17 +10,18 @@ from pvar.experiment import runner
 from pvar.experiment.config import ArmConfig
 from pvar.experiment.presets import load_config
 from pvar.experiment.state import Ledger
+from pvar.experiment.steps.arms import select_args
 
 
 def test_arm_budget_comes_from_the_run_unless_the_arm_sets_one():
     cfg = load_config(overrides={"budget": 0.1})
-    args = runner._select_args(cfg, ArmConfig(name="t", select="top", by="reward_std"), 0)
+    args = select_args(cfg, ArmConfig(name="t", select="top", by="reward_std"), 0)
     assert args == {"by": "reward_std", "mode": "top", "seed": 0, "fraction": 0.1}
     cfg = load_config(overrides={"budget": 30})
-    assert runner._select_args(cfg, ArmConfig(name="t", select="random"), 4)["count"] == 30
-    own = runner._select_args(cfg, ArmConfig(name="t", select="top", fraction=0.5, count=7), 0)
+    assert select_args(cfg, ArmConfig(name="t", select="random"), 4)["count"] == 30
+    own = select_args(cfg, ArmConfig(name="t", select="top", fraction=0.5, count=7), 0)
     assert own["fraction"] == 0.5 and own["count"] == 7
-    thr = runner._select_args(cfg, ArmConfig(name="t", select="threshold", minimum=0.2), 0)
+    thr = select_args(cfg, ArmConfig(name="t", select="threshold", minimum=0.2), 0)
     assert thr["minimum"] == 0.2 and "fraction" not in thr and "count" not in thr
 
 

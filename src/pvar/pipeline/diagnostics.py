@@ -92,32 +92,26 @@ def _pool_rows(measured: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _sample(policy: str, prompts: list[Any], ids: list[str], n: int, seed: int, *, max_new_tokens: int,
-            temperature: float, top_p: float, dtype: str, device: str) -> list[list[str]]:
+def _fresh(cfg: _Sampling, rows: list[dict[str, Any]], n: int) -> tuple[list[list[str]], list[np.ndarray]]:
+    """``n`` fresh base-policy samples per row (a salted seed: independent of the pool's) and their rewards."""
     from pvar.backends.hf_policy import HFPolicy
-
-    pol = HFPolicy(policy, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, device=device,
-                   dtype=dtype)
-    pol.setup()
-    return pol.generate(prompts, n, [prompt_seed(seed, pid) for pid in ids]).responses
-
-
-def _score(reward: str, prompts: list[Any], responses: list[list[str]], refs: list[str | None], *,
-           device: str) -> list[np.ndarray]:
     from pvar.backends.spec import parse_reward_spec
 
-    scorer = parse_reward_spec(reward, device=device)  # a model reward runs where the scoring stage runs it
+    ids, texts = [str(r["prompt_id"]) for r in rows], [r["prompt"] for r in rows]
+    pol = HFPolicy(cfg.policy, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                   device=cfg.device, dtype=cfg.dtype)
+    pol.setup()
+    fresh = pol.generate(texts, n, [prompt_seed(cfg.seed + SIGNAL_SALT, pid) for pid in ids]).responses
+    scorer = parse_reward_spec(cfg.reward, device=cfg.device)  # a model reward runs where the scoring stage runs it
     scorer.setup()
-    return [np.asarray(r, float) for r in scorer.score(prompts, responses, refs).rewards]
+    rewards = scorer.score(texts, fresh, [r.get("reference") for r in rows]).rewards
+    return fresh, [np.asarray(r, float) for r in rewards]
 
 
-def gradient_signal(measured: str | Path, out_dir: str | Path, *, policy: str, reward: str, scale: float,
-                    beta: float, prompts: int, samples: int, params: str = "all", max_length: int = 320,
-                    max_new_tokens: int = 48, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
-                    dtype: str = "float32", device: str = "cpu") -> dict[str, Any]:
-    """The gradient-signal check (module docstring) on ``prompts`` pool prompts spread over PVar.
+def gradient_signal(measured: str | Path, out_dir: str | Path, cfg: SignalConfig) -> dict[str, Any]:
+    """The gradient-signal check (module docstring) on ``cfg.prompts`` pool prompts spread over PVar.
 
-    Draws ``2·samples`` fresh responses per prompt (sets A and B), scores them with ``reward``,
+    Draws ``2·samples`` fresh responses per prompt (sets A and B), scores them with ``cfg.reward``,
     and writes ``signal.json`` (fits) and ``signal.jsonl`` (per prompt) to ``out_dir``.
     """
     import torch
@@ -129,16 +123,13 @@ def gradient_signal(measured: str | Path, out_dir: str | Path, *, policy: str, r
     out = Path(out_dir)
     rows = _pool_rows(Path(measured))
     pvar = np.array([np.nan if r.get("pvar") is None else r["pvar"] for r in rows], float)
-    chosen = [rows[i] for i in _pick(pvar, prompts)]
-    ids = [str(r["prompt_id"]) for r in chosen]
-    texts = [r["prompt"] for r in chosen]
-    fresh = _sample(policy, texts, ids, 2 * samples, seed + SIGNAL_SALT, max_new_tokens=max_new_tokens,
-                    temperature=temperature, top_p=top_p, dtype=dtype, device=device)
-    rewards = _score(reward, texts, fresh, [r.get("reference") for r in chosen], device=device)
-    model, tok, plist, _ = load_policy(policy, device=device, params=params)
+    chosen = [rows[i] for i in _pick(pvar, cfg.prompts)]
+    samples, scale, beta = cfg.samples, cfg.scale, cfg.beta
+    fresh, rewards = _fresh(cfg, chosen, 2 * samples)
+    model, tok, plist, _ = load_policy(cfg.policy, device=cfg.device, params=cfg.params)
     per_prompt = []
     for row, resp, rew in zip(chosen, fresh, rewards, strict=True):
-        grads, _ = response_gradients(model, tok, plist, row["prompt"], resp, max_length=max_length)
+        grads, _ = response_gradients(model, tok, plist, row["prompt"], resp, max_length=cfg.max_length)
         g = []
         for part in (slice(0, samples), slice(samples, 2 * samples)):
             a = torch.tensor(dpo_coefficients(preference_gaps(rew[part], scale), beta), dtype=torch.float64,
@@ -154,7 +145,7 @@ def gradient_signal(measured: str | Path, out_dir: str | Path, *, policy: str, r
         del grads
     dots = np.array([p["dot"] for p in per_prompt])
     result = {"n_prompts": len(per_prompt), "samples_per_set": samples, "beta": beta, "scale": scale,
-              "params": params, "fit_pvar": fit(dots, np.array([p["pool_pvar"] for p in per_prompt])),
+              "params": cfg.params, "fit_pvar": fit(dots, np.array([p["pool_pvar"] for p in per_prompt])),
               "fit_reward_std": fit(dots, np.array([p["pool_reward_std"] for p in per_prompt])),
               "mean_dot": float(dots.mean()) if dots.size else math.nan}
     out.mkdir(parents=True, exist_ok=True)
@@ -163,23 +154,19 @@ def gradient_signal(measured: str | Path, out_dir: str | Path, *, policy: str, r
     return result
 
 
-def gold_pairs(prompts_file: str | Path, out_file: str | Path, *, policy: str, reward: str, count: int, samples: int,
-               max_new_tokens: int, temperature: float, top_p: float, seed: int, dtype: str,
-               device: str) -> int:
-    """Best-vs-worst pairs of fresh base-policy samples on held-out prompts, labelled by ``reward``
+def gold_pairs(prompts_file: str | Path, out_file: str | Path, cfg: GoldPairsConfig) -> int:
+    """Best-vs-worst pairs of fresh base-policy samples on held-out prompts, labelled by ``cfg.reward``
     (ties skipped); written as JSONL rows (prompt_id, prompt, chosen, rejected). Returns the count."""
     from pvar.io.rows import read_rows
 
     rows: list[dict[str, Any]] = []
     for batch in read_rows(str(prompts_file), require=("prompt_id", "prompt")):
         rows += batch.data.to_pylist()
-    rows = rows[:count]
-    ids, texts = [str(r["prompt_id"]) for r in rows], [r["prompt"] for r in rows]
-    fresh = _sample(policy, texts, ids, samples, seed + SIGNAL_SALT, max_new_tokens=max_new_tokens,
-                    temperature=temperature, top_p=top_p, dtype=dtype, device=device)
-    rewards = _score(reward, texts, fresh, [r.get("reference") for r in rows], device=device)
+    rows = rows[:cfg.count]
+    fresh, rewards = _fresh(cfg, rows, cfg.samples)
     out = []
-    for pid, text, resp, rew in zip(ids, texts, fresh, rewards, strict=True):
+    for row, resp, rew in zip(rows, fresh, rewards, strict=True):
+        pid, text = str(row["prompt_id"]), row["prompt"]
         best, worst = int(np.argmax(rew)), int(np.argmin(rew))
         if rew[best] > rew[worst]:
             out.append({"prompt_id": pid, "prompt": text, "chosen": resp[best], "rejected": resp[worst],

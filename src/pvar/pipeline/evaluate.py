@@ -409,7 +409,8 @@ def _check_policy(model: str, side: str) -> None:
     check_policy_ref(model, side)
 
 
-def _check_judge(cfg: EvalConfig) -> None:
+def check_judge(cfg: EvalConfig) -> None:
+    """A learned judge must not be the selection reward (it would grade its own picks)."""
     from pvar.backends.spec import is_exact
 
     if is_exact(cfg.judge):
@@ -425,7 +426,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> EvalResult:
     Only generation is cached: judging and the bootstrap rerun every time (seconds), so a new
     judge, seed or number of resamples never needs new generations.
     """
-    _check_judge(cfg)
+    check_judge(cfg)
     ids, prompts, refs = _load_prompts(cfg.prompts, cfg.judge)
     for side in SIDES:
         _check_policy(getattr(cfg, side), side)

@@ -206,6 +206,14 @@ def train(
     )
 
 
+def check_trl_args(cfg: TrainConfig, out_dir: str | Path) -> None:
+    """Resolve ``cfg.trl_args`` against the trainer's TRL config: an unknown or ill-typed name fails
+    before any run starts (ConfigError), not after the pool has been scored."""
+    from pvar.training.trainers import trl_config
+
+    trl_config(cfg, Path(out_dir), cuda=False, ref_cache=True)
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (Linux reports KiB, macOS bytes)."""
     import sys
