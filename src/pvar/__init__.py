@@ -22,8 +22,7 @@ from pvar.core.stats import (
 )
 from pvar.core.summary import PoolSummary, summarize
 from pvar.errors import ConfigError, InputError, PvarError
-
-__version__ = "0.1.0"
+from pvar.version import __version__
 
 _NOTEBOOK = ("measure", "select", "pairs", "save_pairs", "push_to_hub", "dataset_card")
 

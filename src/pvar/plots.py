@@ -10,7 +10,8 @@ from pvar.errors import ConfigError
 from pvar.io.writers import atomic_file
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed); a one-line error without matplotlib."""
     try:
         import matplotlib
 
@@ -35,7 +36,7 @@ def check_figure_path(path: str | Path) -> Path:
 def pvar_overview(pvar: np.ndarray, reward_std: np.ndarray, path: str | Path) -> Path:
     """PVar histogram beside PVar vs reward std (the closest baseline), saved as PNG (or PDF, SVG)."""
     path = check_figure_path(path)
-    plt = _pyplot()
+    plt = pyplot()
     ok = np.isfinite(pvar)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     ax1.hist(pvar[ok], bins=30, color="#4C72B0")
@@ -48,7 +49,7 @@ def pvar_overview(pvar: np.ndarray, reward_std: np.ndarray, path: str | Path) ->
 
 def _save(fig, path: str | Path, dpi: int = 110) -> Path:
     """Write the figure atomically (format from the suffix) and free it."""
-    plt = _pyplot()
+    plt = pyplot()
     path = Path(path)
     try:
         with atomic_file(path) as tmp:
@@ -63,7 +64,7 @@ def pvar_selection(pvar: np.ndarray, reward_std: np.ndarray, chosen: dict[str, n
 
     ``chosen`` maps a label (e.g. 'top-pvar') to a boolean mask over the pool, shape (n,).
     """
-    plt = _pyplot()
+    plt = pyplot()
     ok = np.isfinite(pvar)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     ax1.hist(pvar[ok], bins=30, color="#4C72B0")
@@ -92,7 +93,7 @@ def interval_rows(rows: list[tuple[str, float, float, float]], path: str | Path,
 
     ``extra`` adds a second marker per row (same order), e.g. the LC win rate beside the raw one.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.4), constrained_layout=True)
     y = np.arange(len(rows))[::-1]
     est = np.array([r[1] for r in rows])
@@ -111,7 +112,7 @@ def interval_rows(rows: list[tuple[str, float, float, float]], path: str | Path,
 def training_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
                     ylabel: str = "training loss") -> Path:
     """One line per arm: (steps, values)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4), constrained_layout=True)
     for name, (steps, values) in curves.items():
         ax.plot(steps, values, marker=".", lw=1.2, label=name, alpha=0.85)
@@ -124,7 +125,7 @@ def signal_scatter(dot: np.ndarray, pvar: np.ndarray, std: np.ndarray, path: str
                    fits: tuple[dict, dict]) -> Path:
     """The gradient signal (dot product of two independent DPO-gradient estimates) against PVar and
     against the reward std, with each least-squares line and its R²."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), constrained_layout=True, sharey=True)
     for ax, x, fit, label in ((axes[0], pvar, fits[0], "PVar (pool samples)"),
                               (axes[1], std, fits[1], "reward std (pool samples)")):
@@ -148,9 +149,7 @@ def plot_theory(pvar: np.ndarray, grad_norm: np.ndarray, bound: np.ndarray, trf:
 
     Saved to a temporary name and renamed, so a failed save never leaves a half-written PNG.
     """
-    from pvar.plots import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     pvar, grad_norm, bound = (np.asarray(x, dtype=np.float64) for x in (pvar, grad_norm, bound))
     pos = (pvar > 0) & (grad_norm > 0)
     log = int(pos.sum()) >= 2

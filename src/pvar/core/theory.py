@@ -155,7 +155,7 @@ def resolve_scale(cfg_scale: float | None, rewards: list[np.ndarray], pool_pvar:
     return cfg_scale, "given (matches the pool's pvar column)"
 
 
-def _spread(pvar: np.ndarray, k: int) -> np.ndarray:
+def spread_pick(pvar: np.ndarray, k: int) -> np.ndarray:
     """Indices of k prompts evenly spaced over the PVar order (all of them if there are fewer)."""
     order = np.argsort(pvar, kind="stable")
     if k >= order.size:
@@ -163,7 +163,8 @@ def _spread(pvar: np.ndarray, k: int) -> np.ndarray:
     return order[np.unique(np.round(np.linspace(0, order.size - 1, k)).astype(np.int64))]
 
 
-def _max_ratio(num: np.ndarray, den: np.ndarray) -> float:
+def max_ratio(num: np.ndarray, den: np.ndarray) -> float:
+    """The largest num/den over positive den (NaN when none): how close a bound comes to binding."""
     ok = den > 0
     return float((num[ok] / den[ok]).max()) if ok.any() else float("nan")
 

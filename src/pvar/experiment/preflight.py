@@ -19,8 +19,10 @@ def versions() -> dict[str, str]:
     import platform
     from importlib import metadata
 
-    out = {"python": platform.python_version()}
-    for pkg in ("pvar", "numpy", "pyarrow", "torch", "transformers", "trl", "peft", "sentence-transformers",
+    from pvar.version import __version__
+
+    out = {"python": platform.python_version(), "pvar": __version__}
+    for pkg in ("numpy", "pyarrow", "torch", "transformers", "trl", "peft", "sentence-transformers",
                 "ray", "vllm", "matplotlib"):
         try:
             out[pkg] = metadata.version(pkg)

@@ -270,7 +270,7 @@ def draw(data: dict[str, Any], run_dir: Path, fig_dir: Path, pool: analysis.Pool
     try:
         from pvar import plots
 
-        plots._pyplot()
+        plots.pyplot()
     except Exception:
         return {}
     figs: dict[str, Path] = {}

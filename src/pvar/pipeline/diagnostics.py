@@ -77,10 +77,10 @@ def fit(y: np.ndarray, x: np.ndarray) -> dict[str, float]:
 
 
 def _pick(pvar: np.ndarray, k: int) -> np.ndarray:
-    from pvar.core.theory import _spread
+    from pvar.core.theory import spread_pick
 
     finite = np.flatnonzero(np.isfinite(pvar))
-    return finite[_spread(pvar[finite], k)]
+    return finite[spread_pick(pvar[finite], k)]
 
 
 def _pool_rows(measured: Path) -> list[dict[str, Any]]:
@@ -186,10 +186,10 @@ def pair_preferences(adapter: str | Path, pairs_file: str | Path, *, beta: float
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pvar.backends.gradients import batched_logprobs, sequence_ids
-    from pvar.pipeline.evaluate import _adapter_base, tokenizer_source
+    from pvar.pipeline.evaluate import adapter_base, tokenizer_source
 
     pairs = [json.loads(x) for x in Path(pairs_file).read_text(encoding="utf-8").splitlines() if x.strip()]
-    base = AutoModelForCausalLM.from_pretrained(_adapter_base(Path(adapter)), dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(adapter_base(Path(adapter)), dtype=torch.float32)
     model = PeftModel.from_pretrained(base, str(adapter)).to(device).eval()
     tok = AutoTokenizer.from_pretrained(tokenizer_source(str(adapter)))
     seqs = [sequence_ids(tok, p["prompt"], p[side], max_length=max_length) for p in pairs

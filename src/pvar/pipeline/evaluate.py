@@ -27,7 +27,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-import pvar
 from pvar import reporting
 from pvar.backends.base import Prompt, prompt_text
 from pvar.config import Device, StageConfig
@@ -37,6 +36,7 @@ from pvar.fingerprint import json_digest, model_record
 from pvar.io.paths import check_output
 from pvar.io.rows import read_rows
 from pvar.io.writers import atomic_write_text
+from pvar.version import __version__
 
 SIDES = ("policy", "baseline")
 LC_NAME = "LC (GLM, no difficulty term)"  # AlpacaEval 2.0's GLM without its per-instruction difficulty term
@@ -149,7 +149,8 @@ def generation_key(cfg: EvalConfig, model: str, prompts_digest: str) -> str:
 # -- generation -----------------------------------------------------------------------------------
 
 
-def _adapter_base(adapter: Path) -> str:
+def adapter_base(adapter: Path) -> str:
+    """The base model a LoRA adapter folder was trained on (resolved like a policy name)."""
     from pvar.backends.assets import resolve_policy
 
     return resolve_policy(json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"])
@@ -162,7 +163,7 @@ def tokenizer_source(model: str) -> str:
     src = Path(model)
     if not (src / "adapter_config.json").is_file():
         return resolve_policy(model)
-    return model if (src / "tokenizer_config.json").is_file() else _adapter_base(src)
+    return model if (src / "tokenizer_config.json").is_file() else adapter_base(src)
 
 
 def merged_model(model: str, folder: Path) -> str:
@@ -182,7 +183,7 @@ def merged_model(model: str, folder: Path) -> str:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(_adapter_base(src), dtype=torch.float32),
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(adapter_base(src), dtype=torch.float32),
                                        str(src)).merge_and_unload()
     from pvar.io.writers import atomic_folder
 
@@ -369,7 +370,7 @@ def _eval_json(res: EvalResult, cfg: EvalConfig) -> dict[str, Any]:
                 for k, v in dataclasses.asdict(s).items()}
 
     return {
-        "pvar_version": pvar.__version__, "judge": cfg.judge, "n_prompts": res.n_prompts,
+        "pvar_version": __version__, "judge": cfg.judge, "n_prompts": res.n_prompts,
         "win_rate": {"hard": res.hard.as_dict(), "soft": res.soft.as_dict(),
                      "length_controlled": res.length_controlled.as_dict()},
         "estimators": {"hard": winrate.HARD, "soft": winrate.SOFT, "length_controlled": winrate.LENGTH_CONTROLLED},

@@ -80,9 +80,9 @@ from pvar.core.stats import preference_variance, spearman
 from pvar.core.theory import (
     RTOL,
     PromptTheory,
-    _max_ratio,
-    _spread,
+    max_ratio,
     resolve_scale,
+    spread_pick,
     theory_from_gram,
 )
 from pvar.errors import InputError
@@ -193,7 +193,7 @@ def load_prompts(pool: str | Path, cfg: TheoryConfig) -> tuple[list[_Prompt], fl
         rewards, ids = [p.rewards for p in light], [p.prompt_id for p in light]
         pool_pvar = np.array([p.pool_pvar for p in light]) if has_pvar else None
         scale, origin = resolve_scale(cfg.scale, rewards, pool_pvar, ids, pool)
-        pick = _spread(preference_variance(rewards, scale), cfg.prompts) if light else np.empty(0, int)
+        pick = spread_pick(preference_variance(rewards, scale), cfg.prompts) if light else np.empty(0, int)
         wanted = {light[i].prompt_id: rank for rank, i in enumerate(pick)}
         found = {p.prompt_id: p for p in _iter_prompts(pool, None, full) if p.prompt_id in wanted}
         chosen = [found[i] for i in sorted(found, key=wanted.__getitem__)]
@@ -280,9 +280,9 @@ def run_theory(pool: str | Path, out_dir: str | Path, cfg: TheoryConfig,
         violations_exact=sum(c.violates(c.bound_exact) for c in checks),
         violations_fisher=sum(c.violates(c.bound_fisher) for c in checks),
         violations_fisher_raw=sum(c.violates(c.bound_fisher_raw) for c in checks),
-        max_ratio_exact=_max_ratio(col["grad_norm"], col["bound_exact"]),
-        max_ratio_fisher=_max_ratio(col["grad_norm"], col["bound_fisher"]),
-        max_ratio_fisher_raw=_max_ratio(col["grad_norm"], col["bound_fisher_raw"]),
+        max_ratio_exact=max_ratio(col["grad_norm"], col["bound_exact"]),
+        max_ratio_fisher=max_ratio(col["grad_norm"], col["bound_fisher"]),
+        max_ratio_fisher_raw=max_ratio(col["grad_norm"], col["bound_fisher_raw"]),
         max_fisher_exact_gap=float(gap.max()) if gap.size else 0.0,
         seconds=round(time.perf_counter() - t0, 2), device=device, rows=rows, paths=paths,
     )
