@@ -20,7 +20,7 @@ LAYERS = {  # top-level name under pvar -> layer (higher may import lower)
     "engines": 3,
     "pipeline": 4, "plots": 4,
     "experiment": 5, "notebook": 5,
-    "render": 6, "cli": 6, "cli_fields": 6,
+    "render": 6, "cli": 6, "cli_fields": 6, "cli_shell": 6,
     "__main__": 7,
     "": 8,  # the package itself: the public facade, which loads the notebook verbs on first use
 }

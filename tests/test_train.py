@@ -126,7 +126,7 @@ def test_rerun_in_same_folder_replaces_the_checkpoint_kind(tmp_path, tiny):
 
 
 def test_ref_cache_computes_each_pair_once_and_matches_trl(tmp_path, tiny, monkeypatch):
-    from pvar.training.trainers import pvar_dpo_trainer_class
+    from pvar.training.dpo_trainer import pvar_dpo_trainer_class
 
     cls = pvar_dpo_trainer_class()
     computed = []
@@ -262,11 +262,11 @@ def test_weights_scale_each_pair(tmp_path, tiny):
 
 
 def test_weighted_training_carries_weights_through_trainer(tmp_path, tiny, monkeypatch):
-    import pvar.training.trainers as trainers
+    import pvar.training.dpo_trainer as dpo_trainer
 
     calls = []
-    original = trainers.one_pair
-    monkeypatch.setattr(trainers, "one_pair", lambda inputs, i, b: calls.append(b) or original(inputs, i, b))
+    original = dpo_trainer.one_pair
+    monkeypatch.setattr(dpo_trainer, "one_pair", lambda inputs, i, b: calls.append(b) or original(inputs, i, b))
     pairs = write_pairs(tmp_path / "p.parquet", make_rows(6))
     cfg = TrainConfig.make(model=str(tiny), max_steps=2, batch_size=3, weight_by="pvar", algo="ipo")
     result = train(pairs, tmp_path / "out", cfg, ref_cache=tmp_path / "ref")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,6 @@ import typer
 
 from pvar import render
 from pvar.cli_fields import options
-from pvar.errors import ConfigError, PvarError
 from pvar.experiment.config import PromptsConfig as RunPrompts
 from pvar.experiment.config import RunConfig, ScoringConfig
 from pvar.pipeline.evaluate import EvalConfig
@@ -75,25 +73,17 @@ def select(
     """Keep a subset by any score: top / bottom / random / threshold / rip; ties broken by prompt_id."""
     from pvar.pipeline import select as stage
 
-    given = {k: v for k, v in {"top": top, "bottom": bottom, "random": random, "min": min}.items()
-             if v is not None}
-    if rip:
-        if given:
-            raise ConfigError("--rip is a filter: combine it with --count N only")
-        cfg = stage.SelectConfig.make(**{**settings, "by": "rip"}, mode="rip")
+    spelled = {"top": "--top F", "bottom": "--bottom F", "random": "--random F", "minimum": "--min X", "rip": "--rip"}
+    chosen = stage.chosen_mode(top=top, bottom=bottom, random=random, minimum=min, rip=rip,
+                               spell=lambda name: spelled[name])
+    cfg = stage.SelectConfig.make(**{**settings, **({"by": "rip"} if rip else {})}, **chosen)
+    mode = chosen["mode"]
+    if mode == "rip":
         with render.progress("select", input) as tick:
             s = stage.run(input, output, cfg, tick)
         render.key_values(f"select rip -> {output}", {"prompts": s.n_prompts, "survive RIP": s.n_eligible,
                                                       "kept": s.n_kept})
         return
-    if len(given) != 1:
-        raise ConfigError("give exactly one of --top F, --bottom F, --random F, --min X, --rip")
-    (flag, value), = given.items()
-    if flag != "min" and not 0 < value <= 1:
-        raise ConfigError(f"--{flag}: fraction must be in (0, 1], got {value}")
-    mode = "threshold" if flag == "min" else flag
-    cfg = stage.SelectConfig.make(**settings, mode=mode, fraction=None if mode == "threshold" else value,
-                                  minimum=value if mode == "threshold" else None)
     by = cfg.by
     with render.progress("select", input) as tick:
         s = stage.run(input, output, cfg, tick)
@@ -329,7 +319,7 @@ def _run_experiment(config: Path | None, preset: str | None, output: Path | None
     folder = output or Path("runs") / cfg.name
     report_dir = Experiment(cfg, folder, force=force).run()
     if headline:
-        _print_headline(report_dir)
+        render.run_headline(report_dir)
     return folder
 
 
@@ -340,126 +330,14 @@ def report(
     """Rebuild a run's report (Markdown, self-contained HTML, JSON) from its folder."""
     from pvar.experiment.report import write_report
 
-    _print_headline(write_report(run_dir))
-
-
-def _print_headline(report_dir: Path) -> None:
-    import json
-
-    data = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
-    rows = {}
-    for arm in data["arms"]:
-        hard = arm["eval"].get("hard")
-        rows[arm["name"]] = (f"{100 * hard['estimate']:.1f}% [{100 * hard['ci_low']:.1f}, {100 * hard['ci_high']:.1f}]"
-                             if hard else f"{arm['pairs'] if arm['pairs'] is not None else '-'} pairs")
-    render.key_values(f"{data['name']}: win rate vs base policy (95% CI)" if data["until"] == "eval"
-                      else f"{data['name']}: arms", rows)
-    for c in data["comparisons"]:
-        d = c["difference"]
-        render.out.print(f"{c['a']} vs {c['b']}: score diff {d['estimate']:+.4f} [{d['ci_low']:+.4f}, "
-                         f"{d['ci_high']:+.4f}]{'  (within noise)' if c['within_noise'] else ''}")
-    last = data["runs"][-1] if data["runs"] else {}
-    if last.get("seconds") is not None:
-        render.out.print(f"last invocation: {last['seconds'] / 60:.1f} min, peak RSS "
-                         f"{last['peak_rss_mb'] / 1024:.2f} GB ({len(data['runs'])} invocation(s) of this folder)")
-    render.out.print(f"report: {report_dir / 'report.html'}")
-
-
-def _quiet_libraries() -> None:
-    """Library progress bars and log chatter off (``--debug`` and ``--verbose`` keep them).
-
-    pvar draws one progress display per step itself; transformers' "Loading weights" and "Writing
-    model shards" bars, datasets' "Tokenizing train dataset" / "Dropping fully truncated examples"
-    maps inside TRL, and hub downloads would print between its lines (and before an error, so the
-    one line that names the cause would not be the last). Settings already in the environment
-    win, and subprocesses (``accelerate launch``) inherit them. Warnings are not dropped: Python
-    warnings are replayed after a success, and errors still print.
-    """
-    import os
-
-    for key, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                       ("DATASETS_VERBOSITY", "error"), ("HF_HUB_VERBOSITY", "error"),
-                       ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
-                       ("TOKENIZERS_PARALLELISM", "false")):
-        os.environ.setdefault(key, value)
-
-
-def _is(exc: BaseException, name: str) -> bool:
-    """Click's exception classes by name: typer ships its own copy of click, so the classes differ."""
-    return any(cls.__name__ == name for cls in type(exc).__mro__)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    sys.exit(code)
+    render.run_headline(write_report(run_dir))
 
 
 def main() -> None:
-    """Entry point: an error is one line on stderr, the last one, and exit code 2 (``--debug``: raise).
+    """Entry point (see :func:`pvar.cli_shell.run_main`): one-line errors, warnings held back."""
+    from pvar.cli_shell import run_main
 
-    Python warnings raised while a command runs are held back and shown after it succeeds; a failed
-    command shows only its error, so nothing before it is mistaken for the cause.
-    """
-    import contextlib
-    import signal
-    import warnings
-
-    # SIGTERM (a scheduler's or `timeout`'s stop) unwinds like Ctrl-C: locks are released and a
-    # fresh output that committed nothing is removed; committed shards stay for the resume.
-    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    debug = "--debug" in sys.argv[1:]
-    if not (debug or "--verbose" in sys.argv[1:]):
-        _quiet_libraries()
-    held: list[str] = []
-    shown = warnings.showwarning
-    if not debug:
-        def hold(message, category, filename, lineno, file=None, line=None) -> None:
-            held.append(warnings.formatwarning(message, category, filename, lineno, line))
-        warnings.showwarning = hold
-    try:
-        code = _run_app(debug)
-    finally:
-        warnings.showwarning = shown
-    if held:
-        sys.stderr.write("".join(held))
-    if isinstance(code, int) and code:
-        sys.exit(code)
-
-
-def _run_app(debug: bool) -> object:
-    """The app, its errors turned into one line and an exit code (``SystemExit``)."""
-    try:
-        return app(standalone_mode=False)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except PvarError as exc:
-        if debug:
-            raise
-        _fail(str(exc))
-    except OSError as exc:
-        if debug:
-            raise
-        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        _fail(f"{where}{exc.strerror or exc}")
-    except MemoryError:
-        if debug:
-            raise
-        _fail("out of memory (an input or setting larger than this machine can hold)")
-    except Exception as exc:  # a bug, or bad input we failed to name: still one line, never a traceback
-        if debug:
-            raise
-        if _is(exc, "UsageError"):  # no such option, missing argument, a value of the wrong type
-            ctx = getattr(exc, "ctx", None)
-            where = f"{ctx.command_path}: " if ctx is not None else ""
-            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-            _fail(f"{where}{exc.format_message()}{hint}")
-        if _is(exc, "Abort"):  # Ctrl-C inside a prompt
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
-        _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
-    return None
+    run_main(app)
 
 
 if __name__ == "__main__":

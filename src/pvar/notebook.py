@@ -81,18 +81,11 @@ def select(data: Any, *, by: str = "pvar", top: float | None = None, bottom: flo
            random: float | None = None, minimum: float | None = None, count: int | None = None,
            rip: bool = False, seed: int = 0, split: str | None = None) -> Any:
     """``pvar select`` on rows in memory: one of top / bottom / random (fractions), minimum, or rip."""
-    from pvar.errors import ConfigError
-    from pvar.pipeline.select import SelectConfig, run
+    from pvar.pipeline.select import SelectConfig, chosen_mode, run
 
-    given = {k: v for k, v in (("top", top), ("bottom", bottom), ("random", random), ("minimum", minimum))
-             if v is not None}
-    if len(given) + rip != 1:
-        raise ConfigError("select: give exactly one of top, bottom, random, minimum or rip=True")
-    mode, value = ("rip", None) if rip else next(iter(given.items()))
-    mode = {"minimum": "threshold"}.get(mode, mode)
-    cfg = SelectConfig.make(by=by, mode=mode, seed=seed, count=count,
-                            **({"minimum": value} if mode == "threshold" else
-                               {} if value is None else {"fraction": value}))
+    mode = chosen_mode(top=top, bottom=bottom, random=random, minimum=minimum, rip=rip,
+                       spell=lambda name: "rip=True" if name == "rip" else name)
+    cfg = SelectConfig.make(by=by, seed=seed, count=count, **mode)
     sink = MemorySink()
     run(_rows(data, split), sink, cfg)
     return _returned(sink.table(), data)

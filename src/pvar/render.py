@@ -123,3 +123,26 @@ def run_report(stage: str, report: Any) -> None:
     if report.counters.get("tokens") and report.seconds > 0:
         rows["tokens/s"] = round(report.counters["tokens"] / report.seconds, 1)
     key_values(f"{stage} -> {report.output}", rows)
+
+
+def run_headline(report_dir: Path) -> None:
+    """A run's outcome on the terminal: each arm's win rate (or pairs), the comparisons, time and memory."""
+    import json
+
+    data = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+    rows = {}
+    for arm in data["arms"]:
+        hard = arm["eval"].get("hard")
+        rows[arm["name"]] = (f"{100 * hard['estimate']:.1f}% [{100 * hard['ci_low']:.1f}, {100 * hard['ci_high']:.1f}]"
+                             if hard else f"{arm['pairs'] if arm['pairs'] is not None else '-'} pairs")
+    key_values(f"{data['name']}: win rate vs base policy (95% CI)" if data["until"] == "eval"
+                      else f"{data['name']}: arms", rows)
+    for c in data["comparisons"]:
+        d = c["difference"]
+        out.print(f"{c['a']} vs {c['b']}: score diff {d['estimate']:+.4f} [{d['ci_low']:+.4f}, "
+                         f"{d['ci_high']:+.4f}]{'  (within noise)' if c['within_noise'] else ''}")
+    last = data["runs"][-1] if data["runs"] else {}
+    if last.get("seconds") is not None:
+        out.print(f"last invocation: {last['seconds'] / 60:.1f} min, peak RSS "
+                         f"{last['peak_rss_mb'] / 1024:.2f} GB ({len(data['runs'])} invocation(s) of this folder)")
+    out.print(f"report: {report_dir / 'report.html'}")

@@ -178,11 +178,12 @@ def test_missing_vllm_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_vllm_eval_generates_greedy_token_prompts(fake_vllm, bos_model: Path, tmp_path: Path) -> None:
-    from pvar.pipeline.evaluate import EvalConfig, _generate, generation_key
+    from pvar.pipeline.eval_answers import generate_answers, generation_key
+    from pvar.pipeline.evaluate import EvalConfig
 
     cfg = EvalConfig.make(policy=str(bos_model), prompts="p.jsonl", backend="vllm", max_new_tokens=16,
                           dtype="bfloat16", tensor_parallel_size=2)
-    texts, stopped = _generate(cfg, str(bos_model), ["a", "b"], ["why is the sky blue", "hello"])
+    texts, stopped = generate_answers(cfg, str(bos_model), ["a", "b"], ["why is the sky blue", "hello"])
     (_, llm), = [c for c in fake_vllm.CALLS if c[0] == "LLM"]
     (_, call), = [c for c in fake_vllm.CALLS if c[0] == "generate"]
     assert llm["dtype"] == "bfloat16" and llm["tensor_parallel_size"] == 2

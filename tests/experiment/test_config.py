@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from pvar.errors import ConfigError, InputError
-from pvar.experiment.config import RunConfig, merge, validate
+from pvar.experiment.config import RunConfig, validate
+from pvar.experiment.config_file import merge
 from pvar.experiment.presets import PRESETS, load_config
 
 

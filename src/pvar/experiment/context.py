@@ -147,7 +147,7 @@ class RunContext:
         for k in range(r, 0, -1):
             model = self.paths.round(name, k) / "model"
             if not (model / UNTRAINED).is_file():
-                from pvar.pipeline.evaluate import merged_model
+                from pvar.backends.adapters import merged_model
 
                 return merged_model(str(model), self.paths.round(name, k + 1) / "policy")
         return self.cfg.policy

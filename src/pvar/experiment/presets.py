@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from pvar.errors import ConfigError
-from pvar.experiment.config import RunConfig, merge, read_yaml, validate
+from pvar.experiment.config import RunConfig, validate
+from pvar.experiment.config_file import merge, read_yaml
 
 _TESTBED = {  # shared by the testbed presets: exact gold, the arms of the pre-registered design
     "prompts": {"task": "format"},

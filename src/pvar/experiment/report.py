@@ -5,16 +5,13 @@ Writes ``report/report.json`` (every number), ``report/report.md`` (figures besi
 data URIs, no external assets). Works on a partial run: sections whose inputs are missing say so.
 :func:`collect` gathers the numbers (report.json); :mod:`pvar.experiment.document` builds the
 document from their typed view (:mod:`pvar.experiment.report_data`), one builder per section,
-as blocks rendered here twice, so both formats say the same.
+as blocks rendered twice (:mod:`pvar.experiment.markup`), so both formats say the same.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,8 @@ import numpy as np
 
 from pvar.errors import InputError, one_line
 from pvar.experiment import analysis, verdict
-from pvar.experiment.document import Block, document
+from pvar.experiment.document import document
+from pvar.experiment.markup import to_html, to_markdown
 from pvar.io.writers import atomic_write_text
 from pvar.pipeline.evaluate import LC_NAME
 
@@ -82,7 +80,8 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
 
     This dict is ``report.json``; :class:`pvar.experiment.report_data.Report` is its typed view.
     """
-    from pvar.experiment.config import read_yaml, validate
+    from pvar.experiment.config import validate
+    from pvar.experiment.config_file import read_yaml
     from pvar.experiment.state import read_state
 
     root = Path(run_dir)
@@ -323,67 +322,6 @@ def draw(data: dict[str, Any], run_dir: Path, fig_dir: Path, pool: analysis.Pool
         fig_dir.mkdir(parents=True, exist_ok=True)
         figs["theory"] = Path(shutil.copyfile(theory_png, fig_dir / "theory.png"))
     return figs
-
-
-# -- rendering ------------------------------------------------------------------------------------
-
-
-def to_markdown(blocks: list[Block], figs: dict[str, Path], fig_rel: str = "figures") -> str:
-    out: list[str] = []
-    for b in blocks:
-        kind = b[0]
-        if kind in ("h1", "h2", "h3"):
-            out.append(f"{'#' * int(kind[1])} {b[1]}\n")
-        elif kind == "p":
-            out.append(b[1] + "\n")
-        elif kind == "table":
-            header, rows = b[1], b[2]
-            out.append("| " + " | ".join(header) + " |")
-            out.append("|" + "---|" * len(header))
-            out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-            out.append("")
-        elif kind == "fig" and b[1] in figs:
-            out.append(f"![{b[2]}]({fig_rel}/{figs[b[1]].name})\n\n*{b[2]}*\n")
-        elif kind == "pre":
-            out.append("```yaml\n" + b[1].rstrip() + "\n```\n")
-    return "\n".join(out)
-
-
-def _inline(text: str) -> str:
-    t = html.escape(text)
-    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", t)
-
-
-_CSS = """body{font:15px/1.5 system-ui,-apple-system,Segoe UI,sans-serif;max-width:1040px;margin:2em auto;padding:0 1em;
-color:#222}h1{font-size:1.6em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}table{border-collapse:collapse;
-margin:.8em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}th{background:#f4f4f4}
-tr:nth-child(even) td{background:#fafafa}figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:.9em}
-code,pre{background:#f5f5f5;border-radius:3px}pre{padding:.8em;overflow:auto;font-size:.85em}"""
-
-
-def to_html(blocks: list[Block], figs: dict[str, Path]) -> str:
-    body: list[str] = []
-    title = "pvar report"
-    for b in blocks:
-        kind = b[0]
-        if kind in ("h1", "h2", "h3"):
-            title = b[1] if kind == "h1" else title
-            body.append(f"<{kind}>{_inline(b[1])}</{kind}>")
-        elif kind == "p":
-            body.append(f"<p>{_inline(b[1])}</p>")
-        elif kind == "table":
-            head = "".join(f"<th>{_inline(str(h))}</th>" for h in b[1])
-            rows = "".join("<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in row) + "</tr>" for row in b[2])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif kind == "fig" and b[1] in figs:
-            data = base64.b64encode(figs[b[1]].read_bytes()).decode()
-            body.append(f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{_inline(b[2])}</figcaption></figure>")
-        elif kind == "pre":
-            body.append(f"<pre>{html.escape(b[1])}</pre>")
-    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
 def write_report(run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> Path:

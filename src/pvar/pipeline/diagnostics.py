@@ -185,8 +185,8 @@ def pair_preferences(adapter: str | Path, pairs_file: str | Path, *, beta: float
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from pvar.backends.adapters import adapter_base, tokenizer_source
     from pvar.backends.gradients import batched_logprobs, sequence_ids
-    from pvar.pipeline.evaluate import adapter_base, tokenizer_source
 
     pairs = [json.loads(x) for x in Path(pairs_file).read_text(encoding="utf-8").splitlines() if x.strip()]
     base = AutoModelForCausalLM.from_pretrained(adapter_base(Path(adapter)), dtype=torch.float32)

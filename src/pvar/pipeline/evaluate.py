@@ -27,21 +27,20 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from pvar import reporting
+from pvar.backends.adapters import tokenizer_source
 from pvar.backends.base import Prompt, prompt_text
 from pvar.config import Device, StageConfig
 from pvar.core import winrate
 from pvar.errors import ConfigError
-from pvar.fingerprint import json_digest, model_record
+from pvar.fingerprint import json_digest
 from pvar.io.paths import check_output
 from pvar.io.rows import read_rows
 from pvar.io.writers import atomic_write_text
+from pvar.pipeline.eval_answers import side_outputs
 from pvar.version import __version__
 
 SIDES = ("policy", "baseline")
 LC_NAME = "LC (GLM, no difficulty term)"  # AlpacaEval 2.0's GLM without its per-instruction difficulty term
-GENERATION_FORMAT = "pvar-eval-generations-v1"
-_MERGED_MARKER = ".pvar-merged-from"
 _JUDGE_CHUNK = 512  # prompts per judge call: bounds the judge's memory on large eval sets
 
 
@@ -135,132 +134,6 @@ def _load_prompts(path: str, judge: str) -> tuple[list[str], list[Prompt], list[
                 raise batch.error(i, "reference", problem)
         refs += batch_refs
     return ids, prompts, refs
-
-
-def generation_key(cfg: EvalConfig, model: str, prompts_digest: str) -> str:
-    """Cache key of one side's generations: model identity, decoding settings and the prompts."""
-    key = {"format": GENERATION_FORMAT, "model": model_record(model), "decoding": "greedy",
-           "max_new_tokens": cfg.max_new_tokens, "dtype": cfg.dtype, "prompts": prompts_digest}
-    if cfg.backend != "hf":  # hf keys stay as they were, so existing caches still hit
-        key["backend"] = cfg.backend
-    return json_digest(key)
-
-
-# -- generation -----------------------------------------------------------------------------------
-
-
-def adapter_base(adapter: Path) -> str:
-    """The base model a LoRA adapter folder was trained on (resolved like a policy name)."""
-    from pvar.backends.assets import resolve_policy
-
-    return resolve_policy(json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"])
-
-
-def tokenizer_source(model: str) -> str:
-    """Where a model's tokenizer loads from: an adapter's own copy if saved, else its base's."""
-    from pvar.backends.assets import resolve_policy
-
-    src = Path(model)
-    if not (src / "adapter_config.json").is_file():
-        return resolve_policy(model)
-    return model if (src / "tokenizer_config.json").is_file() else adapter_base(src)
-
-
-def merged_model(model: str, folder: Path) -> str:
-    """A LoRA adapter folder merged into its base once (cached in ``folder``); anything else as is.
-
-    The base named in ``adapter_config.json`` may be a built-in name ('smollm2'), so it is
-    resolved first; the tokenizer comes from the adapter folder when saved there, else the base.
-    """
-    src = Path(model)
-    if not (src / "adapter_config.json").is_file():
-        return model
-    stamp = json_digest(model_record(model))
-    marker = folder / _MERGED_MARKER
-    if marker.is_file() and marker.read_text() == stamp:
-        return str(folder)
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(adapter_base(src), dtype=torch.float32),
-                                       str(src)).merge_and_unload()
-    from pvar.io.writers import atomic_folder
-
-    with atomic_folder(folder) as tmp:
-        merged.save_pretrained(str(tmp))
-        AutoTokenizer.from_pretrained(tokenizer_source(model)).save_pretrained(str(tmp))
-        (tmp / _MERGED_MARKER).write_text(stamp)  # last: a folder without it is never trusted
-    return str(folder)
-
-
-def _generate(cfg: EvalConfig, model: str, ids: list[str], prompts: list[Prompt],
-              label: str = "policy") -> tuple[list[str], list[bool]]:
-    import gc
-
-    from pvar.core.seeding import prompt_seed
-    from pvar.pipeline.generate import GenerateConfig, make_policy
-
-    policy = make_policy(GenerateConfig.make(
-        model=model, backend=cfg.backend, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-        device=cfg.device, dtype=cfg.dtype, tensor_parallel_size=cfg.tensor_parallel_size,
-        gpu_memory_utilization=cfg.gpu_memory_utilization), greedy=True)
-    policy.setup()
-    with reporting.progress(f"eval answers of {label}", total=len(ids), unit="answers") as tick:
-        done = [0]
-
-        def advance(rows: int) -> None:
-            done[0] += rows
-            tick(rows)
-
-        policy.progress = advance  # hf reports each batch; vllm answers in one call, counted when it returns
-        gen = policy.generate(prompts, 1, [prompt_seed(cfg.seed, pid) for pid in ids])
-        tick(len(ids) - done[0])
-    if gen.truncated:
-        reporting.log(f"eval answers of {label}: {gen.truncated} of {len(ids)} prompts were cut from the left to fit "
-                      f"the context with {cfg.max_new_tokens} new tokens")
-    del policy  # free one model before the next side loads
-    gc.collect()
-    return [r[0] for r in gen.responses], [s[0] for s in gen.stopped]
-
-
-def _read_cache(path: Path, key_path: Path, key: str, ids: list[str]) -> list[dict] | None:
-    if not (path.is_file() and key_path.is_file()):
-        return None
-    try:
-        if json.loads(key_path.read_text()).get("key") != key:
-            return None
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return None
-    return rows if [r.get("prompt_id") for r in rows] == ids else None
-
-
-def side_outputs(cfg: EvalConfig, side: str, out: Path, ids: list[str], prompts: list[Prompt], digest: str,
-                 known: dict[str, list[dict]] | None = None) -> tuple[list[dict], bool]:
-    """One side's generations: from ``outputs_{side}.jsonl`` if its key matches, else generated.
-
-    ``known`` maps keys generated earlier in this run to their rows, so a policy compared with
-    itself is generated once. The key file is removed before the outputs are replaced and written
-    after, so an interrupted write can never pair new outputs with an old key. Returns (rows,
-    whether they came without generating).
-    """
-    name = getattr(cfg, side)
-    path, key_path = out / f"outputs_{side}.jsonl", out / f"outputs_{side}.key.json"
-    key = generation_key(cfg, name, digest)
-    rows = _read_cache(path, key_path, key, ids)
-    if rows is not None:
-        return rows, True
-    known = {} if known is None else known
-    fresh = key not in known
-    if fresh:
-        texts, stopped = _generate(cfg, merged_model(name, out / f"merged-{side}"), ids, prompts, label=side)
-        known[key] = [{"prompt_id": i, "prompt": p, "output": t, "stopped_at_eos": s}
-                      for i, p, t, s in zip(ids, prompts, texts, stopped, strict=True)]
-    key_path.unlink(missing_ok=True)
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in known[key]))
-    atomic_write_text(key_path, json.dumps({"key": key, "model": name, "max_new_tokens": cfg.max_new_tokens}) + "\n")
-    return known[key], not fresh
 
 
 # -- judging and lengths --------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pvar.config import StageConfig
 from pvar.core import select as sel
 from pvar.core.pairs import best_worst
 from pvar.core.selectors import rip_keep
-from pvar.errors import InputError
+from pvar.errors import ConfigError, InputError
 from pvar.io.arrow import list_to_padded, to_numpy_float
 from pvar.io.paths import check_output
 from pvar.io.readers import in_memory, kind_of, memory_name
@@ -151,3 +151,24 @@ def run(
         kept_min=float(kept.min()) if kept.size else float("nan"),
         kept_max=float(kept.max()) if kept.size else float("nan"),
     )
+
+
+def chosen_mode(*, top: float | None = None, bottom: float | None = None, random: float | None = None,
+                minimum: float | None = None, rip: bool = False,
+                spell: Callable[[str], str] = lambda name: name) -> dict[str, Any]:
+    """The mode and budget of a selection asked for by name: exactly one of ``top``, ``bottom`` or
+    ``random`` (a fraction), ``minimum`` (a threshold) or ``rip``. ``spell`` names the choices in the
+    caller's words (``--min X`` on the command line) in the one-line error."""
+    given = {k: v for k, v in (("top", top), ("bottom", bottom), ("random", random), ("minimum", minimum))
+             if v is not None}
+    if len(given) + bool(rip) != 1:
+        names = ", ".join(spell(k) for k in ("top", "bottom", "random", "minimum", "rip"))
+        raise ConfigError(f"give exactly one of {names}")
+    if rip:
+        return {"mode": "rip"}
+    (name, value), = given.items()
+    if name == "minimum":
+        return {"mode": "threshold", "minimum": value}
+    if not 0 < value <= 1:
+        raise ConfigError(f"{spell(name)}: fraction must be in (0, 1], got {value}")
+    return {"mode": name, "fraction": value}
