@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from pvar.core.select import budget, select_top
 from pvar.core.stats import preference_variance
 from pvar.io.arrow import list_to_padded
-from pvar.pipeline import adaptive, measure, stages
+from pvar.pipeline import adaptive, measure, sharded
 from pvar.pipeline.prompts import write_prompts
 
 SCALE = 4.0
@@ -71,12 +71,12 @@ def main() -> None:
     prompts = out / "prompts.jsonl"
     if not prompts.exists():
         write_prompts("sharegpt", prompts, count=args.prompts, split="pool", seed=args.pool_seed, task="format")
-    gen = stages.GenerateConfig.make(model="smollm2", n=args.oracle_n, max_new_tokens=args.max_new_tokens, seed=0,
+    gen = sharded.GenerateConfig.make(model="smollm2", n=args.oracle_n, max_new_tokens=args.max_new_tokens, seed=0,
                                      batch_size=128)
-    rew = stages.RewardConfig.make(reward="gold")
+    rew = sharded.RewardConfig.make(reward="gold")
     t = time.perf_counter()
-    stages.run("generate", gen, prompts, out / "oracle-generate", shard_size=16)
-    stages.run("reward", rew, out / "oracle-generate", out / "oracle-reward", shard_size=16)
+    sharded.run("generate", gen, prompts, out / "oracle-generate", shard_size=16)
+    sharded.run("reward", rew, out / "oracle-generate", out / "oracle-reward", shard_size=16)
     measure.run(out / "oracle-reward", out / "oracle.parquet", measure.MeasureConfig.make(scale=SCALE))
     oracle_s = time.perf_counter() - t
     table = pq.read_table(out / "oracle.parquet")

@@ -16,7 +16,7 @@ COMMANDS = {  # command -> its config class (module, name)
     "measure": ("pvar.pipeline.measure", "MeasureConfig"),
     "select": ("pvar.pipeline.select", "SelectConfig"),
     "pairs": ("pvar.pipeline.pairs", "PairsConfig"),
-    "stats": ("pvar.pipeline.stats", "StatsConfig"),
+    "stats": ("pvar.pipeline.measure", "MeasureConfig"),
     "potential": ("pvar.pipeline.potential", "PotentialConfig"),
     "generate": ("pvar.pipeline.generate", "GenerateConfig"),
     "reward": ("pvar.pipeline.reward", "RewardConfig"),

@@ -199,7 +199,7 @@ def test_each_side_shows_one_display_that_reaches_its_prompt_count(models, promp
     """Answer generation reports its progress per batch: one display per side, ticks summing to the prompts."""
     from contextlib import contextmanager
 
-    from pvar import reporting
+    from pvar import status
 
     seen: dict[str, list] = {}
 
@@ -208,11 +208,11 @@ def test_each_side_shows_one_display_that_reaches_its_prompt_count(models, promp
         seen[label] = [total]
         yield lambda rows, counters=None: seen[label].append(rows)
 
-    reporting.set_reporter(bars)
+    status.set_reporter(bars)
     try:
         evaluate(config(models["base"], models["other"], prompts, batch_size=2), tmp_path / "out")
     finally:
-        reporting.set_reporter()
+        status.set_reporter()
     assert set(seen) == {"eval answers of policy", "eval answers of baseline"}
     for ticks in seen.values():
         total, *steps = ticks

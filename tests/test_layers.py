@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "src" / "pvar"
 
 LAYERS = {  # top-level name under pvar -> layer (higher may import lower)
-    "errors": 0, "config": 0, "reporting": 0, "fingerprint": 0, "core": 0, "tasks": 0, "version": 0,
+    "errors": 0, "config": 0, "status": 0, "fingerprint": 0, "core": 0, "tasks": 0, "version": 0,
     "testing": 0,  # tiny models for tests and benchmarks: numpy and the libraries, no pvar module
     "io": 1,
     "backends": 2, "training": 2,

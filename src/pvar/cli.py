@@ -19,8 +19,7 @@ from pvar.pipeline.potential import PotentialConfig
 from pvar.pipeline.prompts import PromptSetConfig
 from pvar.pipeline.reward import RewardConfig
 from pvar.pipeline.select import SelectConfig
-from pvar.pipeline.stages import EngineConfig
-from pvar.pipeline.stats import StatsConfig
+from pvar.pipeline.sharded import EngineConfig
 from pvar.pipeline.theory import TheoryConfig
 from pvar.pipeline.train import TrainConfig
 
@@ -42,9 +41,9 @@ def _root(
                                                             "(transformers, datasets, TRL, Ray).")] = False,
 ) -> None:
     """Global options (--debug and --verbose are handled in ``main``)."""
-    from pvar import reporting
+    from pvar import status
 
-    reporting.set_reporter(render.progress, lambda msg: render.err.print(msg, highlight=False))
+    status.set_reporter(render.progress, lambda msg: render.err.print(msg, highlight=False))
 
 
 @app.command()
@@ -132,19 +131,19 @@ def pairs(
 
 
 @app.command()
-@options(StatsConfig, "cfg")
+@options(MeasureConfig, "cfg")
 def stats(
-    input: In, cfg: StatsConfig,
+    input: In, cfg: MeasureConfig,
     plot: Annotated[Path | None, typer.Option(help="Save a PNG: PVar histogram and PVar vs reward std.")] = None,
 ) -> None:
     """Summarise a pool: counts, PVar quantiles, Spearman with reward std, histogram."""
-    from pvar.pipeline import stats as stage
+    from pvar.pipeline.measure import summarize_pool
 
     if plot is not None:
         from pvar.plots import check_figure_path
 
         check_figure_path(plot)
-    cols, summary = stage.run(input, cfg)
+    cols, summary = summarize_pool(input, cfg)  # the settings apply to rows not yet measured
     render.pool_summary(summary, title=f"PVar over {input}")
     render.text_histogram(cols["pvar"])
     if plot is not None:
@@ -184,9 +183,9 @@ def prompts(
 @options(EngineConfig, "engine", build=False)  # the engine checks its own settings, as it does for the library
 def generate(input: In, output: Out, cfg: GenerateConfig, engine: dict, force: Force = False) -> None:
     """Sample n responses per prompt: sharded, resumable, seeded per prompt."""
-    from pvar.pipeline import stages
+    from pvar.pipeline import sharded
 
-    report = stages.run("generate", cfg, input, output, force=force, **EngineConfig.unchecked(engine).options())
+    report = sharded.run("generate", cfg, input, output, force=force, **EngineConfig.unchecked(engine).options())
     render.run_report("generate", report)
 
 
@@ -195,9 +194,9 @@ def generate(input: In, output: Out, cfg: GenerateConfig, engine: dict, force: F
 @options(EngineConfig, "engine", build=False)
 def reward(input: In, output: Out, cfg: RewardConfig, engine: dict, force: Force = False) -> None:
     """Score every response (raw scores, never sigmoid-ed): sharded and resumable."""
-    from pvar.pipeline import stages
+    from pvar.pipeline import sharded
 
-    report = stages.run("reward", cfg, input, output, force=force, **EngineConfig.unchecked(engine).options())
+    report = sharded.run("reward", cfg, input, output, force=force, **EngineConfig.unchecked(engine).options())
     render.run_report("reward", report)
 
 
@@ -219,10 +218,10 @@ def score(
                  **({"scoring": scoring_over} if scoring_over else {})}
     folder = _run_experiment(None, "score", output, overrides, force=force, show_config=False, headline=False)
     from pvar.experiment.context import RunPaths
-    from pvar.pipeline import stats
+    from pvar.pipeline.measure import summarize_pool
 
     measured = RunPaths(folder).measured
-    cols, summary = stats.run(measured, StatsConfig())  # the rows are measured: no scale is applied again
+    cols, summary = summarize_pool(measured, MeasureConfig())  # the rows are measured: no scale is applied again
     render.pool_summary(summary, title=f"PVar over {summary.n_prompts} ShareGPT prompts -> {measured}")
     render.text_histogram(cols["pvar"])
     render.out.print(f"measured rows: {measured}")

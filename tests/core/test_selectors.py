@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pvar.core.pairs import best_worst, sweet_spot
-from pvar.core.selectors import alignment_potential, reward_margin, rip_keep, zscore
+from pvar.core.scores import alignment_potential, reward_margin, rip_keep, zscore
 from tests.conftest import write_jsonl
 
 

@@ -33,9 +33,9 @@ def test_engine_and_backend_reach_the_sharded_stages(tmp_path, monkeypatch):
         seen["ray"] = ray
         raise KeyboardInterrupt  # stop after the first stage
 
-    from pvar.pipeline import stages
+    from pvar.pipeline import sharded
 
-    monkeypatch.setattr(stages, "run", fake_run)
+    monkeypatch.setattr(sharded, "run", fake_run)
     monkeypatch.setattr(runner, "preflight", lambda cfg: None)
     cfg = load_config(preset="quick", overrides={"engine": "ray", "backend": "fake", "ray_address": "head:6379",
                                                  "workers": 8, "gpus_per_worker": 1})

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pvar.pipeline import adaptive, stages
+from pvar.pipeline import adaptive, sharded
 from tests.conftest import write_jsonl
 
 PROMPTS = [{"prompt_id": f"q{i:02d}", "prompt": f"Tell me about topic {i}.", "reference": "maybe yes often"}
@@ -19,11 +19,11 @@ PROMPTS = [{"prompt_id": f"q{i:02d}", "prompt": f"Tell me about topic {i}.", "re
 
 
 def _gen(**kw):
-    return stages.GenerateConfig.make(backend="fake", **kw)
+    return sharded.GenerateConfig.make(backend="fake", **kw)
 
 
 def _reward():
-    return stages.RewardConfig.make(reward="fake")
+    return sharded.RewardConfig.make(reward="fake")
 
 
 def _rows(path):
@@ -32,8 +32,8 @@ def _rows(path):
 
 def _fixed(tmp_path, n):
     src = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
-    stages.run("generate", _gen(n=n), src, tmp_path / f"g{n}", shard_size=7, show_progress=False)
-    stages.run("reward", _reward(), tmp_path / f"g{n}", tmp_path / f"r{n}.parquet", shard_size=7,
+    sharded.run("generate", _gen(n=n), src, tmp_path / f"g{n}", shard_size=7, show_progress=False)
+    sharded.run("reward", _reward(), tmp_path / f"g{n}", tmp_path / f"r{n}.parquet", shard_size=7,
                show_progress=False)
     return _rows(tmp_path / f"r{n}.parquet")
 
@@ -98,13 +98,13 @@ def test_resume_after_sigkill_mid_round(tmp_path):
     script.write_text(f"""
 import sys
 from pvar.backends import fake
-from pvar.pipeline import adaptive, stages
+from pvar.pipeline import adaptive, sharded
 delay = float(sys.argv[2])
 orig = fake.FakePolicy.__init__
 fake.FakePolicy.__init__ = lambda self, delay_=0.0: orig(self, delay)
 cfg = adaptive.AdaptiveConfig.make(n0=4, step=4, n_max=12, stop=False)
-adaptive.run({str(src)!r}, sys.argv[1], stages.GenerateConfig.make(backend="fake"),
-             stages.RewardConfig.make(reward="fake"), cfg, shard_size=4, show_progress=False)
+adaptive.run({str(src)!r}, sys.argv[1], sharded.GenerateConfig.make(backend="fake"),
+             sharded.RewardConfig.make(reward="fake"), cfg, shard_size=4, show_progress=False)
 """)
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(script), str(out), "0.05"], env={**os.environ})

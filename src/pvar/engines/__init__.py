@@ -66,9 +66,9 @@ def run_stage(
 def run_shown(stage: Stage, source: str | Path, output: str | Path, *, show_progress: bool = True,
               **opts: Any) -> RunReport:
     """:func:`run_stage` inside one progress display named for the stage (silent without a reporter)."""
-    from pvar import reporting
+    from pvar import status
 
     if not show_progress:
         return run_stage(stage, source, output, **opts)
-    with reporting.progress(stage.name, source) as tick:
+    with status.progress(stage.name, source) as tick:
         return run_stage(stage, source, output, tick=tick, **opts)

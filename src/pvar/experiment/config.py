@@ -24,7 +24,7 @@ from pvar.pipeline.measure import MeasureConfig
 from pvar.pipeline.pairs import PairsConfig
 from pvar.pipeline.potential import PotentialConfig
 from pvar.pipeline.reward import RewardConfig
-from pvar.pipeline.stages import EngineConfig
+from pvar.pipeline.sharded import EngineConfig
 from pvar.pipeline.theory import TheoryConfig
 from pvar.pipeline.train import TrainConfig
 

@@ -100,16 +100,16 @@ class RunContext:
 
     def engine_opts(self) -> dict[str, Any]:
         """Where the sharded stages run: the engine, its shard size and, for Ray, the address and resources."""
-        from pvar.pipeline.stages import EngineConfig
+        from pvar.pipeline.sharded import EngineConfig
 
         return self.cfg.stage(EngineConfig, self.cfg, shard_size=self.cfg.scoring.shard_size).options()
 
     def sampling(self, policy: str, seed: int) -> tuple[Any, Any]:
         """The generate and reward settings of the pool's scoring, for ``policy`` at ``seed``."""
-        from pvar.pipeline import stages
+        from pvar.pipeline import sharded
 
         c, s = self.cfg, self.cfg.scoring
-        return c.stage(stages.GenerateConfig, s, model=policy, seed=seed), c.stage(stages.RewardConfig, s)
+        return c.stage(sharded.GenerateConfig, s, model=policy, seed=seed), c.stage(sharded.RewardConfig, s)
 
     def train_config(self, name: str, arm: ArmConfig) -> Any:
         from pvar.pipeline.train import TrainConfig

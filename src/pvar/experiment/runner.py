@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pvar import reporting
+from pvar import status
 from pvar.errors import resolved
 from pvar.experiment.config import RunConfig
 from pvar.experiment.context import CONFIG_FILE, RunContext, RunPaths
@@ -56,7 +56,7 @@ class Experiment:
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, *, force: bool = False,
                  log: Callable[[str], None] | None = None) -> None:
-        self.ctx = RunContext(cfg, RunPaths(Path(run_dir)), log or reporting.log, force)
+        self.ctx = RunContext(cfg, RunPaths(Path(run_dir)), log or status.log, force)
 
     def run(self) -> Path:
         """Every step up to ``cfg.until``, then the report. Returns the report folder."""

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pvar.core.selectors import reward_margin
+from pvar.core.scores import reward_margin
 from pvar.errors import InputError, one_line, short_repr
 from pvar.fingerprint import text_digest
 from pvar.io.arrow import combine, list_lengths, list_to_padded

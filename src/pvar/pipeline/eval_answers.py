@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Protocol
 
-from pvar import reporting
+from pvar import status
 from pvar.backends.adapters import merged_model
 from pvar.backends.base import Prompt
 from pvar.fingerprint import json_digest, model_record
@@ -56,7 +56,7 @@ def generate_answers(cfg: EvalConfig, model: str, ids: list[str], prompts: list[
         device=cfg.device, dtype=cfg.dtype, tensor_parallel_size=cfg.tensor_parallel_size,
         gpu_memory_utilization=cfg.gpu_memory_utilization), greedy=True)
     policy.setup()
-    with reporting.progress(f"eval answers of {label}", total=len(ids), unit="answers") as tick:
+    with status.progress(f"eval answers of {label}", total=len(ids), unit="answers") as tick:
         done = [0]
 
         def advance(rows: int) -> None:
@@ -67,7 +67,7 @@ def generate_answers(cfg: EvalConfig, model: str, ids: list[str], prompts: list[
         gen = policy.generate(prompts, 1, [prompt_seed(cfg.seed, pid) for pid in ids])
         tick(len(ids) - done[0])
     if gen.truncated:
-        reporting.log(f"eval answers of {label}: {gen.truncated} of {len(ids)} prompts were cut from the left to fit "
+        status.log(f"eval answers of {label}: {gen.truncated} of {len(ids)} prompts were cut from the left to fit "
                       f"the context with {cfg.max_new_tokens} new tokens")
     del policy  # free one model before the next side loads
     gc.collect()

@@ -10,7 +10,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from pvar.config import InputFormat, Rating, StageConfig
-from pvar.core.stats import pvar_interval, reward_stats
+from pvar.core.stats import measured_stats
 from pvar.core.summary import PoolSummary, summarize
 from pvar.io.arrow import float_column, list_to_padded
 from pvar.io.paths import check_output
@@ -31,30 +31,10 @@ class MeasureConfig(StageConfig):
     rating: Rating = "overall"
 
 
-def _interval(padded: np.ndarray, cfg: MeasureConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Bootstrap interval in float32 (half the cost) where that is exact enough, else float64.
-
-    PVar depends on reward gaps only, so each row is shifted to start at 0 first; rewards such as
-    1e39 (finite in float64, infinite in float32) then keep their gaps. Rows whose scaled gaps
-    would leave float32's range are computed in float64, row by row, so a row's interval never
-    depends on which rows share its batch.
-    """
-    with np.errstate(all="ignore"):
-        shifted = padded - np.min(np.where(np.isnan(padded), np.inf, padded), axis=1, keepdims=True)
-        wide = np.nanmax(np.where(np.isnan(shifted), 0.0, np.abs(shifted)), axis=1, initial=0.0) * cfg.scale >= 1e30
-    low, high = np.full(len(padded), np.nan), np.full(len(padded), np.nan)
-    for mask, values in ((~wide, shifted[~wide].astype(np.float32)), (wide, shifted[wide])):
-        if mask.any():
-            low[mask], high[mask] = pvar_interval(values, cfg.scale, n_boot=cfg.n_boot,
-                                                  confidence=cfg.confidence, seed=cfg.seed)
-    return low, high
-
-
 def measure_batch(data: pa.RecordBatch, cfg: MeasureConfig) -> pa.RecordBatch:
     """Append (or replace) the measure columns of one batch of scored rows."""
-    padded = list_to_padded(data.column("rewards"))
-    stats = reward_stats(padded, cfg.scale)
-    low, high = _interval(padded, cfg)
+    stats, low, high = measured_stats(list_to_padded(data.column("rewards")), cfg.scale, n_boot=cfg.n_boot,
+                                      confidence=cfg.confidence, seed=cfg.seed)
     new = {
         "pvar": float_column(stats.pvar),
         "pvar_low": float_column(low),
@@ -89,3 +69,25 @@ def run(
                 progress(out.num_rows)
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     return summarize(cat["pvar"], cat["reward_std"], cat["pvar_low"], cat["pvar_high"])
+
+
+SUMMARY_COLUMNS = ("pvar", "reward_std", "pvar_low", "pvar_high")
+
+
+def summarize_pool(source: str | Path, cfg: MeasureConfig) -> tuple[dict[str, np.ndarray], PoolSummary]:
+    """Per-prompt summary columns (pvar, reward_std, pvar_low, pvar_high) and the pool summary of
+    ``source``, measured rows as they are and unmeasured ones measured on the fly (nothing written)."""
+    from pvar.io.arrow import to_numpy_float
+
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in SUMMARY_COLUMNS}
+    for batch in read_rows(source, fmt=cfg.format, rating=cfg.rating, require=("prompt_id",)):
+        data = batch.data
+        if "pvar" not in data.schema.names:
+            if "rewards" not in data.schema.names:
+                raise batch.error(0, "pvar", "missing, and no rewards to measure it from")
+            data = measure_batch(data, cfg)
+        for k in SUMMARY_COLUMNS:
+            col = data.column(k) if k in data.schema.names else None
+            parts[k].append(to_numpy_float(col) if col is not None else np.full(data.num_rows, np.nan))
+    cols = {k: np.concatenate(v) for k, v in parts.items()}
+    return cols, summarize(cols["pvar"], cols["reward_std"], cols["pvar_low"], cols["pvar_high"])

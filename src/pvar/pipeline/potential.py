@@ -2,7 +2,7 @@
 
 Adds ``logp_margin`` = log pi(best | x) - log pi(worst | x) (summed token log-probs, the response
 closed by EOS and the prompt chat-templated, as DPO trains on the pair) and ``alignment_potential``
-= z(reward margin) - z(|logp_margin|) (:func:`pvar.core.selectors.alignment_potential`, arXiv
+= z(reward margin) - z(|logp_margin|) (:func:`pvar.core.scores.alignment_potential`, arXiv
 2503.01864). The z-scores are over the whole pool, so every row is read before any is written.
 """
 
@@ -16,7 +16,7 @@ from pydantic import Field
 
 from pvar.config import Device, StageConfig
 from pvar.core.pairs import best_worst
-from pvar.core.selectors import alignment_potential, reward_margin
+from pvar.core.scores import alignment_potential, reward_margin
 from pvar.io.arrow import float_column, list_to_padded
 from pvar.io.paths import check_output
 from pvar.io.rows import read_rows

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pvar.errors import ConfigError
-from pvar.pipeline import measure, stages
+from pvar.pipeline import measure, sharded
 from pvar.pipeline.generate import GenerateConfig
 from pvar.pipeline.reward import RewardConfig
 
@@ -45,8 +45,8 @@ def rescore(pool: str | Path, exclude: Collection[str], out_dir: str | Path, gen
     with atomic_rows(out / "pool.parquet") as w:
         for rb in rest.to_batches():
             w.write(rb)
-    stages.run("generate", gen, out / "pool.parquet", out / "generate", **(engine or {}))
-    stages.run("reward", rew, out / "generate", out / "reward", **(engine or {}))
+    sharded.run("generate", gen, out / "pool.parquet", out / "generate", **(engine or {}))
+    sharded.run("reward", rew, out / "generate", out / "reward", **(engine or {}))
     tmp = out / "measured-reward.parquet"
     measure.run(out / "reward", tmp, mcfg)
     scored = pq.read_table(tmp)

@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from pvar.config import StageConfig
 from pvar.core import select as sel
 from pvar.core.pairs import best_worst
-from pvar.core.selectors import rip_keep
+from pvar.core.scores import rip_keep
 from pvar.errors import ConfigError, InputError
 from pvar.io.arrow import list_to_padded, to_numpy_float
 from pvar.io.paths import check_output
@@ -100,7 +100,7 @@ def _read_scores(source: Any, by: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_rip(source: Any, cfg: SelectConfig) -> tuple[np.ndarray, np.ndarray]:
-    """-gap of each prompt that survives RIP, NaN for the others (see ``core.selectors.rip_keep``)."""
+    """-gap of each prompt that survives RIP, NaN for the others (see ``core.scores.rip_keep``)."""
     rejected_reward, rejected_length, gaps, ids = [], [], [], []
     for batch in read_rows(source, require=("prompt_id", "responses", "rewards"),
                            columns=["prompt_id", "responses", "rewards"]):

@@ -93,9 +93,9 @@ def pvar_dpo_trainer_class() -> type:
                            zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True)]
                 self.pvar_truncated = sum(n > args.max_length for n in longest)
                 if self.pvar_truncated:
-                    from pvar import reporting
+                    from pvar import status
 
-                    reporting.log(f"train: {self.pvar_truncated} of {len(longest)} pairs exceed max_length "
+                    status.log(f"train: {self.pvar_truncated} of {len(longest)} pairs exceed max_length "
                                   f"{args.max_length} with their prompt and are cut ({args.truncation_mode})")
             if dataset_name == "train" and len(dataset) == 0:
                 raise ConfigError(f"max_length {args.max_length}: the prompt alone fills it for every pair (prompts "

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pvar import reporting
+from pvar import status
 from pvar.experiment.config import ArmConfig, RunConfig
 from pvar.experiment.context import UNTRAINED, RunContext, count_lines, write_json
 from pvar.experiment.step import Step, Target
@@ -109,7 +109,7 @@ def train_folder(ctx: RunContext, t: Target, folder: Path, tcfg: Any) -> dict[st
         res = _launch(ctx, folder, model, tcfg)
         return {**{k: v for k, v in res.items() if k not in ("out_dir", "seconds")}, "total_seconds": res["seconds"]}
     total = tcfg.max_steps if tcfg.max_steps > 0 else None
-    with reporting.progress(f"train {t.name}", total=total, unit="steps") as tick:
+    with status.progress(f"train {t.name}", total=total, unit="steps") as tick:
         done = [0]
 
         def advance(step: int, _total: int, logs: dict[str, Any]) -> None:

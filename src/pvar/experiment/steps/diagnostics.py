@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pvar import reporting
+from pvar import status
 from pvar.backends.noise import VERSION as NOISE  # fresh samples: other noise, other pairs
 from pvar.experiment.context import HELDOUT_PAIRS, UNTRAINED, RunContext, count_lines, write_json
 from pvar.experiment.step import Step, Target
@@ -26,7 +26,7 @@ def _run_theory(ctx: RunContext, t: Target) -> dict[str, Any]:
     from pvar.pipeline.theory import run_theory
 
     tcfg = _theory_config(ctx)
-    with reporting.progress("theory", total=tcfg.prompts) as tick:
+    with status.progress("theory", total=tcfg.prompts) as tick:
         res = run_theory(ctx.paths.measured, ctx.paths.root / "theory", tcfg, tick)
     return {"spearman_pvar": res.spearman_pvar, "violations": res.violations_exact}
 

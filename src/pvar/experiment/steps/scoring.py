@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pvar import reporting
+from pvar import status
 from pvar.experiment.context import RunContext
 from pvar.experiment.step import Step, Target
 
@@ -58,10 +58,10 @@ EVAL_FILE = Step("eval-prompts", "eval", None, when=lambda ctx, t: not _sharegpt
 
 
 def _sharded(name: str, ctx: RunContext, source: str | Path, out: Path) -> dict[str, Any]:
-    from pvar.pipeline import stages
+    from pvar.pipeline import sharded
 
     gen, rew = ctx.sampling(ctx.cfg.policy, ctx.cfg.seed)
-    rep = stages.run(name, gen if name == "generate" else rew, source, out, force=ctx.force, **ctx.engine_opts())
+    rep = sharded.run(name, gen if name == "generate" else rew, source, out, force=ctx.force, **ctx.engine_opts())
     return {"shards": rep.shards, "shards_run": rep.shards_run, "rows": rep.rows, **rep.counters}
 
 
@@ -133,7 +133,7 @@ def _run_measure(ctx: RunContext, t: Target) -> dict[str, Any]:
     from pvar.pipeline import measure
 
     scored = _scored(ctx)[0]
-    with reporting.progress("measure", scored) as tick:
+    with status.progress("measure", scored) as tick:
         pool = measure.run(scored, ctx.paths.measured, _measure_config(ctx), tick)
     return {"prompts": pool.n_prompts}
 
@@ -160,7 +160,7 @@ def _potential_config(ctx: RunContext) -> Any:
 def _run_potential(ctx: RunContext, t: Target) -> dict[str, Any]:
     from pvar.pipeline import potential
 
-    with reporting.progress("potential", ctx.paths.measured) as tick:
+    with status.progress("potential", ctx.paths.measured) as tick:
         return {"pairs": potential.run(ctx.paths.measured, ctx.paths.potential, _potential_config(ctx), tick)}
 
 

@@ -1,17 +1,17 @@
-"""pvar.reporting: library code is silent unless a reporter is set (the CLI sets rich's)."""
+"""pvar.status: library code is silent unless a reporter is set (the CLI sets rich's)."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 
-from pvar import reporting
+from pvar import status
 
 
 def test_silent_by_default_and_routed_when_set(capsys):
-    reporting.set_reporter()
-    with reporting.progress("stage", total=3) as tick:
+    status.set_reporter()
+    with status.progress("stage", total=3) as tick:
         tick(2, {"tokens": 5})
-    reporting.log("a line")
+    status.log("a line")
     assert capsys.readouterr() == ("", "")
 
     seen = []
@@ -22,12 +22,12 @@ def test_silent_by_default_and_routed_when_set(capsys):
         yield lambda rows, counters=None: seen.append(("tick", rows, counters))
 
     try:
-        reporting.set_reporter(bars, lambda msg: seen.append(("log", msg)))
-        with reporting.progress("train", total=2, unit="steps") as tick:
+        status.set_reporter(bars, lambda msg: seen.append(("log", msg)))
+        with status.progress("train", total=2, unit="steps") as tick:
             tick(1)
-        reporting.log("done")
+        status.log("done")
     finally:
-        reporting.set_reporter()
+        status.set_reporter()
     assert seen == [("open", "train", 2, "steps"), ("tick", 1, None), ("log", "done")]
 
 
@@ -40,9 +40,9 @@ def test_the_cli_plugs_rich_in(cli, tmp_path):
         assert code == 0
         from pvar import render
 
-        assert reporting._progress is render.progress  # set by the root callback for every command
+        assert status._progress is render.progress  # set by the root callback for every command
     finally:
-        reporting.set_reporter()
+        status.set_reporter()
 
 
 def test_every_scoring_step_of_a_run_has_its_display(tmp_path):
@@ -62,9 +62,9 @@ def test_every_scoring_step_of_a_run_has_its_display(tmp_path):
 
     cfg = load_config(preset="score", overrides={"backend": "fake", "prompts": {"pool": 8},
                                                  "scoring": {"reward": "fake", "scale": 1.0}})
-    reporting.set_reporter(bars)
+    status.set_reporter(bars)
     try:
         Experiment(cfg, tmp_path / "run").run()
     finally:
-        reporting.set_reporter()
+        status.set_reporter()
     assert opened == ["generate", "reward", "measure"]
