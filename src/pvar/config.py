@@ -22,6 +22,12 @@ def _device(value: str) -> str:
 Device = Annotated[str, AfterValidator(_device)]
 """A torch device name, checked when the config is built (torch would fail only when the model loads)."""
 
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+"""A seed: numpy, torch and the counter-based noise all take it as an unsigned 32-bit integer."""
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+"""A torch dtype by name; ``auto`` lets the stage choose (see its field's description)."""
+
 InputFormat = Annotated[Literal["auto", "pipeline", "ultrafeedback"], Field(
     description="Input schema; 'auto' detects UltraFeedback rows by their columns.")]
 Rating = Annotated[Literal["overall", "aspects"], Field(
@@ -63,6 +69,15 @@ class StageConfig(BaseModel):
         from pvar.fingerprint import text_digest
 
         return text_digest(self.model_dump_json())
+
+
+def like(stage: type[StageConfig], name: str, **changes: Any) -> Any:
+    """Field ``name`` of ``stage`` for another config that shares it: type constraints, default and
+    description declared once, where the stage owns them; ``changes`` (a default, a description)
+    say where the sharer differs."""
+    from pydantic.fields import FieldInfo
+
+    return FieldInfo.merge_field_infos(stage.model_fields[name], **changes)
 
 
 RUN = "run"

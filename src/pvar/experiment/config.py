@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from pvar.config import Device, Section, StageConfig, section_of
+from pvar.config import Device, Dtype, Section, Seed, StageConfig, section_of
 from pvar.errors import ConfigError, short_repr
 from pvar.pipeline.adaptive import AdaptiveConfig
 from pvar.pipeline.diagnostics import GoldPairsConfig, SignalConfig
@@ -31,7 +31,6 @@ from pvar.pipeline.train import TrainConfig
 S = TypeVar("S", bound=StageConfig)
 # Stages whose dtype is the run's generation dtype (they sample or answer); others keep their own rule.
 RUN_DTYPE_STAGES: tuple[type[StageConfig], ...] = (GenerateConfig, EvalConfig, SignalConfig, GoldPairsConfig)
-Seed = Annotated[int, Field(ge=0, lt=2**32)]
 PairRule = Literal["best-worst", "best-random", "sweet-spot", "all"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -207,7 +206,7 @@ class EvalSection(section_of(
         defaults={"max_new_tokens": 64, "batch_size": 64, "lc_boot": 300}, base=_Section)):
     """Judging every arm against the base policy on the held-out prompts (see ``pvar eval --help``)."""
 
-    dtype: Literal["run", "float32", "bfloat16", "float16"] = Field(
+    dtype: Dtype | Literal["run"] = Field(
         "run", description="dtype of eval generation; 'run' = the run's dtype. float32 keeps greedy answers "
         "independent of which prompts share a batch (bf16 kernels are not).")
     backend: Literal["run", "hf", "vllm"] = Field("run", description="Eval generation backend; 'run' = vllm when "
@@ -235,8 +234,7 @@ class TheorySection(section_of(
 
 class _RunHead(_Section):
     name: str = Field("run", min_length=1, description="Label shown in the report.")
-    seed: int = Field(0, ge=0, lt=2**32,
-                      description="Run seed: prompts order, sampling, pair draws, training, bootstrap.")
+    seed: Seed = Field(0, description="Run seed: prompts order, sampling, pair draws, training, bootstrap.")
     policy: str = Field("smollm2", description="Policy sampled, trained and judged against: hub name, folder, "
                         "or 'smollm2' (offline built-in).")
     backend: Literal["hf", "vllm", "fake"] = Field("hf", description="Sampling backend.")
@@ -248,7 +246,7 @@ class RunConfig(section_of((EngineConfig, ("engine", "ray_address", "workers", "
     training stack."""
 
     device: Device = Field("cpu", description="torch device for sampling, reward, training and eval.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    dtype: Dtype = Field(
         "auto", description="dtype of sampling and eval generation; auto = bfloat16 on GPUs and on CPUs with "
         "native bf16 dot products (avx512_bf16/AMX: ~2x faster), else float32. Training stays float32.")
     budget: float | int = Field(0.25, gt=0, description="Prompts per arm: a fraction (<= 1.0) of the scored pool, "

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from pvar.config import StageConfig
+from pvar.config import Seed, StageConfig, like
 from pvar.core.select import budget
 from pvar.io.readers import iter_shards
 from pvar.io.rows import read_rows
@@ -44,11 +44,11 @@ class AdaptiveConfig(StageConfig):
     max_samples: int | None = Field(None, ge=1, description="Total sample budget (None: until decided or n_max); "
                                     "when a round would exceed it, the prompts nearest the cut go first.")
     stop: bool = Field(True, description="Stop sampling decided prompts; False grows every prompt to n_max.")
-    scale: float = Field(1.0, gt=0, description="Reward scale of PVar.")
-    n_boot: int = Field(200, ge=10, le=1_000_000, description="Bootstrap resamples of the PVar interval.")
-    confidence: float = Field(0.8, gt=0, lt=1, description="Coverage of the interval that decides (lower: fewer "
-                              "prompts stay open, fewer samples, more misplaced prompts).")
-    seed: int = Field(0, ge=0, lt=2**32, description="Seed of the bootstrap.")
+    scale: float = like(MeasureConfig, "scale", description="Reward scale of PVar.")
+    n_boot: int = like(MeasureConfig, "n_boot")
+    confidence: float = like(MeasureConfig, "confidence", default=0.8, description="Coverage of the interval that "
+                             "decides (lower: fewer prompts stay open, fewer samples, more misplaced prompts).")
+    seed: Seed = like(MeasureConfig, "seed")
 
     @model_validator(mode="after")
     def _sizes(self) -> Self:

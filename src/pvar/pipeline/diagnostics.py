@@ -25,37 +25,42 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from pvar.config import Device, StageConfig
+from pvar.config import Device, Dtype, Seed, StageConfig, like
 from pvar.core.seeding import prompt_seed
 from pvar.core.stats import reward_stats, spearman
 from pvar.io.writers import atomic_write_text
+from pvar.pipeline.generate import GenerateConfig
+from pvar.pipeline.measure import MeasureConfig
+from pvar.pipeline.reward import RewardConfig
+from pvar.pipeline.train import TrainConfig
 
 SIGNAL_SALT = 7_919  # offsets the sampling seed: fresh samples, independent of the pool's
 
 
 class _Sampling(StageConfig):
-    """Fresh samples of the base policy, scored by the gold (selection) reward."""
+    """Fresh samples of the base policy, scored by the gold (selection) reward; the sampling fields
+    are the generate stage's, the reward the reward stage's."""
 
-    policy: str = Field("smollm2", description="The base policy: hub name, folder, or 'smollm2'.")
-    reward: str = Field("minilm-ref", description="Reward spec scoring the fresh samples.")
+    policy: str = like(GenerateConfig, "model", description="The base policy: hub name, folder, or 'smollm2'.")
+    reward: str = like(RewardConfig, "reward", description="Reward spec scoring the fresh samples.")
     samples: int = Field(4, ge=2, le=1024, description="Fresh samples per set (the signal draws two sets per "
                          "prompt).")
-    max_new_tokens: int = Field(48, ge=1, le=131_072, description="Cap on tokens per fresh sample.")
-    temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
-    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
-    seed: int = Field(0, ge=0, lt=2**32, description="Run seed (offset, so the samples are fresh).")
-    dtype: str = Field("float32", description="torch dtype of the sampling.")
-    device: Device = Field("cpu", description="torch device.")
+    max_new_tokens: int = like(GenerateConfig, "max_new_tokens", default=48)
+    temperature: float = like(GenerateConfig, "temperature")
+    top_p: float = like(GenerateConfig, "top_p")
+    seed: Seed = like(GenerateConfig, "seed", description="Run seed (offset, so the samples are fresh).")
+    dtype: Dtype = like(GenerateConfig, "dtype", default="float32", description="torch dtype of the sampling.")
+    device: Device = like(GenerateConfig, "device", description="torch device.")
 
 
 class SignalConfig(_Sampling):
     """The gradient-signal check (:func:`gradient_signal`)."""
 
-    scale: float = Field(1.0, gt=0, description="Reward scale of PVar.")
-    beta: float = Field(0.1, gt=0, description="DPO beta of the gradient.")
+    scale: float = like(MeasureConfig, "scale", description="Reward scale of PVar.")
+    beta: float = like(TrainConfig, "beta", description="DPO beta of the gradient.")
     prompts: int = Field(24, ge=1, description="Pool prompts, spread over PVar.")
     params: str = Field("all", description="Parameter subset: all | last-layers | last-layers:K | re:PATTERN.")
-    max_length: int = Field(320, ge=2, le=1_048_576, description="Token cap on prompt + response.")
+    max_length: int = like(TrainConfig, "max_length", default=320, description="Token cap on prompt + response.")
 
 
 class GoldPairsConfig(_Sampling):

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from pvar.backends.adapters import tokenizer_source
 from pvar.backends.base import Prompt, prompt_text
-from pvar.config import Device, StageConfig
+from pvar.config import Device, Dtype, Seed, StageConfig, like
 from pvar.core import winrate
 from pvar.errors import ConfigError
 from pvar.fingerprint import json_digest
@@ -37,6 +37,7 @@ from pvar.io.paths import check_output
 from pvar.io.rows import read_rows
 from pvar.io.writers import atomic_write_text
 from pvar.pipeline.eval_answers import side_outputs
+from pvar.pipeline.generate import GenerateConfig
 from pvar.version import __version__
 
 SIDES = ("policy", "baseline")
@@ -50,10 +51,10 @@ class EvalConfig(StageConfig):
     prompts: str = Field(description="Held-out prompts: rows with prompt_id, prompt and (for *-ref judges) reference.")
     judge: str = Field("mpnet-ref", description="Judge spec; must differ from the selection reward (minilm-ref).")
     selection_reward: str | None = Field(None, description="The reward that selected prompts; refused as judge.")
-    max_new_tokens: int = Field(128, ge=1, le=131_072, description="Cap on generated tokens per answer.")
-    batch_size: int = Field(32, ge=1, le=65_536,
-                            description="Sequences per generate call (a speed knob, not in the cache key).")
-    seed: int = Field(0, ge=0, lt=2**32, description="Bootstrap seed (decoding is greedy and needs none).")
+    max_new_tokens: int = like(GenerateConfig, "max_new_tokens", description="Cap on generated tokens per answer.")
+    batch_size: int = like(GenerateConfig, "batch_size", default=32,
+                           description="Sequences per generate call (a speed knob, not in the cache key).")
+    seed: Seed = Field(0, description="Bootstrap seed (decoding is greedy and needs none).")
     n_boot: int = Field(2000, ge=10, le=1_000_000, description="Bootstrap resamples for the hard and soft win rates.")
     lc_boot: int = Field(1000, ge=10, le=1_000_000,
                          description="Bootstrap resamples for the LC win rate (each refits the GLM).")
@@ -65,14 +66,13 @@ class EvalConfig(StageConfig):
     )
     lc_length: Literal["tokens", "words", "chars"] = Field(
         "tokens", description="Length unit of the LC regression: policy-tokenizer tokens (words if none loads).")
-    device: Device = Field("cpu", description="torch device for generation and the judge.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "float32", description="torch dtype of generation; float32 keeps greedy answers independent of which "
-        "prompts share a batch (bf16 kernels are not).")
+    device: Device = like(GenerateConfig, "device", description="torch device for generation and the judge.")
+    dtype: Dtype = like(GenerateConfig, "dtype", default="float32", description="torch dtype of generation; float32 "
+                        "keeps greedy answers independent of which prompts share a batch (bf16 kernels are not).")
     backend: Literal["hf", "vllm"] = Field("hf", description="Generation backend: hf (transformers) or vllm "
                                            "(GPU; greedy, the same token-id prompts).")
-    tensor_parallel_size: int = Field(1, ge=1, le=1024, description="vllm: GPUs one engine shards the model over.")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: share of each GPU's memory.")
+    tensor_parallel_size: int = like(GenerateConfig, "tensor_parallel_size")
+    gpu_memory_utilization: float = like(GenerateConfig, "gpu_memory_utilization")
 
     omit_at_default = ("backend", "tensor_parallel_size", "gpu_memory_utilization")
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from pvar.backends.base import Policy
-from pvar.config import Device, StageConfig
+from pvar.config import Device, Dtype, Seed, StageConfig
 from pvar.core.seeding import prompt_seed
 
 
@@ -24,13 +24,12 @@ class GenerateConfig(StageConfig):
     max_new_tokens: int = Field(128, ge=1, le=131_072, description="Cap on generated tokens per response.")
     temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
-    seed: int = Field(0, ge=0, lt=2**32,
-                      description="Run seed; each prompt's samples derive from it and the prompt_id.")
+    seed: Seed = Field(0, description="Run seed; each prompt's samples derive from it and the prompt_id.")
     start: int = Field(0, ge=0, le=1_000_000, description="Index of the first sample: adaptive sampling asks for "
                        "samples start.. of prompts it has sampled before; earlier samples never change.")
     batch_size: int = Field(128, ge=1, le=65_536, description="Sequences per model call (hf): a speed knob.")
     device: Device = Field("cpu", description="torch device for the hf backend.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    dtype: Dtype = Field(
         "auto", description="Weights dtype. auto: float32 for hf on CPU (reproducible), the checkpoint's own "
         "dtype for hf on GPUs, and vLLM's rule for vllm (the checkpoint's dtype; float32 ones run in bfloat16). "
         "Samples in another dtype differ from float32 ones.")

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from pvar.config import InputFormat, Rating, StageConfig
+from pvar.config import InputFormat, Rating, Seed, StageConfig
 from pvar.core.stats import measured_stats
 from pvar.core.summary import PoolSummary, summarize
 from pvar.io.arrow import float_column, list_to_padded
@@ -26,7 +26,7 @@ class MeasureConfig(StageConfig):
         "rewards have gaps of ~0.05-0.3 and need s ~ 5-20 for PVar to separate prompts."))
     n_boot: int = Field(200, ge=10, le=1_000_000, description="Bootstrap resamples per prompt for the PVar interval.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of the PVar interval.")
-    seed: int = Field(0, ge=0, lt=2**32, description="Seed of the bootstrap resamples.")
+    seed: Seed = Field(0, description="Seed of the bootstrap resamples.")
     format: InputFormat = "auto"
     rating: Rating = "overall"
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from pvar.config import InputFormat, Rating, StageConfig
+from pvar.config import InputFormat, Rating, Seed, StageConfig
 from pvar.core import pairs as rules
 from pvar.core.seeding import prompt_uniforms
 from pvar.core.stats import preference_variance
@@ -34,7 +34,7 @@ class PairsConfig(StageConfig):
         "vs the one nearest mean - 2 std (arXiv 2502.16825); "
         "all: every pair with r_i > r_j, largest gap first, capped by max_pairs."))
     max_pairs: int = Field(8, ge=1, le=100_000, description="Cap on pairs per prompt for rule 'all'.")
-    seed: int = Field(0, ge=0, lt=2**32, description="Seed of best-random's draw (per prompt, from prompt_id).")
+    seed: Seed = Field(0, description="Seed of best-random's draw (per prompt, from prompt_id).")
     scale: float = Field(1.0, gt=0, description="Reward scale for PVar when the rows lack a pvar column.")
     format: InputFormat = "auto"
     rating: Rating = "overall"

@@ -8,7 +8,7 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import Field
 
-from pvar.config import StageConfig
+from pvar.config import Seed, StageConfig
 from pvar.errors import ConfigError
 from pvar.io.writers import atomic_rows
 
@@ -19,7 +19,7 @@ class PromptSetConfig(StageConfig):
     count: int = Field(64, ge=1, le=10_000_000, description="Number of prompts.")
     split: Literal["pool", "eval"] = Field("pool", description="pool (for selection) or eval (held out; never "
                                            "overlaps the pool).")
-    seed: int = Field(0, ge=0, lt=2**32, description="Which prompts of the split to take.")
+    seed: Seed = Field(0, description="Which prompts of the split to take.")
     task: str | None = Field(None, description="Attach a verifiable task family (pvar.tasks: ifeval, format, "
                              "phrase) to each prompt; the reference then holds its spec for the gold reward.")
 

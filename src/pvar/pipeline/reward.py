@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from pvar.config import Device, StageConfig
+from pvar.config import Device, Dtype, StageConfig
 from pvar.errors import InputError
 from pvar.io.arrow import combine, list_lengths
 from pvar.io.readers import Batch
@@ -24,7 +24,7 @@ class RewardConfig(StageConfig):
     max_length: int = Field(1024, ge=8, le=1_048_576,
                             description="Token cap for hf reward models; longer inputs are truncated.")
     device: Device = Field("cpu", description="torch device.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    dtype: Dtype = Field(
         "auto", description="hf/vllm reward models: auto = float32 on CPU, bfloat16 on GPUs.")
     max_batch_tokens: int = Field(32_768, ge=1, le=16_777_216, description="hf reward models: padded tokens per "
                                   "batch; texts are sorted by length and batched within this budget.")

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from pvar.config import StageConfig
+from pvar.config import Seed, StageConfig
 from pvar.core import select as sel
 from pvar.core.pairs import best_worst
 from pvar.core.scores import rip_keep
@@ -38,7 +38,7 @@ class SelectConfig(StageConfig):
     fraction: float | None = Field(None, gt=0, le=1, description="Budget as a fraction of eligible prompts.")
     count: int | None = Field(None, ge=1, description="Budget as a count; with a fraction, a cap on it.")
     minimum: float | None = Field(None, description="Threshold mode: keep prompts whose score >= minimum.")
-    seed: int = Field(0, ge=0, lt=2**32, description="Seed of the random arm.")
+    seed: Seed = Field(0, description="Seed of the random arm.")
     rip_reward_quantile: float = Field(0.25, ge=0, le=1, description="rip: drop rejected rewards below this "
                                        "pool quantile.")
     rip_length_quantile: float = Field(0.25, ge=0, le=1, description="rip: drop rejected responses shorter (in "

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from pvar.config import StageConfig
+from pvar.config import Seed, StageConfig
 from pvar.errors import ConfigError, InputError
 
 ALGOS = ("dpo", "ipo", "simpo", "orpo", "kto")
@@ -79,7 +79,7 @@ class TrainConfig(StageConfig):
     max_length: int = Field(512, ge=8, le=1_048_576,
                             description="Cap on prompt + completion tokens; longer sequences are cut "
                             "at the end, pairs whose prompt alone fills it are dropped (dpo/ipo).")
-    seed: int = Field(0, ge=0, lt=2**32, description="Seed for data order, LoRA init and dropout.")
+    seed: Seed = Field(0, description="Seed for data order, LoRA init and dropout.")
     weight_by: str | None = Field(None, description="Column of the pairs file (e.g. 'pvar') that scales each pair's "
                                   "loss, normalised to mean 1; dpo and ipo only. None = unweighted.")
     dtype: Literal["float32", "bfloat16"] = Field(
