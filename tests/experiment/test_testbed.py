@@ -75,7 +75,13 @@ def test_testbed_report_carries_the_design(run):
     assert p["runs_a"] == 2 and p["runs_b"] == 4 and p["n_prompts"] == 12
     assert p["se_runs"] > 0 and p["se_prompts"] >= 0 and p["mde"] > 0 and 0 <= p["power"] <= 1
     assert p["ci_low"] <= p["estimate"] <= p["ci_high"]
-    assert v["run_df"] == 1 + 3 + 0  # top-pvar's 2 training seeds + random's 4 seeds (usable has one)
+    sd = v["run_sd"]  # each arm's own: top-pvar's 2 training seeds, random's 4 seeds; usable's one run borrows
+    assert [sd[a]["runs"] for a in ("top-pvar", "random", "random-usable", "bottom-pvar")] == [2, 4, 1, 1]
+    assert sd["top-pvar"]["source"] == sd["random"]["source"] == "estimated"
+    donor = max(("top-pvar", "random"), key=lambda a: sd[a]["sd"])
+    assert sd["random-usable"] == {**sd[donor], "runs": 1, "source": "fallback", "donor": donor}
+    assert sd["bottom-pvar"] == {"sd": 0.0, "df": None, "runs": 1, "source": "untrained", "donor": None}
+    assert p["boot_low"] <= p["boot_high"]
     assert {s["b"] for s in v["secondary"]} == {"random-usable", "bottom-pvar"}
     assert all(s["p_holm"] >= s["p_value"] for s in v["secondary"])
     assert isinstance(v["gate"]["passed"], bool) and v["void"] == (not v["gate"]["passed"])
@@ -122,6 +128,8 @@ def test_report_states_the_verdict(run):
     md = (run / "report" / "report.md").read_text()
     assert "## Verdict" in md and "Primary comparison (named before the run)" in md
     assert "A/A noise floor" in md and "Minimum detectable effect" in md and "compute-matched" in md
+    assert "hierarchical bootstrap" in md and "Welch–Satterthwaite" in md and "random-usable" in md
+    assert "between-run SD of its mean score, net of prompt noise: top-pvar " in md and "**fallback** to" in md
     report = json.loads((run / "report" / "report.json").read_text())
     if report["verdict"]["void"]:
         assert "The comparison is void" in md

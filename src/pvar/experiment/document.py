@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from pvar.experiment.report_data import Comparison, Interval, Report, Test
+from pvar.experiment.report_data import Comparison, Interval, Report, RunSD, Test
 from pvar.pipeline.evaluate import LC_NAME
 
 Block = tuple  # ("h1"|"h2"|"h3", text) | ("p", text) | ("table", header, rows) | ("fig", key, caption) | ("pre", text)
@@ -32,6 +32,23 @@ def _ci(block: Interval | None, pct: bool = True) -> str:
 
 def _d(x: Test) -> str:
     return f"{_f(x.estimate, '+.4f')} [{_f(x.ci_low, '+.4f')}, {_f(x.ci_high, '+.4f')}]"
+
+
+def _boot(x: Test) -> str:
+    return f"[{_f(x.boot_low, '+.4f')}, {_f(x.boot_high, '+.4f')}]"
+
+
+def _run_sd(arm: str, x: RunSD) -> str:
+    if x.source == "untrained":
+        return f"{arm} 0 (untrained: answers as the base policy)"
+    if x.source == "fallback":
+        return (f"{arm} {_f(x.sd, '.4f')} ({x.runs} run: no estimate of its own, **fallback** to {x.donor}'s, "
+                "the largest of the other trained arms)")
+    if x.source == "none":
+        return f"{arm} – ({x.runs} run and no trained arm with several: **no run variance counted**)"
+    if not x.sd:
+        return f"{arm} 0 ({x.runs} runs: their spread is all prompt noise)"
+    return f"{arm} {_f(x.sd, '.4f')} ({x.runs} runs, df {_f(x.df, '.1f')})"
 
 
 def _pct(x: float | None, fmt: str = ".0f") -> str:
@@ -79,7 +96,8 @@ def verdict(r: Report) -> list[Block]:
     if g is not None:
         word = "passed" if g.passed else "**failed**"
         blocks.append(("p", f"Learning gate {word}: the {g.a} arm ({g.runs_a} runs) minus the base policy "
-                            f"= {_d(g)} mean eval score ({conf} CI, p = {_f(g.p_value, '.3g')})."))
+                            f"= {_d(g)} mean eval score ({conf} CI, p = {_f(g.p_value, '.3g')}; "
+                            f"hierarchical bootstrap {_boot(g)})."))
     if v.void:
         blocks.append(("p", "**The comparison is void**: the budget-matched random arm does not beat the base policy "
                             "beyond noise, so training did not learn enough for any ranking of arms to mean "
@@ -87,23 +105,24 @@ def verdict(r: Report) -> list[Block]:
     if pr is not None:
         beyond = (pr.ci_low or 0) > 0 or (pr.ci_high or 0) < 0
         blocks.append(("p", f"Primary comparison (named before the run): **{pr.a} − {pr.b} = {_d(pr)}** "
-                            f"({pr.runs_a} vs {pr.runs_b} runs pooled, {pr.n_prompts} eval prompts, "
+                            f"({pr.runs_a} vs {pr.runs_b} runs averaged, {pr.n_prompts} eval prompts, "
                             f"p = {_f(pr.p_value, '.3g')}, {'beyond noise' if beyond else 'within noise'}"
-                            f"{'' if not v.void else '; void, see the gate'}). Minimum detectable effect at 80% "
-                            f"power: {_f(pr.mde, '.4f')}; power against a true effect of the observed size: "
-                            f"{_pct(pr.power)}%. Standard error {_f(pr.se, '.4f')} = runs "
-                            f"{_f(pr.se_runs, '.4f')} ⊕ eval prompts {_f(pr.se_prompts, '.4f')} "
-                            f"(df {_f(pr.df, '.1f')})."))
-    blocks.append(("p", f"Variance: {v.method}; between-run SD of an arm's mean score "
-                        f"{_f(v.run_sd, '.4f')} (df {v.run_df})."))
+                            f"{'' if not v.void else '; void, see the gate'}); hierarchical bootstrap {conf} "
+                            f"interval {_boot(pr)}. Minimum detectable effect at 80% power: {_f(pr.mde, '.4f')}; "
+                            f"power against a true effect of the observed size: {_pct(pr.power)}%. Standard error "
+                            f"{_f(pr.se, '.4f')} = runs {_f(pr.se_runs, '.4f')} ⊕ eval prompts "
+                            f"{_f(pr.se_prompts, '.4f')} (Welch–Satterthwaite df {_f(pr.df, '.1f')})."))
+    blocks.append(("p", f"Variance: {v.method}. Each arm's between-run SD of its mean score, net of prompt noise: "
+                        + "; ".join(_run_sd(arm, x) for arm, x in v.run_sd.items()) + "."))
     blocks.append(("fig", "verdict", "Each arm's gain over the base policy, then the primary and secondary "
                                      "comparisons, with the intervals above."))
     if v.secondary:
-        blocks.append(("table", ["secondary comparison", "difference [CI]", "p", "p (Holm)", "rejected at Holm?"],
-                       [[f"{c.a} − {c.b}", _d(c), _f(c.p_value, ".3g"), _f(c.p_holm, ".3g"),
+        blocks.append(("table", ["secondary comparison", "difference [t CI]", "bootstrap CI", "p", "p (Holm)",
+                                 "rejected at Holm?"],
+                       [[f"{c.a} − {c.b}", _d(c), _boot(c), _f(c.p_value, ".3g"), _f(c.p_holm, ".3g"),
                          "yes" if c.rejected else "no"] for c in v.secondary]))
-    blocks.append(("table", ["arm (runs pooled) − base", "runs", "gain [CI]", "p"],
-                   [[arm, str(x.runs_a), _d(x), _f(x.p_value, ".3g")] for arm, x in v.vs_base.items()]))
+    blocks.append(("table", ["arm (runs averaged) − base", "runs", "gain [t CI]", "bootstrap CI", "p"],
+                   [[arm, str(x.runs_a), _d(x), _boot(x), _f(x.p_value, ".3g")] for arm, x in v.vs_base.items()]))
     floor = []
     if v.aa_batches:
         a = v.aa_batches

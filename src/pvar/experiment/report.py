@@ -225,7 +225,7 @@ def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged],
     groups = cfg.groups()
     untrained = frozenset(arm for arm, runs in groups.items() if all(r in untrained_runs for r in runs))
     out = verdict.analyse(scores, base, groups, primary=pair, gate_arm=pair[1], alpha=1 - cfg.eval.confidence,
-                          untrained=untrained)
+                          untrained=untrained, seed=cfg.seed)
     out["untrained"] = sorted(untrained)
     base_dir, aa_dir = root / "base" / "eval", root / "base" / "eval-aa"
     if (aa_dir / "judgements.jsonl").is_file():
@@ -234,10 +234,10 @@ def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged],
             out["aa_batches"] = verdict.aa_floor(a.policy, b.policy, a.texts == b.texts,
                                                  alpha=1 - cfg.eval.confidence)
     multi = [g for g in groups.values() if len(g) > 1 and all(r in scores for r in g)]
-    if multi:  # the same arm under two runs: the training/selection-seed floor
+    if multi:  # the same arm under two runs: the training/selection-seed floor (paired t over prompts)
         g = multi[-1] if len(multi[-1]) == 2 else multi[0]
         out["aa_runs"] = verdict.difference(g[0], scores[g[0]][None, :], g[1], scores[g[1]][None, :],
-                                            run_var=float("nan"), run_df=0, trained=(False, False)).as_dict()
+                                            alpha=1 - cfg.eval.confidence, seed=cfg.seed).as_dict()
     from pvar.backends.spec import is_exact
 
     if is_exact(cfg.eval.judge):  # gold scores: the content guard goes beside them
@@ -302,7 +302,7 @@ def draw(data: dict[str, Any], run_dir: Path, fig_dir: Path, pool: analysis.Pool
         rows += [(f"{c['a']} − {c['b']}" + (" (primary)" if i == 0 and v["primary"] else ""), c["estimate"],
                   c["ci_low"], c["ci_high"]) for i, c in enumerate(tests)]
         figs["verdict"] = plots.interval_rows(rows, fig_dir / "verdict.png", ref=0.0,
-                                              xlabel="mean eval score difference (runs pooled; run + prompt variance)",
+                                              xlabel="mean eval score difference (per-arm run + prompt variance)",
                                               title="Gains over the base policy, then the arm comparisons")
     signal = run_dir / "signal" / "signal.jsonl"
     if data.get("signal") and signal.is_file():

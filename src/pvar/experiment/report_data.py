@@ -46,7 +46,19 @@ class Test(Interval):
     se_runs: float | None = None
     se_prompts: float | None = None
     df: float | None = None
+    boot_low: float | None = None  # the hierarchical bootstrap's interval, beside the t interval
+    boot_high: float | None = None
     identical_answers: float | None = None  # A/A in batches: the share of identical answers
+
+
+class RunSD(_Data):
+    """One arm's between-run SD of its mean score, net of prompt noise, and where it came from."""
+
+    sd: float | None = None
+    df: float | None = None
+    runs: int | None = None
+    source: str = ""  # estimated, untrained, fallback (borrowed from donor) or none
+    donor: str | None = None
 
 
 class Verdict(_Data):
@@ -57,8 +69,8 @@ class Verdict(_Data):
     void: bool = True
     alpha: float = 0.05
     method: str = ""
-    run_sd: float | None = None
-    run_df: int = 0
+    n_boot: int | None = None
+    run_sd: dict[str, RunSD] = {}
     aa_batches: Test | None = None
     aa_runs: Test | None = None
     guard: dict[str, float] | None = None
