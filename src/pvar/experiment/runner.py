@@ -411,15 +411,18 @@ class Experiment:
         t, c = self.cfg.theory, self.cfg
         if t.heldout_pairs == 0:
             return
+        from pvar.backends.gold_reward import rules_version
         from pvar.pipeline.diagnostics import GoldPairsConfig, gold_pairs
 
         settings = c.stage(GoldPairsConfig, c.scoring, t, policy=c.policy).model_dump()
         out = self.paths.root / HELDOUT_PAIRS
+        rules = rules_version(settings["reward"])  # gold labels under other task rules are other pairs
 
         def go() -> dict[str, Any]:
             return {"pairs": gold_pairs(self.eval_source(), out, **settings)}
 
-        self._step("heldout-pairs", digest(self.keys["eval-prompts"], settings, NOISE), [out], go)
+        self._step("heldout-pairs", digest(self.keys["eval-prompts"], settings, NOISE, *([rules] if rules else [])),
+                   [out], go)
 
     def heldout_arm(self, name: str) -> None:
         if self.cfg.theory.heldout_pairs == 0 or not self.cfg.train.lora:
