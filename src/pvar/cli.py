@@ -58,22 +58,25 @@ def measure(input: In, output: Out, cfg: MeasureConfig) -> None:
 
 
 @app.command()
-@options(SelectConfig, "settings", only=("by", "count", "seed", "rip_reward_quantile", "rip_length_quantile",
-                                         "rip_gap_quantile"), build=False)
+@options(SelectConfig, "settings", only=("by", "count", "seed", "stratum", "rip_reward_quantile",
+                                         "rip_length_quantile", "rip_gap_quantile"), build=False)
 def select(
     input: In, output: Out, settings: dict,
     top: Annotated[float | None, typer.Option(help="Keep the top fraction F in (0, 1].")] = None,
     bottom: Annotated[float | None, typer.Option(help="Keep the bottom fraction F.")] = None,
     random: Annotated[float | None, typer.Option(help="Keep a random fraction F (same pool).")] = None,
+    stratified: Annotated[float | None, typer.Option(help="Keep the top fraction F within each --stratum, each "
+                                                         "stratum's share of F its share of the pool.")] = None,
     min: Annotated[float | None, typer.Option("--min", help="Keep prompts with score >= X.")] = None,
     rip: Annotated[bool, typer.Option("--rip", help="Keep the prompts the RIP filter keeps (arXiv 2501.18578): "
                                       "rejected reward and length not low, reward gap not large.")] = False,
 ) -> None:
-    """Keep a subset by any score: top / bottom / random / threshold / rip; ties broken by prompt_id."""
+    """Keep a subset by any score: top / bottom / random / stratified / threshold / rip; ties broken by prompt_id."""
     from pvar.pipeline import select as stage
 
-    spelled = {"top": "--top F", "bottom": "--bottom F", "random": "--random F", "minimum": "--min X", "rip": "--rip"}
-    chosen = stage.chosen_mode(top=top, bottom=bottom, random=random, minimum=min, rip=rip,
+    spelled = {"top": "--top F", "bottom": "--bottom F", "random": "--random F", "stratified": "--stratified F",
+               "minimum": "--min X", "rip": "--rip"}
+    chosen = stage.chosen_mode(top=top, bottom=bottom, random=random, stratified=stratified, minimum=min, rip=rip,
                                spell=lambda name: spelled[name])
     cfg = stage.SelectConfig.make(**{**settings, **({"by": "rip"} if rip else {})}, **chosen)
     mode = chosen["mode"]

@@ -34,13 +34,11 @@ Rating = Annotated[Literal["overall", "aspects"], Field(
     description="UltraFeedback rating used as reward: overall_score or aspect mean.")]
 
 
-class StageConfig(BaseModel):
-    """Frozen pydantic model; ``make`` turns validation errors into one-line ``ConfigError``s."""
-
+class _Frozen(BaseModel):
     # defer_build: the CLI imports every config to generate its options; validators are built on first use.
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, defer_build=True)
-    # Fields added after outputs were fingerprinted: left out of dumps while at their default, so
-    # outputs made before they existed still resume.
+    # Fields added after outputs were fingerprinted (or run folders written): left out of dumps while
+    # at their default, so what was made before they existed still resumes.
     omit_at_default: ClassVar[tuple[str, ...]] = ()
 
     @model_serializer(mode="wrap")
@@ -51,6 +49,10 @@ class StageConfig(BaseModel):
                 if name in data and getattr(self, name) == type(self).model_fields[name].default:
                     data.pop(name)
         return data
+
+
+class StageConfig(_Frozen):
+    """Frozen pydantic model; ``make`` turns validation errors into one-line ``ConfigError``s."""
 
     @classmethod
     def make(cls, **values: Any) -> Self:
@@ -84,7 +86,7 @@ RUN = "run"
 """A section value that defers to the run-wide setting (e.g. ``eval.dtype: run``)."""
 
 
-class Section(BaseModel):
+class Section(_Frozen):
     """A section of a larger config (``pvar run``'s ``train:``, ``eval:``, ...) over stage configs.
 
     Its stage fields are *derived* from the stage configs (:func:`section_of`), so type,
@@ -93,7 +95,6 @@ class Section(BaseModel):
     feed several stages (``scoring.scale`` is the scale of measure, pairs and theory).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, defer_build=True)
     stage_fields: ClassVar[dict[str, tuple[tuple[type[StageConfig], str], ...]]] = {}
 
     def stage_values(self, stage: type[StageConfig]) -> dict[str, Any]:

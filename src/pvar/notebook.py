@@ -78,14 +78,16 @@ def measure(data: Any, *, scale: float = 1.0, n_boot: int = 200, confidence: flo
 
 
 def select(data: Any, *, by: str = "pvar", top: float | None = None, bottom: float | None = None,
-           random: float | None = None, minimum: float | None = None, count: int | None = None,
-           rip: bool = False, seed: int = 0, split: str | None = None) -> Any:
-    """``pvar select`` on rows in memory: one of top / bottom / random (fractions), minimum, or rip."""
+           random: float | None = None, stratified: float | None = None, minimum: float | None = None,
+           count: int | None = None, rip: bool = False, stratum: str | None = None, seed: int = 0,
+           split: str | None = None) -> Any:
+    """``pvar select`` on rows in memory: one of top / bottom / random / stratified (fractions), minimum,
+    or rip; ``stratum`` names the stratified mode's column."""
     from pvar.pipeline.select import SelectConfig, chosen_mode, run
 
-    mode = chosen_mode(top=top, bottom=bottom, random=random, minimum=minimum, rip=rip,
+    mode = chosen_mode(top=top, bottom=bottom, random=random, stratified=stratified, minimum=minimum, rip=rip,
                        spell=lambda name: "rip=True" if name == "rip" else name)
-    cfg = SelectConfig.make(by=by, seed=seed, count=count, **mode)
+    cfg = SelectConfig.make(by=by, seed=seed, count=count, **mode, **({"stratum": stratum} if stratum else {}))
     sink = MemorySink()
     run(_rows(data, split), sink, cfg)
     return _returned(sink.table(), data)

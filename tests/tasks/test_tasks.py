@@ -13,10 +13,12 @@ from pvar.tasks import (
     CHECKERS,
     FAMILIES,
     TaskSpec,
+    constrained_prompt,
     gold,
     gold_detail,
     gold_scores,
     guard,
+    is_echo,
     parse_spec,
     spec_json,
     target_text,
@@ -71,10 +73,32 @@ CASES = [
     (StartPhrase(start_phrase="Great question!"), "What a great question!", False),
     (StartPhrase(start_phrase="Great question!"), "Great question.", False),
     (StartPhrase(start_phrase="Sure"), "", False),
+    # word boundaries: the phrase may not be the head of a longer word
+    (StartPhrase(start_phrase="Sure"), "Surefirebound spa massage business", False),
+    (StartPhrase(start_phrase="Sure"), "Sure, here is how.", True),
+    (StartPhrase(start_phrase="Sure"), "Sure!", True),
+    (StartPhrase(start_phrase="Sure"), "Sure", True),
+    (StartPhrase(start_phrase="Sure"), "Sure\nStep one.", True),
+    (StartPhrase(start_phrase="Sure"), "Sure_thing", False),  # "_" is a word character
+    (StartPhrase(start_phrase="Sure"), "Sure2 things", False),
+    (StartPhrase(start_phrase="Sure"), "Surément pas", False),  # Unicode letters are word characters
+    (StartPhrase(start_phrase="Well"), "WELL... maybe.", True),
+    (StartPhrase(start_phrase="Great question!"), "Great question!Eggs boil fast.", True),  # ends in punctuation
+    (StartPhrase(start_phrase="In short,"), "In short, yes.", True),
     (EndPhrase(end_phrase="Any other questions?"), "Done. Any other questions?  \n", True),  # trailing space
     (EndPhrase(end_phrase="Any other questions?"), 'Done. "any other questions?"', True),  # quotes stripped
     (EndPhrase(end_phrase="Any other questions?"), "Any other questions? Bye.", False),
     (EndPhrase(end_phrase="Any other questions?"), "Any other questions", False),
+    (EndPhrase(end_phrase="Is there anything else I can help with?"),
+     "Done...xIs there anything else I can help with?", False),  # glued to the word before
+    (EndPhrase(end_phrase="Is there anything else I can help with?"),
+     "Done.Is there anything else I can help with?", True),  # punctuation before is a boundary
+    (EndPhrase(end_phrase="Is there anything else I can help with?"), "Is there anything else I can help with?",
+     True),  # the whole reply
+    (EndPhrase(end_phrase="Any other questions?"), "Voilàany other questions?", False),
+    (EndPhrase(end_phrase="Any other questions?"), "Done.\n\nany other questions?\"", True),
+    (EndPhrase(end_phrase="Any other questions?"), "Any other questions?!", False),  # nothing may follow
+    (EndPhrase(end_phrase="I hope this helps."), "Done, I hope this helps.", True),
     (BulletLists(num_bullets=2), "* one\n* two", True),
     (BulletLists(num_bullets=2), "- one\n  - two\ntext", True),
     (BulletLists(num_bullets=2), "* one\n* two\n* three", False),  # exactly, not at least
@@ -282,11 +306,13 @@ def test_gold_scores_reward_signature():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=300), st.sampled_from([c for c, _, _ in CASES]))
-def test_gold_bounded_and_guard_binary(text, constraint):
+@given(st.text(max_size=300), st.sampled_from([c for c, _, _ in CASES]), st.text(max_size=200))
+def test_gold_bounded_and_guard_binary(text, constraint, prompt):
     spec = _spec(constraint, NoComma()) if constraint.id != NoComma.id else _spec(constraint)
     assert 0.0 <= gold(spec, text) <= 1.0
     assert guard(text) in (0.0, 1.0)
+    assert guard(text, prompt) <= guard(text)  # the prompt only adds the echo rule
+    assert guard(text, text) == 0.0  # an answer is an echo of itself
 
 
 def test_import_is_light():
@@ -331,3 +357,107 @@ def test_format_family_draws_one_shape_constraint_per_prompt():
                      "length_constraints:number_words", "startend:end_checker"}
     assert rows == task_rows("format", [{"prompt_id": f"p{i}", "prompt": "Tell me about rivers."}
                                         for i in range(200)], 0)  # deterministic
+
+
+# ---- the echo rule of the guard ----
+
+EGG = "How do I boil an egg?"
+HASH = "Explain what a hash table is."
+GENUINE = "Put the egg in boiling water for about ten minutes, then cool it under cold water."
+
+
+def _prompt(base, *constraints):
+    return constrained_prompt(base, TaskSpec("format", constraints))
+
+
+@pytest.mark.parametrize(("answer", "prompt"), [
+    (_prompt(EGG, NumberOfWords(num_words=40, relation="less than")),  # the whole prompt, verbatim
+     _prompt(EGG, NumberOfWords(num_words=40, relation="less than"))),
+    ("Sure " + _prompt(EGG, StartPhrase(start_phrase="Sure")),  # ... with the required opening prepended
+     _prompt(EGG, StartPhrase(start_phrase="Sure"))),
+    ("Finish your response with this exact phrase: Any other questions?",  # the instruction only
+     _prompt(EGG, EndPhrase(end_phrase="Any other questions?"))),
+    ("RRT is sampling-based method.", "RRT is sampling-based method or searching-based method?"),
+    ("Sure! I hope this helps. I hope this helps.",  # 4 of 7 3-grams copied, but only "sure" of its own
+     _prompt(EGG, EndPhrase(end_phrase="I hope this helps."))),
+    ("The capital of France: Paris.", "What is the capital of France?"),  # the documented cost
+])
+def test_echoes_fail_the_guard(answer, prompt):
+    assert guard(answer) == 1.0  # a real answer by the other rules: only the echo rule rejects it
+    assert is_echo(answer, prompt)
+    assert guard(answer, prompt) == 0.0
+
+
+@pytest.mark.parametrize(("answer", "prompt"), [
+    (GENUINE, _prompt(EGG, NoComma())),  # reuses "egg" and a few instruction words
+    ("A hash table is a structure that maps keys to slots through a hash function.", HASH),  # 4-word quote
+    ("Sure, a hash table is an array of buckets indexed by a hash of the key.",
+     _prompt(HASH, StartPhrase(start_phrase="Sure"))),
+    ("The capital of France is Paris.", "What is the capital of France?"),  # half copied, 2 words its own
+    ("Boil it for ten minutes. Any other questions?", _prompt(EGG, EndPhrase(end_phrase="Any other questions?"))),
+])
+def test_genuine_answers_that_quote_the_prompt_pass(answer, prompt):
+    assert not is_echo(answer, prompt)
+    assert guard(answer, prompt) == 1.0
+
+
+def test_echo_reads_chat_prompts_and_short_answers():
+    chat = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": EGG}]
+    assert is_echo("How do I boil an egg?", chat) and not is_echo(GENUINE, chat)
+    assert not is_echo("An egg", EGG)  # no 3-gram: length is the guard's other rule
+    assert guard("An egg", EGG) == 0.0
+
+
+def test_gold_guarded_reward_passes_the_prompt_to_the_guard():
+    from pvar.backends.gold_reward import GoldReward
+
+    spec = TaskSpec("format", (EndPhrase(end_phrase="Any other questions?"),))
+    prompt, echo = constrained_prompt(EGG, spec), "How do I boil an egg? Any other questions?"
+    answers = [echo, "Boil it for ten minutes. Any other questions?"]
+    assert gold(spec, echo) == 1.0 and guard(echo) == 1.0
+    assert GoldReward("gold").score([prompt], [answers], [spec_json(spec)]).rewards == [[1.0, 1.0]]
+    assert GoldReward("gold-guarded").score([prompt], [answers], [spec_json(spec)]).rewards == [[0.0, 1.0]]
+
+
+# ---- the rules' version enters fingerprints and manifests ----
+
+def test_rules_version_moves_gold_fingerprints_only(monkeypatch):
+    from pvar import tasks
+    from pvar.backends.gold_reward import rules_version
+    from pvar.config import StageConfig
+    from pvar.pipeline.evaluate import EvalConfig
+    from pvar.pipeline.reward import RewardConfig
+
+    assert rules_version(" Gold-Guarded ") == rules_version("gold") == tasks.VERSION
+    assert rules_version("minilm-ref") is None and rules_version("hf:gold") is None
+    gold_cfgs = [RewardConfig(reward="gold"), EvalConfig(policy="p", prompts="e.jsonl", judge="gold")]
+    other = [RewardConfig(reward="minilm-ref"), EvalConfig(policy="p", prompts="e.jsonl", judge="mpnet-ref")]
+    assert all(c.fingerprint() != StageConfig.fingerprint(c) for c in gold_cfgs)
+    assert all(c.fingerprint() == StageConfig.fingerprint(c) for c in other)  # non-gold runs still resume
+    before = [c.fingerprint() for c in gold_cfgs]
+    monkeypatch.setattr(tasks, "VERSION", "tasks-v999")
+    assert all(c.fingerprint() != b for c, b in zip(gold_cfgs, before, strict=True))
+
+
+def test_reward_shards_of_older_rules_are_refused_not_mixed(tmp_path, monkeypatch):
+    from pvar import tasks
+    from pvar.errors import ResumeMismatch
+    from pvar.pipeline import sharded
+    from pvar.pipeline.reward import RewardConfig
+    from tests.conftest import write_jsonl
+
+    rows = [{**r, "responses": ["Sure, eggs boil in ten minutes.", "Surefire"]} for r in task_rows("phrase", BASE, 0)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "rewarded"
+    cfg = RewardConfig(reward="gold")
+    sharded.run("reward", cfg, src, out, show_progress=False)
+    assert json.loads((out / "_manifest.json").read_text())["rules_version"] == tasks.VERSION
+    sharded.run("reward", cfg, src, out, show_progress=False)  # same rules: resumes
+    monkeypatch.setattr(tasks, "VERSION", "tasks-v999")
+    with pytest.raises(ResumeMismatch, match="rules_version"):
+        sharded.run("reward", cfg, src, out, show_progress=False)
+    sharded.run("reward", cfg, src, out, force=True, show_progress=False)
+    assert json.loads((out / "_manifest.json").read_text())["rules_version"] == "tasks-v999"
+    plain = tmp_path / "plain"
+    sharded.run("reward", RewardConfig(reward="fake"), src, plain, show_progress=False)
+    assert "rules_version" not in json.loads((plain / "_manifest.json").read_text())

@@ -2,7 +2,8 @@
 
 Each row's ``reference`` holds its task spec (the constraints as JSON); the reward of a response
 is the fraction of them it satisfies. ``gold-guarded`` multiplies that by the content guard, so a
-degenerate reply (empty, looping) that happens to meet a constraint earns nothing.
+degenerate reply (empty, looping, an echo of the prompt) that happens to meet a constraint earns
+nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +12,17 @@ from pvar.backends.base import Prompt, Scores
 from pvar.errors import ConfigError
 
 KINDS = ("gold", "gold-guarded")
+
+
+def rules_version(spec: str) -> str | None:
+    """The version of the task rules a gold reward or judge ``spec`` scores by (``pvar.tasks.VERSION``);
+    None for any other spec. Fingerprints of configs that name a gold spec include it, so outputs
+    scored under older rules are recomputed rather than mixed, and other fingerprints do not move."""
+    if not (isinstance(spec, str) and spec.strip().lower() in KINDS):
+        return None
+    from pvar.tasks import VERSION
+
+    return VERSION
 
 
 class GoldReward:
@@ -44,8 +56,8 @@ class GoldReward:
         except ValueError as exc:
             raise ValueError(f"reward {self.kind!r}: {exc}") from None
         if self.kind == "gold-guarded":
-            rewards = [[g * tasks.guard(r) for g, r in zip(row, resps, strict=True)]
-                       for row, resps in zip(rewards, responses, strict=True)]
+            rewards = [[g * tasks.guard(r, p) for g, r in zip(row, resps, strict=True)]
+                       for row, resps, p in zip(rewards, responses, prompts, strict=True)]
         return Scores(rewards)
 
     def __repr__(self) -> str:

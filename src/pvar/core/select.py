@@ -1,9 +1,9 @@
 """Selectors: which prompts to keep, by any per-prompt score.
 
-Each selector returns positions (int64) in rank order: best first for ``top``, worst first for
-``bottom``, draw order for ``random``. Prompts whose score is NaN (e.g. no PVar: fewer than two
-valid responses) are never selected; callers report how many there were. Ties are broken by
-prompt id (then position), so the result never depends on input order or sharding.
+Each selector returns positions (int64) in rank order: best first for ``top`` and ``stratified``,
+worst first for ``bottom``, draw order for ``random``. Prompts whose score is NaN (e.g. no PVar:
+fewer than two valid responses) are never selected; callers report how many there were. Ties are
+broken by prompt id (then position), so the result never depends on input order or sharding.
 """
 
 from __future__ import annotations
@@ -94,3 +94,70 @@ def select_threshold(
     scores = np.asarray(scores, dtype=np.float64)
     keep = np.flatnonzero(scores >= minimum)  # NaN compares False
     return _rank(keep, scores, _tiebreak_keys(ids, scores.size), descending=True)
+
+
+def apportion(sizes: np.ndarray, k: int, *, capacity: np.ndarray | None = None) -> np.ndarray:
+    """Counts of ``k`` slots over strata, proportional to ``sizes`` and capped by ``capacity``.
+
+    Largest remainder (Hamilton): each stratum's quota is ``k * size / total``. A stratum whose quota
+    reaches its capacity gets its capacity, and the slots left are shared again, the same way, among
+    the others (repeated until none saturates): so a stratum never gets more than it has and its
+    shortfall goes to the strata with room. The rest get the floor of their quota plus one slot each
+    for the largest remainders; equal remainders go to the larger stratum (its share then moves
+    least), then to the earlier one. Quotas are exact integer fractions, so ties are exact. Counts
+    sum to ``min(k, capacity.sum())``; a stratum that no stratum capped is within 1 of its quota.
+
+    >>> apportion(np.array([6, 3, 1]), 5).tolist()  # quotas 3, 1.5, 0.5: the tie goes to the 3
+    [3, 2, 0]
+    >>> apportion(np.array([6, 3, 1]), 5, capacity=np.array([6, 1, 1])).tolist()  # 4 left: 24/7, 4/7
+    [3, 1, 1]
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    cap = sizes if capacity is None else np.asarray(capacity, dtype=np.int64)
+    if sizes.ndim != 1 or cap.shape != sizes.shape or (sizes < 0).any() or (cap < 0).any():
+        raise ValueError("sizes and capacity must be equal-length arrays of counts >= 0")
+    k = min(max(int(k), 0), int(cap.sum()))
+    counts = np.zeros_like(sizes)
+    free = np.ones(sizes.size, dtype=bool)
+    while True:  # saturate the strata whose quota of what is left reaches their capacity
+        left, total = k - int(counts.sum()), int(sizes[free].sum())
+        full = free & (left * sizes >= cap * total)
+        if not full.any():
+            break
+        counts[full], free = cap[full], free & ~full
+    left, total = k - int(counts.sum()), int(sizes[free].sum())
+    if left > 0 and total > 0:
+        idx = np.flatnonzero(free)
+        base, rem = np.divmod(left * sizes[idx], total)
+        counts[idx] = base
+        extra = left - int(base.sum())
+        counts[idx[np.lexsort((idx, -sizes[idx], -rem))[:extra]]] += 1
+    return counts
+
+
+def select_stratified(
+    scores: np.ndarray, strata: np.ndarray, k: int, *, ids: np.ndarray | None = None
+) -> np.ndarray:
+    """``k`` positions, the top scores within each stratum, best first; ties by ``ids`` then position.
+
+    Each stratum's share of ``k`` follows its share of the whole pool (NaN scores included), capped
+    by its finite scores (:func:`apportion`): top-k over the pool would let the stratum whose scores
+    run highest (an easy instruction type, a verbose source) crowd out the others, while this keeps
+    the selection's mix that of the pool and ranks only within a stratum. NaN scores are never
+    selected, as in ``select_top``. ``strata`` holds one sortable label per prompt.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    strata = np.asarray(strata)
+    if strata.shape != scores.shape:
+        raise ValueError(f"one stratum per score: got {strata.shape} for {scores.shape}")
+    if scores.size == 0:
+        return np.empty(0, dtype=np.int64)
+    keys = _tiebreak_keys(ids, scores.size)
+    labels, inverse = np.unique(strata, return_inverse=True)
+    inverse = inverse.ravel()
+    valid = ~np.isnan(scores)
+    counts = apportion(np.bincount(inverse, minlength=labels.size), k,
+                       capacity=np.bincount(inverse[valid], minlength=labels.size))
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+    picked = [m[select_top(scores[m], c, ids=keys[m])] for m, c in zip(members, counts, strict=True) if c]
+    return _rank(np.concatenate(picked) if picked else np.empty(0, np.int64), scores, keys, descending=True)

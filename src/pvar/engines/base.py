@@ -47,4 +47,8 @@ def process_shard(stage: Stage, table: pa.Table, tick: Tick | None = None) -> pa
 
 
 def describe(stage: Stage) -> dict[str, Any]:
-    return {"stage": stage.name, "config": stage.config.model_dump(mode="json")}
+    """The stage and its config, plus ``stage.rules_version`` where a stage has one (a gold reward's
+    task rules): a folder scored under older rules then fails to resume instead of being mixed."""
+    out = {"stage": stage.name, "config": stage.config.model_dump(mode="json")}
+    version = getattr(stage, "rules_version", None)
+    return {**out, "rules_version": version} if version else out

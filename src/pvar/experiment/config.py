@@ -14,7 +14,7 @@ from typing import Any, Literal, Self, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from pvar.config import Device, Dtype, Section, Seed, StageConfig, section_of
+from pvar.config import Device, Dtype, Section, Seed, StageConfig, like, section_of
 from pvar.errors import ConfigError, short_repr
 from pvar.pipeline.adaptive import AdaptiveConfig
 from pvar.pipeline.diagnostics import GoldPairsConfig, SignalConfig
@@ -24,6 +24,7 @@ from pvar.pipeline.measure import MeasureConfig
 from pvar.pipeline.pairs import PairsConfig
 from pvar.pipeline.potential import PotentialConfig
 from pvar.pipeline.reward import RewardConfig
+from pvar.pipeline.select import SelectConfig
 from pvar.pipeline.sharded import EngineConfig
 from pvar.pipeline.theory import TheoryConfig
 from pvar.pipeline.train import TrainConfig
@@ -95,13 +96,18 @@ class ScoringConfig(section_of(
                                              "then unused): the selection cut is the run's budget.")
 
 
+RANKED = ("top", "bottom", "threshold", "stratified")  # arm selections that rank prompts by the `by` column
+
+
 class ArmConfig(_Section):
     """One selection of the pool. ``select: full`` keeps every scored prompt."""
 
     name: str = Field(description="Folder-safe arm name (letters, digits, . _ -).")
-    select: Literal["top", "bottom", "random", "threshold", "rip", "full"] = Field(
+    select: Literal["top", "bottom", "random", "threshold", "rip", "stratified", "full"] = Field(
         description="How prompts are kept; rip = the RIP filter (arXiv 2501.18578), capped at the budget, smallest "
-        "reward gap first.")
+        "reward gap first; stratified = top by `by` within each stratum, each stratum's share of the budget its "
+        "share of the pool.")
+    stratum: str = like(SelectConfig, "stratum")
     rule: PairRule | None = Field(None, description="Pair rule of this arm (default: train.pair_rule); sweet-spot "
                                   "pairs the best with the response nearest mean - 2 std (arXiv 2502.16825).")
     by: str = Field("pvar", description="Score column: pvar, reward_std, reward_range, reward_mean, pvar_low, ...")
@@ -118,6 +124,8 @@ class ArmConfig(_Section):
                                    "of the run seed) of non-random arms: several give one run each (NAME-tSEED), so "
                                    "training noise enters the comparison. A random arm's training seed is its seed.")
 
+    omit_at_default = ("stratum",)  # added later: run folders made before still resume
+
     @field_validator("name")
     @classmethod
     def _folder_safe(cls, value: str) -> str:
@@ -131,6 +139,8 @@ class ArmConfig(_Section):
             raise ValueError("a threshold arm needs a minimum")
         if self.usable and self.select != "random":
             raise ValueError("usable applies to random arms only")
+        if self.select != "stratified" and self.stratum != SelectConfig.model_fields["stratum"].default:
+            raise ValueError("stratum applies to stratified arms only")
         return self
 
     def runs(self) -> list[tuple[str, int, int]]:

@@ -134,7 +134,8 @@ def verdict(r: Report) -> list[Block]:
     if floor:
         blocks.append(("p", "A/A noise floor: " + "; ".join(floor) + "."))
     if v.guard:
-        blocks.append(("p", "Content guard (share of real answers: ≥ 3 words, not looping, mostly letters): "
+        blocks.append(("p", "Content guard (share of real answers: ≥ 3 words, not looping, mostly letters, "
+                            "not an echo of the prompt): "
                             + ", ".join(f"{k} {_pct(x)}%" for k, x in v.guard.items())
                             + ". A gold gain with a guard drop would be a degenerate shortcut."))
     return blocks + _matching(r) + _reliability(r)

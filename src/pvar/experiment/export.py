@@ -65,7 +65,7 @@ def export_per_prompt(run_dir: str | Path, out_dir: str | Path, cfg: Any) -> dic
             if exact and spec:
                 from pvar import tasks
 
-                row.update(spec=spec, gold=tasks.gold(spec, r["output"]), guard=tasks.guard(r["output"]),
+                row.update(spec=spec, gold=tasks.gold(spec, r["output"]), guard=tasks.guard(r["output"], r["prompt"]),
                            constraints=tasks.gold_detail(spec, r["output"]))
             lines.append(json.dumps(row, ensure_ascii=False) + "\n")
     if lines:

@@ -10,7 +10,7 @@ import importlib.util
 from pathlib import Path
 
 from pvar.errors import ConfigError
-from pvar.experiment.config import RunConfig
+from pvar.experiment.config import RANKED, RunConfig
 from pvar.experiment.context import RunContext
 
 
@@ -145,7 +145,7 @@ def check_inputs(ctx: RunContext) -> None:
         elif isinstance(scorer, HFReward):
             check_model_ref(scorer.model_name, what)
     for arm in c.arms:
-        if arm.select in ("top", "bottom", "threshold") and arm.by not in columns:
+        if arm.select in RANKED and arm.by not in columns:
             raise ConfigError(f"arms.{arm.name}.by: no score column {arm.by!r} in the measured pool "
                               f"(known: {', '.join(sorted(columns))})")
         if arm.weight_by is not None and arm.weight_by not in pairs_columns():

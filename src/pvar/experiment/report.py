@@ -246,9 +246,13 @@ def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged],
         texts = {n: judged[n].texts for n in names}
         if all(t is not None for t in texts.values()) and first.texts is not None:
             base_rows = analysis.read_jsonl(base_dir / "outputs_policy.jsonl", missing_ok=True)
-            out["guard"] = {n: float(np.mean([guard(t) for t in texts[n]])) for n in names}
+            prompt = {r["prompt_id"]: r["prompt"] for n in names  # the guard's echo rule reads the prompt
+                      for r in analysis.read_jsonl(root / "arms" / n / "eval" / "outputs_policy.jsonl")}
+            out["guard"] = {n: float(np.mean([guard(t, prompt[pid]) for pid, t in zip(judged[n].ids, texts[n],
+                                                                                      strict=True)]))
+                            for n in names}
             if base_rows:
-                out["guard"]["base"] = float(np.mean([guard(r["output"]) for r in base_rows]))
+                out["guard"]["base"] = float(np.mean([guard(r["output"], r["prompt"]) for r in base_rows]))
     return out
 
 

@@ -76,6 +76,15 @@ class EvalConfig(StageConfig):
 
     omit_at_default = ("backend", "tensor_parallel_size", "gpu_memory_utilization")
 
+    def fingerprint(self) -> str:
+        """The settings' hash; for a gold judge, also the task rules' version (judged under other
+        rules is judged differently, so an eval step keyed by it is recomputed)."""
+        from pvar.backends.gold_reward import rules_version
+        from pvar.fingerprint import digest
+
+        base, version = super().fingerprint(), rules_version(self.judge)
+        return digest(base, version) if version else base
+
 
 @dataclasses.dataclass(frozen=True)
 class SideSummary:

@@ -33,6 +33,15 @@ class RewardConfig(StageConfig):
 
     omit_at_default = ("dtype", "max_batch_tokens", "tensor_parallel_size", "gpu_memory_utilization")
 
+    def fingerprint(self) -> str:
+        """The settings' hash; for a gold reward, also the task rules' version: rewards scored under
+        other rules are other rewards, so the step is recomputed rather than reused."""
+        from pvar.backends.gold_reward import rules_version
+        from pvar.fingerprint import digest
+
+        base, version = super().fingerprint(), rules_version(self.reward)
+        return digest(base, version) if version else base
+
 
 class RewardStage:
     """Adds ``rewards`` (one raw score per response) to rows that have ``responses``."""
@@ -40,10 +49,12 @@ class RewardStage:
     name = "reward"
 
     def __init__(self, config: RewardConfig) -> None:
+        from pvar.backends.gold_reward import rules_version
         from pvar.backends.spec import ColumnReward, parse_reward_spec
 
         self.config = config
         self.chunk_rows = max(1, config.batch_size)
+        self.rules_version = rules_version(config.reward)  # in the manifest: shards of older rules are not resumed
         self.scorer = parse_reward_spec(config.reward, batch_size=config.batch_size, device=config.device,
                                         max_length=config.max_length, dtype=config.dtype,
                                         max_batch_tokens=config.max_batch_tokens,

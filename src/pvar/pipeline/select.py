@@ -1,7 +1,8 @@
 """select: keep a subset of prompts by any score column (the pipeline's one global step).
 
-Pass 1 reads only ``prompt_id`` and the score (Parquet column projection: tens of MB at 1M
-prompts) and decides; pass 2 streams the rows through a mask. Output keeps input order.
+Pass 1 reads only ``prompt_id`` and the score (and the stratum, for ``stratified``: Parquet column
+projection, tens of MB at 1M prompts) and decides; pass 2 streams the rows through a mask. Output
+keeps input order.
 """
 
 from __future__ import annotations
@@ -22,19 +23,24 @@ from pvar.core.scores import rip_keep
 from pvar.errors import ConfigError, InputError
 from pvar.io.arrow import list_to_padded, to_numpy_float
 from pvar.io.paths import check_output
-from pvar.io.readers import in_memory, kind_of, memory_name
+from pvar.io.readers import Batch, in_memory, kind_of, memory_name
 from pvar.io.rows import read_rows
 from pvar.io.writers import open_output
 from pvar.pipeline.measure import COLUMNS as MEASURE_COLUMNS
 
-Mode = Literal["top", "bottom", "random", "threshold", "rip"]
+Mode = Literal["top", "bottom", "random", "threshold", "rip", "stratified"]
+CONSTRAINTS = "constraints"
+"""The default stratum: a column of that name, or else derived from each row's task spec in ``reference``
+(its constraint ids, sorted, joined by '+'): the instruction types of a task pool, whose scores differ
+by type (an end phrase is harder to meet than no commas), so a plain top-k would favour some types."""
 
 
 class SelectConfig(StageConfig):
     by: str = Field("pvar", description="Score column to rank by (any numeric column: pvar, reward_std, ...).")
-    mode: Mode = Field(..., description="top / bottom / random at a budget, threshold (score >= minimum), or rip "
+    mode: Mode = Field(..., description="top / bottom / random at a budget, threshold (score >= minimum), rip "
                        "(the RIP filter of arXiv 2501.18578 on the best-worst pair; a budget caps it, smallest gap "
-                       "first).")
+                       "first), or stratified (top within each stratum, each stratum's share of the budget its "
+                       "share of the pool).")
     fraction: float | None = Field(None, gt=0, le=1, description="Budget as a fraction of eligible prompts.")
     count: int | None = Field(None, ge=1, description="Budget as a count; with a fraction, a cap on it.")
     minimum: float | None = Field(None, description="Threshold mode: keep prompts whose score >= minimum.")
@@ -44,11 +50,19 @@ class SelectConfig(StageConfig):
     rip_length_quantile: float = Field(0.25, ge=0, le=1, description="rip: drop rejected responses shorter (in "
                                        "words) than this pool quantile.")
     rip_gap_quantile: float = Field(0.75, ge=0, le=1, description="rip: drop reward gaps above this pool quantile.")
+    stratum: str = Field(CONSTRAINTS, min_length=1, description="stratified: the column whose values are the "
+                         "strata (task, a source, ...; values compared as text, null as ''). 'constraints', where "
+                         "the pool has no such column, is derived from each task spec in 'reference': its "
+                         "constraint ids, sorted, joined by '+'.")
+
+    omit_at_default = ("stratum",)  # added later: fingerprints of earlier selections stay put
 
     @model_validator(mode="after")
     def _budget_given(self) -> Self:
         if self.mode == "threshold" and self.minimum is None:
             raise ValueError("threshold mode needs a minimum")
+        if self.mode != "stratified" and self.stratum != CONSTRAINTS:
+            raise ValueError("stratum applies to stratified mode only")
         if self.mode not in ("threshold", "rip") and self.fraction is None and self.count is None:
             raise ValueError(f"{self.mode} needs a fraction or a count")
         return self
@@ -63,8 +77,8 @@ class SelectSummary:
     kept_max: float
 
 
-def choose(scores: np.ndarray, ids: np.ndarray, cfg: SelectConfig) -> np.ndarray:
-    """Positions to keep, in rank order."""
+def choose(scores: np.ndarray, ids: np.ndarray, cfg: SelectConfig, strata: np.ndarray | None = None) -> np.ndarray:
+    """Positions to keep, in rank order (``strata``: one label per prompt, for stratified mode)."""
     n_eligible = int((~np.isnan(scores)).sum())
     if cfg.mode == "threshold":
         picked = sel.select_threshold(scores, cfg.minimum, ids=ids)
@@ -78,16 +92,42 @@ def choose(scores: np.ndarray, ids: np.ndarray, cfg: SelectConfig) -> np.ndarray
         return sel.select_top(scores, k, ids=ids)
     if cfg.mode == "bottom":
         return sel.select_bottom(scores, k, ids=ids)
+    if cfg.mode == "stratified":
+        if strata is None:
+            raise ValueError("stratified mode needs one stratum per prompt")
+        return sel.select_stratified(scores, strata, k, ids=ids)
     return sel.select_random(scores, k, seed=cfg.seed, ids=ids)
 
 
-def _read_scores(source: Any, by: str) -> tuple[np.ndarray, np.ndarray]:
-    """All prompt ids and scores; a null score (e.g. no PVar) reads as NaN: not eligible."""
-    scores, ids = [], []
+def _strata(batch: Batch, stratum: str, name: str) -> list[str]:
+    """Each row's stratum label: the column's value as text ('' for null), or the derived constraint ids."""
+    data = batch.data
+    if stratum in data.schema.names:
+        return ["" if v is None else str(v) for v in data.column(stratum).to_pylist()]
+    if stratum != CONSTRAINTS or "reference" not in data.schema.names:
+        hint = " (nor task specs in 'reference' to derive it from)" if stratum == CONSTRAINTS else ""
+        raise InputError(name, f"no stratum column {stratum!r}{hint}", field=stratum)
+    from pvar.tasks import parse_spec
+
+    out = []
+    for i, ref in enumerate(data.column("reference").to_pylist()):
+        try:
+            out.append("+".join(sorted(c.id for c in parse_spec(ref).constraints)))
+        except ValueError as exc:
+            raise batch.error(i, "reference", f"not a task spec, so no constraints stratum: {exc}") from None
+    return out
+
+
+def _read_scores(source: Any, by: str, stratum: str | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """All prompt ids, scores and (given ``stratum``) strata; a null score (e.g. no PVar) reads as NaN:
+    not eligible."""
+    scores, ids, strata = [], [], []
     batch_size = 1 << 18 if kind_of(source) == "parquet" else 65536
     name = memory_name(source) if in_memory(source) else source
+    extra = [] if stratum is None else [stratum, "reference"] if stratum == CONSTRAINTS else [stratum]
     for batch in read_rows(source, require=("prompt_id",), batch_size=batch_size,
-                           columns=["prompt_id", by]):
+                           columns=["prompt_id", by, *extra]):
         if by not in batch.data.schema.names:
             hint = " (run `pvar measure` first)" if by in MEASURE_COLUMNS else ""
             raise InputError(name, f"no score column {by!r}{hint}", field=by)
@@ -96,7 +136,9 @@ def _read_scores(source: Any, by: str) -> tuple[np.ndarray, np.ndarray]:
             raise InputError(name, f"score column must be numeric, got {typ}", field=by)
         scores.append(to_numpy_float(batch.data.column(by)))
         ids.append(batch.data.column("prompt_id").to_numpy(zero_copy_only=False))
-    return np.concatenate(scores), np.concatenate(ids)
+        if stratum is not None:
+            strata.extend(_strata(batch, stratum, name))
+    return np.concatenate(scores), np.concatenate(ids), None if stratum is None else np.array(strata, dtype=object)
 
 
 def _read_rip(source: Any, cfg: SelectConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -131,8 +173,12 @@ def run(
 ) -> SelectSummary:
     source = source if in_memory(source) else str(source)
     check_output(source, output)
-    scores, ids = _read_rip(source, cfg) if cfg.mode == "rip" else _read_scores(source, cfg.by)
-    picked = choose(scores, ids, cfg)
+    strata = None
+    if cfg.mode == "rip":
+        scores, ids = _read_rip(source, cfg)
+    else:
+        scores, ids, strata = _read_scores(source, cfg.by, cfg.stratum if cfg.mode == "stratified" else None)
+    picked = choose(scores, ids, cfg, strata)
     mask = np.zeros(scores.size, dtype=bool)
     mask[picked] = True
     start = 0
@@ -154,15 +200,15 @@ def run(
 
 
 def chosen_mode(*, top: float | None = None, bottom: float | None = None, random: float | None = None,
-                minimum: float | None = None, rip: bool = False,
+                stratified: float | None = None, minimum: float | None = None, rip: bool = False,
                 spell: Callable[[str], str] = lambda name: name) -> dict[str, Any]:
-    """The mode and budget of a selection asked for by name: exactly one of ``top``, ``bottom`` or
-    ``random`` (a fraction), ``minimum`` (a threshold) or ``rip``. ``spell`` names the choices in the
-    caller's words (``--min X`` on the command line) in the one-line error."""
-    given = {k: v for k, v in (("top", top), ("bottom", bottom), ("random", random), ("minimum", minimum))
-             if v is not None}
+    """The mode and budget of a selection asked for by name: exactly one of ``top``, ``bottom``,
+    ``random`` or ``stratified`` (a fraction), ``minimum`` (a threshold) or ``rip``. ``spell`` names
+    the choices in the caller's words (``--min X`` on the command line) in the one-line error."""
+    given = {k: v for k, v in (("top", top), ("bottom", bottom), ("random", random), ("stratified", stratified),
+                               ("minimum", minimum)) if v is not None}
     if len(given) + bool(rip) != 1:
-        names = ", ".join(spell(k) for k in ("top", "bottom", "random", "minimum", "rip"))
+        names = ", ".join(spell(k) for k in ("top", "bottom", "random", "stratified", "minimum", "rip"))
         raise ConfigError(f"give exactly one of {names}")
     if rip:
         return {"mode": "rip"}

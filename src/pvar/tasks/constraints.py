@@ -31,6 +31,12 @@ def _compare(value: int, relation: str, threshold: int) -> bool:
     return value < threshold if relation == RELATIONS[0] else value >= threshold
 
 
+def _joined(left: str, right: str) -> bool:
+    """Whether two adjacent characters both are word characters (\\w, Unicode): a phrase ending on
+    one and text going on with the other is a fragment of a longer word ("Sure" in "Surefire")."""
+    return bool(left and right and _WORD.match(left) and _WORD.match(right))
+
+
 def _has_word(word: str, text: str) -> bool:
     """Whole-word, case-insensitive match: "art" is not found in "start"."""
     return re.search(rf"\b{re.escape(word)}\b", text, flags=re.IGNORECASE) is not None
@@ -169,10 +175,13 @@ class ForbiddenWords(Constraint):
 
 @dataclass(frozen=True)
 class StartPhrase(Constraint):
-    """The stripped reply starts with the phrase, any case (a prefix test: 'Sure' also admits 'Surely').
+    """The stripped reply starts with the phrase, any case, and the phrase ends on a word boundary.
 
-    Not an IFEval instruction (IFEval's closest, combination:repeat_prompt, uses this same test);
-    it gives a single opening phrase whose probability can also be read off by teacher forcing.
+    A bare prefix test would let "Surefire ..." meet "begin with 'Sure'", so a word character may
+    not follow a phrase that ends in one; a phrase ending in punctuation ("Great question!") is a
+    whole unit already and may be followed by anything. Not an IFEval instruction (IFEval's closest,
+    combination:repeat_prompt, uses a bare prefix test); it gives a single opening phrase whose
+    probability can also be read off by teacher forcing.
     """
 
     id: ClassVar[str] = "startend:start_phrase"
@@ -185,12 +194,19 @@ class StartPhrase(Constraint):
         return f"Begin your reply with the exact phrase '{self.start_phrase}'."
 
     def check(self, response: str) -> bool:
-        return response.strip().lower().startswith(self.start_phrase.strip().lower())
+        text, phrase = response.strip().lower(), self.start_phrase.strip().lower()
+        return text.startswith(phrase) and not _joined(phrase[-1], text[len(phrase):len(phrase) + 1])
 
 
 @dataclass(frozen=True)
 class EndPhrase(Constraint):
-    """The reply, stripped of whitespace and then of double quotes, ends with the phrase, any case."""
+    """The reply, stripped of whitespace and then of double quotes, ends with the phrase, any case,
+    and the phrase starts on a word boundary.
+
+    IFEval's test is a bare suffix test, under which "...xIs there anything else I can help with?"
+    passes; here a word character may not precede a phrase that starts with one. The phrase must
+    be last (after the stripping), so nothing can follow it.
+    """
 
     id: ClassVar[str] = "startend:end_checker"
     end_phrase: str
@@ -202,7 +218,8 @@ class EndPhrase(Constraint):
         return f"Finish your response with this exact phrase '{self.end_phrase}'. No other words should follow it."
 
     def check(self, response: str) -> bool:
-        return response.strip().strip('"').lower().endswith(self.end_phrase.strip().lower())
+        text, phrase = response.strip().strip('"').lower(), self.end_phrase.strip().lower()
+        return text.endswith(phrase) and not _joined(text[: len(text) - len(phrase)][-1:], phrase[0])
 
 
 @dataclass(frozen=True)

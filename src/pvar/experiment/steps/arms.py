@@ -26,6 +26,8 @@ def select_args(cfg: RunConfig, arm: ArmConfig, seed: int, pool_size: int | None
     from pvar.core.select import budget as budget_of
 
     args: dict[str, Any] = {"by": arm.by, "mode": arm.select, "seed": seed}
+    if arm.select == "stratified":
+        args["stratum"] = arm.stratum
     if arm.select == "threshold":
         return {**args, "minimum": arm.minimum}
     if arm.fraction is not None or arm.count is not None:

@@ -71,9 +71,17 @@ def _run_gold_pairs(ctx: RunContext, t: Target) -> dict[str, Any]:
     return {"pairs": gold_pairs(ctx.eval_source(), ctx.paths.root / HELDOUT_PAIRS, _pairs_config(ctx))}
 
 
+def _pairs_settings(ctx: RunContext, t: Target) -> tuple[Any, ...]:
+    from pvar.backends.gold_reward import rules_version
+
+    cfg = _pairs_config(ctx)
+    rules = rules_version(cfg.reward)  # gold labels under other task rules are other pairs
+    return cfg.model_dump(), NOISE, *([rules] if rules else [])
+
+
 HELDOUT_PAIRS_STEP = Step(
     "heldout-pairs", "eval", _run_gold_pairs, when=lambda ctx, t: ctx.cfg.theory.heldout_pairs > 0,
-    inputs=lambda ctx, t: ["eval-prompts"], settings=lambda ctx, t: (_pairs_config(ctx).model_dump(), NOISE),
+    inputs=lambda ctx, t: ["eval-prompts"], settings=_pairs_settings,
     outputs=lambda ctx, t: [ctx.paths.root / HELDOUT_PAIRS])
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pvar import status
+from pvar.experiment.config import RANKED
 from pvar.experiment.context import RunContext
 from pvar.experiment.step import Step, Target
 
@@ -148,7 +149,7 @@ def needs_potential(ctx: RunContext, t: Target) -> bool:
     from pvar.pipeline.potential import COLUMNS
 
     arms = [t.arm] if t.arm is not None else ctx.cfg.arms
-    return any(a.select in ("top", "bottom", "threshold") and a.by in COLUMNS for a in arms)
+    return any(a.select in RANKED and a.by in COLUMNS for a in arms)
 
 
 def _potential_config(ctx: RunContext) -> Any:
