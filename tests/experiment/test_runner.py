@@ -44,7 +44,8 @@ def test_engine_and_backend_reach_the_sharded_stages(tmp_path, monkeypatch):
         exp.run()
     ray = seen.pop("ray")
     assert seen == {"generate": ("ray", "fake", cfg.scoring.shard_size)}
-    assert ray == {"ray_address": "head:6379", "num_workers": 8, "gpus_per_worker": 1, "cpus_per_worker": 1.0}
+    assert ray == {"ray_address": "head:6379", "num_workers": 8, "gpus_per_worker": 1, "cpus_per_worker": 1.0,
+                   "show_progress": True}
     state = json.loads((tmp_path / "r" / "state.json").read_text())
     assert "generate" not in state["steps"]  # an interrupted step is never recorded as done
 

@@ -146,6 +146,9 @@ def test_gradient_signal_and_heldout_pairs(run):
     for r in rows:  # Cauchy-Schwarz: the two estimates' dot product is bounded by their norms
         assert abs(r["dot"]) <= r["norm_a"] * r["norm_b"] * (1 + 1e-9) + 1e-12
     assert set(sig["fit_pvar"]) == {"n", "slope", "r2", "pearson", "spearman"}
+    for fresh in (run / "signal" / "fresh", run / "heldout" / "fresh"):  # sampled by the pool's scoring chain
+        manifest = json.loads((fresh / "reward" / "_manifest.json").read_text())
+        assert manifest["complete"] and (fresh / "generate" / "_manifest.json").is_file()
     pairs = (run / "heldout" / "pairs.jsonl").read_text().splitlines()
     held = report["heldout"]
     assert set(held) == {a["name"] for a in report["arms"]}

@@ -16,6 +16,7 @@ from pvar.errors import ConfigError
 from pvar.experiment.config import ArmConfig, RunConfig
 from pvar.experiment.state import Ledger
 from pvar.io.writers import atomic_write_text
+from pvar.pipeline.scoring import ScoredPaths
 
 CONFIG_FILE = "config.yaml"
 BASE_EVAL = Path("base") / "eval"
@@ -39,12 +40,17 @@ class RunPaths:
         return self.root / "prompts" / "eval.jsonl"
 
     @property
+    def scoring(self) -> ScoredPaths:
+        """The pool's scoring: generate/ and reward/ shards and measured.parquet."""
+        return ScoredPaths(self.root / "scoring")
+
+    @property
     def generated(self) -> Path:
-        return self.root / "scoring" / "generate"
+        return self.scoring.generated
 
     @property
     def rewarded(self) -> Path:
-        return self.root / "scoring" / "reward"
+        return self.scoring.rewarded
 
     @property
     def adaptive(self) -> Path:
@@ -52,7 +58,7 @@ class RunPaths:
 
     @property
     def measured(self) -> Path:
-        return self.root / "scoring" / "measured.parquet"
+        return self.scoring.measured
 
     @property
     def potential(self) -> Path:

@@ -30,8 +30,10 @@ from pvar.core.select import budget
 from pvar.io.readers import iter_shards
 from pvar.io.rows import read_rows
 from pvar.io.writers import atomic_rows, atomic_write_text
-from pvar.pipeline import sharded
+from pvar.pipeline.generate import GenerateConfig
 from pvar.pipeline.measure import MeasureConfig, measure_batch
+from pvar.pipeline.reward import RewardConfig
+from pvar.pipeline.scoring import score
 
 SUMMARY = "adaptive.json"
 
@@ -113,7 +115,7 @@ def _merge(rounds: list[Path], n_prompts_order: list[str]) -> pa.Table:
     return pa.Table.from_pylist([base[pid] for pid in n_prompts_order])
 
 
-def run(source: str | Path, out_dir: str | Path, gen: sharded.GenerateConfig, reward: sharded.RewardConfig,
+def run(source: str | Path, out_dir: str | Path, gen: GenerateConfig, reward: RewardConfig,
         cfg: AdaptiveConfig, *, engine: str = "local", shard_size: int = 64,
         log: Callable[[str], None] | None = None, show_progress: bool = True, **engine_opts: Any) -> AdaptiveResult:
     """Adaptive rounds over the prompts of ``source`` into ``out_dir``; returns where the measured pool is.
@@ -134,10 +136,8 @@ def run(source: str | Path, out_dir: str | Path, gen: sharded.GenerateConfig, re
     while True:
         folder = out / f"round-{len(rounds):02d}"
         g = gen.model_copy(update={"n": n_now, "start": start})
-        sharded.run("generate", g, todo_source, folder / "generate", engine=engine, shard_size=shard_size,
-                   show_progress=show_progress, **engine_opts)
-        sharded.run("reward", reward, folder / "generate", folder / "reward", engine=engine, shard_size=shard_size,
-                   show_progress=show_progress, **engine_opts)
+        score(todo_source, folder, g, reward, parts=("generate", "reward"), engine=engine, shard_size=shard_size,
+              show_progress=show_progress, **engine_opts)  # measured below, over every round's samples
         rounds.append(folder / "reward")
         sampled = n_now * int(active.sum())
         result.samples += sampled
@@ -174,7 +174,7 @@ def run(source: str | Path, out_dir: str | Path, gen: sharded.GenerateConfig, re
     return result
 
 
-def _reset_if_changed(out: Path, source: str | Path, gen: sharded.GenerateConfig, reward: sharded.RewardConfig,
+def _reset_if_changed(out: Path, source: str | Path, gen: GenerateConfig, reward: RewardConfig,
                       cfg: AdaptiveConfig, shard_size: int) -> None:
     """Keep what a rerun can reuse: all rounds under the same settings, round 0 when only the stop
     rule changed (it samples every prompt the same way), nothing when sampling or scoring changed."""

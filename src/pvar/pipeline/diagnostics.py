@@ -26,7 +26,6 @@ import numpy as np
 from pydantic import Field
 
 from pvar.config import Device, Dtype, Seed, StageConfig, like
-from pvar.core.seeding import prompt_seed
 from pvar.core.stats import reward_stats, spearman
 from pvar.io.writers import atomic_write_text
 from pvar.pipeline.generate import GenerateConfig
@@ -97,27 +96,40 @@ def _pool_rows(measured: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _fresh(cfg: _Sampling, rows: list[dict[str, Any]], n: int) -> tuple[list[list[str]], list[np.ndarray]]:
-    """``n`` fresh base-policy samples per row (a salted seed: independent of the pool's) and their rewards."""
-    from pvar.backends.hf_policy import HFPolicy
-    from pvar.backends.spec import parse_reward_spec
+def _fresh(cfg: _Sampling, rows: list[dict[str, Any]], n: int, out: Path,
+           engine: dict[str, Any] | None) -> tuple[list[list[str]], list[np.ndarray]]:
+    """``n`` fresh base-policy samples per row (a salted seed: independent of the pool's) and their rewards,
+    through the pool's own scoring chain into ``out`` (sharded and resumable, on the run's engine and device)."""
+    import pyarrow as pa
 
-    ids, texts = [str(r["prompt_id"]) for r in rows], [r["prompt"] for r in rows]
-    pol = HFPolicy(cfg.policy, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                   device=cfg.device, dtype=cfg.dtype)
-    pol.setup()
-    fresh = pol.generate(texts, n, [prompt_seed(cfg.seed + SIGNAL_SALT, pid) for pid in ids]).responses
-    scorer = parse_reward_spec(cfg.reward, device=cfg.device)  # a model reward runs where the scoring stage runs it
-    scorer.setup()
-    rewards = scorer.score(texts, fresh, [r.get("reference") for r in rows]).rewards
-    return fresh, [np.asarray(r, float) for r in rewards]
+    from pvar.io.readers import iter_shards
+    from pvar.io.writers import atomic_rows
+    from pvar.pipeline.scoring import ScoredPaths, score
+
+    paths = ScoredPaths(out)
+    prompts = out / "prompts.parquet"
+    table = pa.Table.from_pylist([{"prompt_id": str(r["prompt_id"]), "prompt": r["prompt"],
+                                   "reference": r.get("reference")} for r in rows])
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_rows(prompts) as writer:
+        for batch in table.to_batches():
+            writer.write(batch)
+    gen = GenerateConfig.make(model=cfg.policy, n=n, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              top_p=cfg.top_p, seed=cfg.seed + SIGNAL_SALT, dtype=cfg.dtype, device=cfg.device)
+    rew = RewardConfig.make(reward=cfg.reward, device=cfg.device)
+    score(prompts, paths, gen, rew, parts=("generate", "reward"), restart_changed=True, **(engine or {}))
+    scored = {r["prompt_id"]: r for b in iter_shards(paths.rewarded) for r in b.data.to_pylist()}
+    got = [scored[str(r["prompt_id"])] for r in rows]
+    return [g["responses"] for g in got], [np.asarray(g["rewards"], float) for g in got]
 
 
-def gradient_signal(measured: str | Path, out_dir: str | Path, cfg: SignalConfig) -> dict[str, Any]:
+def gradient_signal(measured: str | Path, out_dir: str | Path, cfg: SignalConfig, *,
+                    engine: dict[str, Any] | None = None) -> dict[str, Any]:
     """The gradient-signal check (module docstring) on ``cfg.prompts`` pool prompts spread over PVar.
 
-    Draws ``2·samples`` fresh responses per prompt (sets A and B), scores them with ``cfg.reward``,
-    and writes ``signal.json`` (fits) and ``signal.jsonl`` (per prompt) to ``out_dir``.
+    Draws ``2·samples`` fresh responses per prompt (sets A and B) into ``out_dir/fresh``, scores them
+    with ``cfg.reward``, and writes ``signal.json`` (fits) and ``signal.jsonl`` (per prompt) to ``out_dir``.
+    ``engine``: where the sampling runs (:meth:`pvar.pipeline.sharded.EngineConfig.options`).
     """
     import torch
 
@@ -130,7 +142,7 @@ def gradient_signal(measured: str | Path, out_dir: str | Path, cfg: SignalConfig
     pvar = np.array([np.nan if r.get("pvar") is None else r["pvar"] for r in rows], float)
     chosen = [rows[i] for i in _pick(pvar, cfg.prompts)]
     samples, scale, beta = cfg.samples, cfg.scale, cfg.beta
-    fresh, rewards = _fresh(cfg, chosen, 2 * samples)
+    fresh, rewards = _fresh(cfg, chosen, 2 * samples, out / "fresh", engine)
     model, tok, plist, _ = load_policy(cfg.policy, device=cfg.device, params=cfg.params)
     per_prompt = []
     for row, resp, rew in zip(chosen, fresh, rewards, strict=True):
@@ -159,16 +171,18 @@ def gradient_signal(measured: str | Path, out_dir: str | Path, cfg: SignalConfig
     return result
 
 
-def gold_pairs(prompts_file: str | Path, out_file: str | Path, cfg: GoldPairsConfig) -> int:
+def gold_pairs(prompts_file: str | Path, out_file: str | Path, cfg: GoldPairsConfig, *,
+               engine: dict[str, Any] | None = None) -> int:
     """Best-vs-worst pairs of fresh base-policy samples on held-out prompts, labelled by ``cfg.reward``
-    (ties skipped); written as JSONL rows (prompt_id, prompt, chosen, rejected). Returns the count."""
+    (ties skipped); written as JSONL rows (prompt_id, prompt, chosen, rejected). Returns the count. The
+    fresh samples are scored beside ``out_file``, in ``fresh/``."""
     from pvar.io.rows import read_rows
 
     rows: list[dict[str, Any]] = []
     for batch in read_rows(str(prompts_file), require=("prompt_id", "prompt")):
         rows += batch.data.to_pylist()
     rows = rows[:cfg.count]
-    fresh, rewards = _fresh(cfg, rows, cfg.samples)
+    fresh, rewards = _fresh(cfg, rows, cfg.samples, Path(out_file).parent / "fresh", engine)
     out = []
     for row, resp, rew in zip(rows, fresh, rewards, strict=True):
         pid, text = str(row["prompt_id"]), row["prompt"]

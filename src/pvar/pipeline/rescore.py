@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from pvar.errors import ConfigError
-from pvar.pipeline import measure, sharded
+from pvar.pipeline import measure
 from pvar.pipeline.generate import GenerateConfig
 from pvar.pipeline.reward import RewardConfig
+from pvar.pipeline.scoring import ScoredPaths, score
 
 
 def rescore(pool: str | Path, exclude: Collection[str], out_dir: str | Path, gen: GenerateConfig, rew: RewardConfig,
@@ -45,10 +46,9 @@ def rescore(pool: str | Path, exclude: Collection[str], out_dir: str | Path, gen
     with atomic_rows(out / "pool.parquet") as w:
         for rb in rest.to_batches():
             w.write(rb)
-    sharded.run("generate", gen, out / "pool.parquet", out / "generate", **(engine or {}))
-    sharded.run("reward", rew, out / "generate", out / "reward", **(engine or {}))
-    tmp = out / "measured-reward.parquet"
-    measure.run(out / "reward", tmp, mcfg)
+    tmp = ScoredPaths(out, "measured-reward.parquet")
+    score(out / "pool.parquet", tmp, gen, rew, mcfg, **(engine or {}))
+    tmp = tmp.measured
     scored = pq.read_table(tmp)
     prompts, responses = scored.column("prompt").to_pylist(), scored.column("responses").to_pylist()
     logp = sequence_logprobs(gen.model, prompts, responses, device=device, max_length=max_length)

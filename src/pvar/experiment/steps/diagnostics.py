@@ -47,7 +47,8 @@ def _signal_config(ctx: RunContext) -> Any:
 def _run_signal(ctx: RunContext, t: Target) -> dict[str, Any]:
     from pvar.pipeline.diagnostics import gradient_signal
 
-    res = gradient_signal(ctx.paths.measured, ctx.paths.root / "signal", _signal_config(ctx))
+    res = gradient_signal(ctx.paths.measured, ctx.paths.root / "signal", _signal_config(ctx),
+                          engine=ctx.engine_opts())
     return {"r2_pvar": res["fit_pvar"]["r2"], "r2_reward_std": res["fit_reward_std"]["r2"]}
 
 
@@ -68,7 +69,8 @@ def _pairs_config(ctx: RunContext) -> Any:
 def _run_gold_pairs(ctx: RunContext, t: Target) -> dict[str, Any]:
     from pvar.pipeline.diagnostics import gold_pairs
 
-    return {"pairs": gold_pairs(ctx.eval_source(), ctx.paths.root / HELDOUT_PAIRS, _pairs_config(ctx))}
+    return {"pairs": gold_pairs(ctx.eval_source(), ctx.paths.root / HELDOUT_PAIRS, _pairs_config(ctx),
+                                engine=ctx.engine_opts())}
 
 
 def _pairs_settings(ctx: RunContext, t: Target) -> tuple[Any, ...]:

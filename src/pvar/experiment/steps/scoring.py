@@ -58,12 +58,15 @@ EVAL_FILE = Step("eval-prompts", "eval", None, when=lambda ctx, t: not _sharegpt
                  settings=lambda ctx, t: _file_key(ctx.cfg.prompts.eval_source))
 
 
-def _sharded(name: str, ctx: RunContext, source: str | Path, out: Path) -> dict[str, Any]:
-    from pvar.pipeline import sharded
+def _score(ctx: RunContext, part: str, source: str | Path) -> dict[str, Any]:
+    """One part of the pool's scoring chain (each part is its own ledger step)."""
+    from pvar.pipeline.scoring import score
 
     gen, rew = ctx.sampling(ctx.cfg.policy, ctx.cfg.seed)
-    rep = sharded.run(name, gen if name == "generate" else rew, source, out, force=ctx.force, **ctx.engine_opts())
-    return {"shards": rep.shards, "shards_run": rep.shards_run, "rows": rep.rows, **rep.counters}
+    if part != "measure":
+        return score(source, ctx.paths.scoring, gen, rew, parts=(part,), force=ctx.force, **ctx.engine_opts())[part]
+    with status.progress("measure", source) as tick:
+        return score(source, ctx.paths.scoring, mcfg=_measure_config(ctx), parts=("measure",), progress=tick)[part]
 
 
 def _fixed_samples(ctx: RunContext, t: Target) -> bool:
@@ -76,13 +79,13 @@ def _adaptive(ctx: RunContext, t: Target) -> bool:
 
 GENERATE = Step(
     "generate", "measure", when=_fixed_samples,
-    work=lambda ctx, t: _sharded("generate", ctx, ctx.pool_source(), ctx.paths.generated),
+    work=lambda ctx, t: _score(ctx, "generate", ctx.pool_source()),
     inputs=lambda ctx, t: ["prompts"],
     settings=lambda ctx, t: (ctx.sampling(ctx.cfg.policy, ctx.cfg.seed)[0].fingerprint(), ctx.cfg.scoring.shard_size),
     outputs=lambda ctx, t: [ctx.paths.generated])
 REWARD = Step(
     "reward", "measure", when=_fixed_samples,
-    work=lambda ctx, t: _sharded("reward", ctx, ctx.paths.generated, ctx.paths.rewarded),
+    work=lambda ctx, t: _score(ctx, "reward", ctx.paths.generated),
     inputs=lambda ctx, t: ["generate"],
     settings=lambda ctx, t: (ctx.sampling(ctx.cfg.policy, ctx.cfg.seed)[1].fingerprint(), ctx.cfg.scoring.shard_size),
     outputs=lambda ctx, t: [ctx.paths.rewarded])
@@ -130,17 +133,8 @@ def _measure_config(ctx: RunContext) -> Any:
     return ctx.cfg.stage(MeasureConfig, ctx.cfg.scoring)
 
 
-def _run_measure(ctx: RunContext, t: Target) -> dict[str, Any]:
-    from pvar.pipeline import measure
-
-    scored = _scored(ctx)[0]
-    with status.progress("measure", scored) as tick:
-        pool = measure.run(scored, ctx.paths.measured, _measure_config(ctx), tick)
-    return {"prompts": pool.n_prompts}
-
-
-MEASURE = Step("measure", "measure", _run_measure, inputs=lambda ctx, t: [_scored(ctx)[1]],
-               settings=lambda ctx, t: (_measure_config(ctx).fingerprint(),),
+MEASURE = Step("measure", "measure", lambda ctx, t: _score(ctx, "measure", _scored(ctx)[0]),
+               inputs=lambda ctx, t: [_scored(ctx)[1]], settings=lambda ctx, t: (_measure_config(ctx).fingerprint(),),
                outputs=lambda ctx, t: [ctx.paths.measured])
 
 
