@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pvar.experiment import verdict
+from pvar.experiment import analysis, verdict
 
 stats = pytest.importorskip("scipy.stats")
 
@@ -329,10 +329,10 @@ def test_rank_reliability_is_perfect_for_planted_spread_and_chance_for_noise():
     prompts, n = 200, 8
     spread = np.where(np.arange(prompts) < 50, 3.0, 0.0)  # 50 prompts with spread, the rest tied
     rewards = spread[:, None] * rng.standard_normal((prompts, n))
-    rr = verdict.rank_reliability(rewards, 50, scale=1.0)
+    rr = analysis.rank_reliability(rewards, 50, scale=1.0)
     assert [r["samples"] for r in rr] == [2, 3, 4]
     assert rr[-1]["overlap"] == 1.0 and rr[-1]["chance"] == 0.25
-    tied = verdict.rank_reliability(np.zeros((prompts, n)), 50, scale=1.0, sizes=[4])
+    tied = analysis.rank_reliability(np.zeros((prompts, n)), 50, scale=1.0, sizes=[4])
     assert tied[0]["overlap"] == pytest.approx(0.25)  # every prompt tied: expected overlap is chance
 
 
@@ -341,8 +341,8 @@ def test_resampled_reliability_grows_with_samples_and_matches_planted_truth():
     prompts, n = 120, 8
     p_success = rng.uniform(0, 1, prompts)
     rewards = (rng.uniform(size=(prompts, n)) < p_success[:, None]).astype(float)
-    out = verdict.resampled_reliability(rewards, 30, scale=4.0, sizes=[4, 8, 16], draws=20)
+    out = analysis.resampled_reliability(rewards, 30, scale=4.0, sizes=[4, 8, 16], draws=20)
     overlaps = [r["overlap"] for r in out]
     assert overlaps[0] < overlaps[2] and all(0.25 <= o <= 1 for o in overlaps)
-    tied = verdict.resampled_reliability(np.ones((prompts, n)), 30, scale=4.0, sizes=[8], draws=5)
+    tied = analysis.resampled_reliability(np.ones((prompts, n)), 30, scale=4.0, sizes=[8], draws=5)
     assert tied[0]["overlap"] == pytest.approx(0.25)

@@ -8,6 +8,7 @@ difficulty both arms share cancels, which is what lets real differences show.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,57 @@ class ArmSummary:
 def mean_finite(values: np.ndarray) -> float | None:
     ok = np.isfinite(values)
     return float(values[ok].mean()) if ok.any() else None
+
+
+# -- rank reliability of the selection ----------------------------------------------------------
+
+
+def rank_reliability(rewards: np.ndarray, k: int, *, scale: float, sizes: list[int] | None = None) -> list[dict]:
+    """Test-retest overlap of the top-k by PVar between two disjoint sets of m samples per prompt.
+
+    ``rewards`` (prompts, n) holds i.i.d. samples per prompt, so columns [0, m) and [m, 2m) are two
+    independent measurements. Returns, per m, the overlap |top_A ∩ top_B| / k and chance (k / prompts).
+    A selection made from all n samples is at least as reliable as the largest m shown.
+    """
+    n_prompts, n = rewards.shape
+    out = []
+    for m in sizes or list(range(2, n // 2 + 1)):
+        a = reward_stats(rewards[:, :m], scale=scale).pvar
+        b = reward_stats(rewards[:, m:2 * m], scale=scale).pvar
+        ids = np.arange(n_prompts)
+        out.append({"samples": m, "overlap": _top_overlap(a, b, ids, k), "chance": k / n_prompts if n_prompts else 0})
+    return out
+
+
+def resampled_reliability(rewards: np.ndarray, k: int, *, scale: float, sizes: list[int], draws: int = 50,
+                          seed: int = 0) -> list[dict]:
+    """Test-retest overlap of the top-k at sample sizes beyond what split halves reach: two sets of m rewards
+    per prompt are drawn with replacement from the prompt's own observed rewards (a plug-in bootstrap of
+    each prompt's reward distribution), ``draws`` times. Read it beside `rank_reliability` at the same m,
+    which it should roughly reproduce (plug-in draws understate the spread of rare outcomes a little).
+    """
+    rng = np.random.default_rng(seed)
+    valid = [r[np.isfinite(r)] for r in rewards]
+    ids = np.arange(len(valid))
+    out = []
+    for m in sizes:
+        got = []
+        for _ in range(draws):
+            sets = [np.stack([rng.choice(v, m) if v.size else np.full(m, np.nan) for v in valid]) for _ in (0, 1)]
+            a, b = (reward_stats(x, scale=scale).pvar for x in sets)
+            got.append(_top_overlap(a, b, ids, k))
+        out.append({"samples": m, "overlap": float(np.mean(got)), "chance": k / len(valid) if valid else 0})
+    return out
+
+
+def _top_overlap(a: np.ndarray, b: np.ndarray, ids: np.ndarray, k: int) -> float:
+    """Top-k overlap; ties at the cut are shared out by expectation (a random tie-break would add noise)."""
+    def members(score: np.ndarray) -> np.ndarray:
+        s = np.where(np.isfinite(score), score, -np.inf)
+        cut = np.sort(s)[::-1][k - 1]
+        above, at = s > cut, s == cut
+        w = above.astype(float)
+        w[at] = (k - above.sum()) / at.sum()
+        return w
+
+    return float((members(a) * members(b)).sum() / k) if k else math.nan

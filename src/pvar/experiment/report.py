@@ -174,8 +174,8 @@ def _arms_data(cfg: Any, root: Path, steps: dict[str, Any], pool: analysis.Pool 
 def _reliability(cfg: Any, pool: analysis.Pool, k: int) -> dict[str, Any]:
     """How stable the top-k by PVar is across independent sample sets (split halves, and resampled)."""
     n = pool.rewards.shape[1]
-    return {"rank_reliability": verdict.rank_reliability(pool.rewards, k, scale=cfg.scoring.scale),
-            "rank_reliability_resampled": verdict.resampled_reliability(
+    return {"rank_reliability": analysis.rank_reliability(pool.rewards, k, scale=cfg.scoring.scale),
+            "rank_reliability_resampled": analysis.resampled_reliability(
                 pool.rewards, k, scale=cfg.scoring.scale, sizes=sorted({n // 2, n, 2 * n}), seed=cfg.seed)}
 
 
