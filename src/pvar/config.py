@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_serializer
@@ -27,6 +28,17 @@ Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 """A torch dtype by name; ``auto`` lets the stage choose (see its field's description)."""
+
+def auto_dtype(device: str) -> str:
+    """bfloat16 on GPUs and where the CPU has native bf16 dot products (2x faster sampling), else float32."""
+    if device.startswith("cuda"):
+        return "bfloat16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
 
 InputFormat = Annotated[Literal["auto", "pipeline", "ultrafeedback"], Field(
     description="Input schema; 'auto' detects UltraFeedback rows by their columns.")]

@@ -9,12 +9,11 @@ preset first and the file on top.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from pvar.config import Device, Dtype, Section, Seed, StageConfig, like, section_of
+from pvar.config import Device, Dtype, Section, Seed, StageConfig, auto_dtype, like, section_of
 from pvar.errors import ConfigError, short_repr
 from pvar.pipeline.adaptive import AdaptiveConfig
 from pvar.pipeline.diagnostics import GoldPairsConfig, SignalConfig
@@ -378,16 +377,6 @@ class RunConfig(section_of((EngineConfig, ("engine", "ray_address", "workers", "
         """Arm name -> its runs (several for random seeds and training seeds, else one)."""
         return {arm.name: [n for n, _ in arm.expand()] for arm in self.arms}
 
-
-def auto_dtype(device: str) -> str:
-    """bfloat16 on GPUs and where the CPU has native bf16 dot products (2x faster sampling), else float32."""
-    if device.startswith("cuda"):
-        return "bfloat16"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
 def validate(values: dict[str, Any], source: str = "config") -> RunConfig:

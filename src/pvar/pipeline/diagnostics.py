@@ -108,8 +108,9 @@ def _fresh(cfg: _Sampling, rows: list[dict[str, Any]], n: int, out: Path,
 
     paths = ScoredPaths(out)
     prompts = out / "prompts.parquet"
+    refs = all(isinstance(r.get("reference"), str) for r in rows)  # a prompt set with references, or none
     table = pa.Table.from_pylist([{"prompt_id": str(r["prompt_id"]), "prompt": r["prompt"],
-                                   "reference": r.get("reference")} for r in rows])
+                                   **({"reference": r["reference"]} if refs else {})} for r in rows])
     out.mkdir(parents=True, exist_ok=True)
     with atomic_rows(prompts) as writer:
         for batch in table.to_batches():
