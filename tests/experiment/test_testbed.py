@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -186,3 +187,45 @@ def test_report_draws_the_verdict_and_signal_figures(run):
         assert (run / "report" / "figures" / fig).stat().st_size > 1000
     html = (run / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5 and "<script" not in html
+
+
+def test_the_verdict_scores_the_preregistered_metric(run, tmp_path):
+    """eval.metric gold-guarded: every test scores a prompt by gold x content guard, recomputable from the
+    exported answers (the same folder's report under the judge's score differs where the guard fails)."""
+    import shutil
+
+    import yaml
+
+    from pvar.experiment.report import write_report
+
+    judge = json.loads((run / "report" / "report.json").read_text())
+    assert judge["metric"] == "judge"
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    cfg = yaml.safe_load((copy / "config.yaml").read_text())
+    cfg["eval"]["metric"] = "gold-guarded"
+    (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    write_report(copy)
+    report = json.loads((copy / "report" / "report.json").read_text())
+    assert report["metric"] == "gold-guarded"
+    rows = [json.loads(x) for x in (run / "report" / "data" / "eval_answers.jsonl").read_text().splitlines()]
+    mean = {}
+    for r in rows:
+        mean.setdefault(r["run"], []).append(r["gold"] * r["guard"])
+    top = np.mean([np.mean(mean[n]) for n in ("top-pvar-t0", "top-pvar-t1")])
+    got = report["verdict"]["vs_base"]["top-pvar"]["estimate"]
+    assert got == pytest.approx(top - np.mean(mean["base"]), abs=1e-12)
+
+
+def test_the_report_shows_what_the_answers_are_and_what_each_arm_selected(run):
+    report = json.loads((run / "report" / "report.json").read_text())
+    answers = report["answers"]
+    assert set(answers["arms"]) == {"base", "top-pvar", "random", "random-usable", "bottom-pvar"}
+    top = answers["arms"]["top-pvar"]
+    assert top["answers"] == 2 * 12 and 0 <= top["guard_rate"] <= 1 and top["mean_words"] > 0
+    assert set(top["constraints"]) <= {"keywords:existence", "length_constraints:number_words"}
+    shares = report["composition"]["shares"]
+    assert report["composition"]["stratum"] == "constraints"
+    assert sum(shares["pool"].values()) == pytest.approx(1.0) and sum(shares["top-pvar"].values()) == pytest.approx(1.0)
+    md = (run / "report" / "report.md").read_text()
+    assert "## What the answers are" in md and "## What each arm selected, by constraints" in md

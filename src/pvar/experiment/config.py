@@ -222,6 +222,11 @@ class EvalSection(section_of(
                                                   "the run samples with vllm, else hf. Greedy either way.")
     aa_batch_size: int = Field(0, ge=0, description="A/A noise floor: the base policy's eval answers generated a "
                                "second time in batches of this size (a different arrangement of prompts); 0 skips it.")
+    metric: Literal["judge", "gold-guarded"] = Field("judge", description="The pre-registered score of the "
+                                                     "verdict's tests: the judge's, or gold x content guard (an exact "
+                                                     "gold judge only; an answer that games gold scores 0).")
+
+    omit_at_default = ("metric",)  # added later: run folders made before still resume
 
 
 class TheorySection(section_of(
@@ -304,6 +309,8 @@ class RunConfig(section_of((EngineConfig, ("engine", "ray_address", "workers", "
                 self.eval.judge.strip().lower() == self.scoring.reward.strip().lower():
             raise ValueError(f"eval.judge {self.eval.judge!r} is the selection reward; judge with a held-out "
                              "scorer (e.g. mpnet-ref when selecting with minilm-ref)")
+        if self.eval.metric == "gold-guarded" and not is_exact(self.eval.judge):
+            raise ValueError(f"eval.metric gold-guarded needs an exact gold judge (gold), not {self.eval.judge!r}")
         arms = {a.name for a in self.arms}
         for name in self.primary or []:
             if name not in arms:

@@ -7,18 +7,15 @@ and to HTML), so both formats say the same.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
+from pvar.experiment.blocks import Block
+from pvar.experiment.blocks import fmt as _f
+from pvar.experiment.blocks import pct as _pct
+from pvar.experiment.document_answers import answers, composition
 from pvar.experiment.report_data import Comparison, Interval, Report, RunSD, Test
 from pvar.pipeline.evaluate import LC_NAME
-
-Block = tuple  # ("h1"|"h2"|"h3", text) | ("p", text) | ("table", header, rows) | ("fig", key, caption) | ("pre", text)
-
-
-def _f(x: Any, fmt: str = ".3f") -> str:
-    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
 
 
 def _ci(block: Interval | None, pct: bool = True) -> str:
@@ -49,10 +46,6 @@ def _run_sd(arm: str, x: RunSD) -> str:
     if not x.sd:
         return f"{arm} 0 ({x.runs} runs: their spread is all prompt noise)"
     return f"{arm} {_f(x.sd, '.4f')} ({x.runs} runs, df {_f(x.df, '.1f')})"
-
-
-def _pct(x: float | None, fmt: str = ".0f") -> str:
-    return _f(None if x is None else 100 * x, fmt)
 
 
 # -- sections -------------------------------------------------------------------------------------
@@ -363,7 +356,8 @@ def details(r: Report) -> list[Block]:
 
 
 SECTIONS: tuple[Callable[[Report], list[Block]], ...] = (
-    title, verdict, headline, paired, pool, training, rounds, signal, heldout, theory, details)
+    title, verdict, answers, headline, paired, pool, composition, training, rounds, signal, heldout, theory,
+    details)
 
 
 def document(data: dict[str, Any] | Report) -> list[Block]:

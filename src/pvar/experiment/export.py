@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pvar.experiment.analysis import read_jsonl
+from pvar.experiment.quality import judged_answers
 from pvar.io.writers import atomic_write_text
 
 POOL_COLUMNS = ("prompt_id", "prompt", "reference", "responses", "rewards", "pvar", "pvar_low", "pvar_high",
@@ -22,7 +22,6 @@ POOL_COLUMNS = ("prompt_id", "prompt", "reference", "responses", "rewards", "pva
 
 def export_per_prompt(run_dir: str | Path, out_dir: str | Path, cfg: Any) -> dict[str, int]:
     """Write ``pool.jsonl`` and ``eval_answers.jsonl`` to ``out_dir``; returns their row counts."""
-    from pvar.backends.spec import is_exact
     from pvar.io.rows import read_rows
 
     root, out = Path(run_dir), Path(out_dir)
@@ -46,28 +45,7 @@ def export_per_prompt(run_dir: str | Path, out_dir: str | Path, cfg: Any) -> dic
                                         ensure_ascii=False) + "\n")
         atomic_write_text(out / "pool.jsonl", "".join(lines))
         counts["pool"] = len(lines)
-    exact = is_exact(cfg.eval.judge)
-    specs = {}
-    if exact:
-        eval_file = root / "prompts" / "eval.jsonl" if cfg.prompts.eval_source == "sharegpt" else \
-            Path(cfg.prompts.eval_source)
-        specs = {str(r["prompt_id"]): r.get("reference") for r in read_jsonl(eval_file, missing_ok=True)}
-    sources = [("base", root / "base" / "eval"), ("base-aa", root / "base" / "eval-aa")] + \
-        [(n, root / "arms" / n / "eval") for n in names]
-    lines = []
-    for run, folder in sources:
-        score = {r["prompt_id"]: r["policy_score"] for r in read_jsonl(folder / "judgements.jsonl", missing_ok=True)}
-        for r in read_jsonl(folder / "outputs_policy.jsonl", missing_ok=True):
-            row: dict[str, Any] = {"run": run, "prompt_id": r["prompt_id"], "prompt": r["prompt"],
-                                   "output": r["output"], "stopped_at_eos": r["stopped_at_eos"],
-                                   "judge_score": score.get(r["prompt_id"])}
-            spec = specs.get(str(r["prompt_id"]))
-            if exact and spec:
-                from pvar import tasks
-
-                row.update(spec=spec, gold=tasks.gold(spec, r["output"]), guard=tasks.guard(r["output"], r["prompt"]),
-                           constraints=tasks.gold_detail(spec, r["output"]))
-            lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in judged_answers(root, cfg)]
     if lines:
         atomic_write_text(out / "eval_answers.jsonl", "".join(lines))
     counts["eval_answers"] = len(lines)

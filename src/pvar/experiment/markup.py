@@ -7,7 +7,7 @@ import html
 import re
 from pathlib import Path
 
-from pvar.experiment.document import Block
+from pvar.experiment.blocks import Block
 
 
 def to_markdown(blocks: list[Block], figs: dict[str, Path], fig_rel: str = "figures") -> str:

@@ -40,7 +40,7 @@ from pvar.experiment.config_file import merge, read_yaml
 _TESTBED = {  # shared by the testbed presets: exact gold, the arms of the pre-registered design
     "prompts": {"task": "format"},
     "scoring": {"reward": "gold", "scale": 4.0},
-    "eval": {"judge": "gold", "dtype": "float32", "aa_batch_size": 16},
+    "eval": {"judge": "gold", "metric": "gold-guarded", "dtype": "float32", "aa_batch_size": 16},
 }
 
 

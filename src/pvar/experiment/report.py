@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pvar.errors import InputError, one_line
-from pvar.experiment import analysis, verdict
+from pvar.experiment import analysis, quality, verdict
 from pvar.experiment.document import document
 from pvar.experiment.markup import to_html, to_markdown
 from pvar.io.writers import atomic_write_text
@@ -104,7 +104,13 @@ def collect(run_dir: str | Path, pool: analysis.Pool | None = None) -> dict[str,
                        "self_win_rate": base["win_rate"]["hard"]["estimate"], "n_prompts": base["n_prompts"],
                        "judge": base["judge"]}
     untrained = [a["name"] for a in arms if a["pairs"] == 0]  # every selected prompt tied: nothing to train on
-    out["verdict"] = _verdict(cfg, root, judged, untrained)
+    answers = quality.judged_answers(root, cfg) if judged else []
+    out["metric"] = cfg.eval.metric
+    out["verdict"] = _verdict(cfg, root, judged, untrained, answers)
+    if any("gold" in r for r in answers):
+        out["answers"] = quality.answer_profile(answers, cfg.groups())
+    if pool is not None and any(s is not None for s in selections.values()):
+        out["composition"] = _composition(cfg, root, selections)
     out["matching"] = _matching(cfg, arms, untrained)
     if pool is not None and pool.rewards.shape[1] >= 4:
         out.update(_reliability(cfg, pool, out["pool"]["budget_k"]))
@@ -211,9 +217,10 @@ def _rounds(cfg: Any, steps: dict[str, Any], arm_names: list[str]) -> dict[str, 
             for n in arm_names}
 
 
-def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged],
-             untrained_runs: list[str]) -> dict[str, Any] | None:
-    """Gate, primary and secondary tests, A/A floor and content guard, once every run is judged."""
+def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged], untrained_runs: list[str],
+             answers: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Gate, primary and secondary tests, A/A floor and content guard, once every run is judged; the tests
+    score each prompt by the pre-registered metric (``eval.metric``)."""
     names = [n for n, _, _ in cfg.arm_runs()]
     pair = cfg.primary_pair()
     if pair is None or not judged or any(n not in judged for n in names):
@@ -222,6 +229,12 @@ def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged],
     first = judged[names[0]]
     pos = {pid: i for i, pid in enumerate(first.ids.tolist())}
     base = first.baseline[[pos[pid] for pid in ids]]
+    if cfg.eval.metric != "judge":
+        metric = quality.metric_scores(answers, cfg.eval.metric)
+        if not all(pid in metric.get(run, {}) for run in [*names, "base"] for pid in ids):
+            return None  # an answer lacks what the metric needs (a prompt without a task spec)
+        scores = {n: np.array([metric[n][pid] for pid in ids]) for n in names}
+        base = np.array([metric["base"][pid] for pid in ids])
     groups = cfg.groups()
     untrained = frozenset(arm for arm, runs in groups.items() if all(r in untrained_runs for r in runs))
     out = verdict.analyse(scores, base, groups, primary=pair, gate_arm=pair[1], alpha=1 - cfg.eval.confidence,
@@ -238,22 +251,28 @@ def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged],
         g = multi[-1] if len(multi[-1]) == 2 else multi[0]
         out["aa_runs"] = verdict.difference(g[0], scores[g[0]][None, :], g[1], scores[g[1]][None, :],
                                             alpha=1 - cfg.eval.confidence, seed=cfg.seed).as_dict()
-    from pvar.backends.spec import is_exact
-
-    if is_exact(cfg.eval.judge):  # gold scores: the content guard goes beside them
-        from pvar.tasks import guard
-
-        texts = {n: judged[n].texts for n in names}
-        if all(t is not None for t in texts.values()) and first.texts is not None:
-            base_rows = analysis.read_jsonl(base_dir / "outputs_policy.jsonl", missing_ok=True)
-            prompt = {r["prompt_id"]: r["prompt"] for n in names  # the guard's echo rule reads the prompt
-                      for r in analysis.read_jsonl(root / "arms" / n / "eval" / "outputs_policy.jsonl")}
-            out["guard"] = {n: float(np.mean([guard(t, prompt[pid]) for pid, t in zip(judged[n].ids, texts[n],
-                                                                                      strict=True)]))
-                            for n in names}
-            if base_rows:
-                out["guard"]["base"] = float(np.mean([guard(r["output"], r["prompt"]) for r in base_rows]))
+    guards: dict[str, list[float]] = {}
+    for r in answers:  # gold scores: the content guard goes beside them
+        if "guard" in r and r["run"] != "base-aa":
+            guards.setdefault(r["run"], []).append(float(r["guard"]))
+    if guards and all(n in guards for n in names):
+        out["guard"] = {n: float(np.mean(v)) for n, v in guards.items()}
     return out
+
+
+def _composition(cfg: Any, root: Path, selections: dict[str, np.ndarray | None]) -> dict[str, Any]:
+    """Each arm's selected prompts by stratum (a stratified arm's column, else the constraint types)."""
+    import pyarrow.parquet as pq
+
+    column = next((a.stratum for a in cfg.arms if a.select == "stratified"), "constraints")
+    measured = root / "scoring" / "measured.parquet"
+    have = pq.ParquetFile(measured).schema_arrow.names
+    rows = pq.read_table(measured, columns=[c for c in ("prompt_id", "reference", column) if c in have]).to_pylist()
+    by_arm: dict[str, list[str]] = {}
+    for arm in cfg.arms:
+        picked = [str(p) for n, _ in arm.expand() if selections.get(n) is not None for p in selections[n]]
+        by_arm[arm.name] = picked or None
+    return quality.composition(rows, by_arm, column)
 
 
 def _matching(cfg: Any, arms: list[dict[str, Any]], untrained: list[str]) -> dict[str, Any]:

@@ -203,6 +203,36 @@ class Invocation(_Data):
     versions: dict[str, str | None] = {}
 
 
+class ConstraintRate(_Data):
+    n: int
+    success: float
+
+
+class ArmAnswers(_Data):
+    answers: int
+    mean_words: float | None = None
+    guard_rate: float | None = None
+    constraints: dict[str, ConstraintRate] = {}
+
+
+class NotLearned(_Data):
+    constraint: str
+    base: float
+    best_arm: str
+    best: float
+
+
+class AnswerProfile(_Data):
+    arms: dict[str, ArmAnswers]
+    never_learned: list[NotLearned] = []
+    learned_margin: float
+
+
+class Composition(_Data):
+    stratum: str
+    shares: dict[str, dict[str, float]]
+
+
 class Report(_Data):
     """Everything the document shows."""
 
@@ -229,6 +259,9 @@ class Report(_Data):
     heldout: dict[str, Heldout] | None = None
     theory: Theory | None = None
     rounds: dict[str, list[Round]] | None = None
+    metric: str = "judge"
+    answers: AnswerProfile | None = None
+    composition: Composition | None = None
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> Report:

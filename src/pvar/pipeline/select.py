@@ -107,12 +107,12 @@ def _strata(batch: Batch, stratum: str, name: str) -> list[str]:
     if stratum != CONSTRAINTS or "reference" not in data.schema.names:
         hint = " (nor task specs in 'reference' to derive it from)" if stratum == CONSTRAINTS else ""
         raise InputError(name, f"no stratum column {stratum!r}{hint}", field=stratum)
-    from pvar.tasks import parse_spec
+    from pvar.tasks import constraint_key
 
     out = []
     for i, ref in enumerate(data.column("reference").to_pylist()):
         try:
-            out.append("+".join(sorted(c.id for c in parse_spec(ref).constraints)))
+            out.append(constraint_key(ref))
         except ValueError as exc:
             raise batch.error(i, "reference", f"not a task spec, so no constraints stratum: {exc}") from None
     return out

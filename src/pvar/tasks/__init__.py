@@ -68,6 +68,11 @@ def gold_detail(spec: str | TaskSpec, response: str) -> dict[str, bool]:
     return {c.id: c.check(response) for c in _spec(spec).constraints}
 
 
+def constraint_key(spec: str | TaskSpec) -> str:
+    """A task's constraint types as one label (its instruction ids, sorted, joined by '+'): a stratum."""
+    return "+".join(sorted(c.id for c in _spec(spec).constraints))
+
+
 def gold(spec: str | TaskSpec, response: str) -> float:
     """Fraction of the spec's constraints the reply satisfies, in [0, 1]."""
     detail = gold_detail(spec, response)
