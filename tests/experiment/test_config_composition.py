@@ -7,15 +7,16 @@ import pytest
 from pvar.config import RUN, Section
 from pvar.errors import ConfigError
 from pvar.experiment import config as ec
-from pvar.experiment.config import AdaptiveSection
+from pvar.experiment import sections as sc
 from pvar.experiment.presets import load_config
+from pvar.experiment.sections import AdaptiveSection
 from pvar.pipeline.evaluate import EvalConfig
 from pvar.pipeline.generate import GenerateConfig
 from pvar.pipeline.measure import MeasureConfig
 from pvar.pipeline.reward import RewardConfig
 from pvar.pipeline.train import TrainConfig
 
-SECTIONS = [ec.ScoringConfig, ec.AdaptiveSection, ec.TrainSection, ec.EvalSection, ec.TheorySection]
+SECTIONS = [sc.ScoringConfig, sc.AdaptiveSection, sc.TrainSection, sc.EvalSection, sc.TheorySection]
 # Section fields that extend their stage field on purpose: 'run' defers to the run, 0 skips a check.
 EXTENDED = {("EvalSection", "dtype"), ("EvalSection", "backend"), ("TheorySection", "prompts"),
             ("TheorySection", "signal_prompts"), ("TheorySection", "heldout_pairs")}
@@ -40,7 +41,7 @@ def test_section_fields_are_the_stage_fields(section: type[Section]) -> None:
 def test_section_constraints_come_from_the_stage() -> None:
     with pytest.raises(ConfigError, match=r"train\.batch_size"):
         ec.validate({"train": {"batch_size": 0}})
-    assert ec.TrainSection().max_steps == 32 and TrainConfig().max_steps == -1  # a run-level default
+    assert sc.TrainSection().max_steps == 32 and TrainConfig().max_steps == -1  # a run-level default
 
 
 def test_stage_stamps_run_wide_then_section_then_given() -> None:
@@ -60,7 +61,7 @@ def test_stage_stamps_run_wide_then_section_then_given() -> None:
 
 def test_section_of_refuses_defaults_for_fields_it_lacks() -> None:
     with pytest.raises(TypeError, match="nope"):
-        ec.section_of((MeasureConfig, ("scale",)), defaults={"nope": 1})
+        sc.section_of((MeasureConfig, ("scale",)), defaults={"nope": 1})
 
 
 def test_stage_configs_keep_the_fingerprints_of_the_hand_mappings(monkeypatch) -> None:

@@ -10,8 +10,9 @@ import importlib.util
 from pathlib import Path
 
 from pvar.errors import ConfigError
-from pvar.experiment.config import RANKED, RunConfig
+from pvar.experiment.config import RunConfig
 from pvar.experiment.context import RunContext
+from pvar.experiment.sections import RANKED
 
 
 def versions() -> dict[str, str]:

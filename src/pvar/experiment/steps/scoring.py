@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from pvar import status
-from pvar.experiment.config import RANKED
 from pvar.experiment.context import RunContext
+from pvar.experiment.sections import RANKED
 from pvar.experiment.step import Step, Target
 
 
