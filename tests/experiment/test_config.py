@@ -126,8 +126,22 @@ def test_usable_and_training_seeds_expand_to_runs():
     assert [n for n, _, _ in cfg.arm_runs()] == ["top-t0", "top-t1", "rnd-s2", "rnd-s3"]
     assert [cfg.train_seed(n) for n, _, _ in cfg.arm_runs()] == [10, 11, 12, 13]
     assert cfg.groups() == {"top": ["top-t0", "top-t1"], "rnd": ["rnd-s2", "rnd-s3"]}
-    with pytest.raises(ConfigError, match="usable applies to random arms only"):
-        validate({"arms": [{"name": "x", "select": "top", "usable": True}]})
+    with pytest.raises(ConfigError, match="usable applies to selections at a budget, not full"):
+        validate({"arms": [{"name": "x", "select": "full", "usable": True}]})
+
+
+def test_a_label_budget_arm_trains_one_pass_and_the_others_keep_their_config():
+    from pathlib import Path
+
+    from pvar.experiment.runner import Experiment
+
+    arms = [{"name": "top", "select": "top"}, {"name": "top-label", "select": "top", "max_steps": -1},
+            {"name": "easy", "select": "top", "by": "reward_mean", "usable": True}]
+    cfg = validate({"arms": arms, "train": {"max_steps": 32}})
+    ctx = Experiment(cfg, Path("/nonexistent")).ctx
+    steps = {n: ctx.train_config(n, arm).max_steps for n, arm, _ in cfg.arm_runs()}
+    assert steps == {"top": 32, "top-label": -1, "easy": 32}
+    assert "max_steps" not in cfg.arms[0].model_dump() and cfg.arms[1].model_dump()["max_steps"] == -1
 
 
 def test_an_exact_gold_judge_may_equal_the_selection_reward():

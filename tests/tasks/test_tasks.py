@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -207,7 +208,8 @@ def test_task_rows_shape_and_determinism(family):
     for base, row in zip(BASE, rows, strict=True):
         assert set(row) == {"prompt_id", "prompt", "reference", "task"} and row["task"] == family
         spec = parse_spec(row["reference"])
-        assert spec.task == family and 1 <= len(spec.constraints) <= 2
+        assert spec.task == family and (2 <= len(spec.constraints) <= 3 if family == "graded" else
+                                         1 <= len(spec.constraints) <= 2)
         assert row["prompt"] == base["prompt"] + "\n\n" + "\n".join(c.describe() for c in spec.constraints)
 
 
@@ -461,3 +463,18 @@ def test_reward_shards_of_older_rules_are_refused_not_mixed(tmp_path, monkeypatc
     plain = tmp_path / "plain"
     sharded.run("reward", RewardConfig(reward="fake"), src, plain, show_progress=False)
     assert "rules_version" not in json.loads((plain / "_manifest.json").read_text())
+
+
+def test_graded_gold_takes_levels_where_pvar_and_reward_std_part():
+    """graded: 2-3 instructions, gold the fraction met; over a pool, PVar no longer ranks as reward std does."""
+    from pvar.core.stats import reward_stats
+    from pvar.tasks.families import draw_spec
+
+    specs = [draw_spec("graded", f"p{i}", 0) for i in range(200)]
+    assert {len(s.constraints) for s in specs} == {2, 3}
+    rng = np.random.default_rng(0)
+    rewards = np.array([[rng.integers(0, len(s.constraints) + 1) / len(s.constraints) for _ in range(8)]
+                        for s in specs])
+    st = reward_stats(rewards, 4.0)
+    order_pvar, order_std = np.argsort(-st.pvar, kind="stable"), np.argsort(-st.reward_std, kind="stable")
+    assert not np.array_equal(order_pvar[:50], order_std[:50])

@@ -120,7 +120,9 @@ class RunContext:
     def train_config(self, name: str, arm: ArmConfig) -> Any:
         from pvar.pipeline.train import TrainConfig
 
-        return self.cfg.stage(TrainConfig, self.cfg.train, seed=self.cfg.train_seed(name), weight_by=arm.weight_by)
+        own = {} if arm.max_steps is None else {"max_steps": arm.max_steps}  # a label-budget arm: one pass
+        return self.cfg.stage(TrainConfig, self.cfg.train, seed=self.cfg.train_seed(name), weight_by=arm.weight_by,
+                              **own)
 
     def eval_config(self, policy: str) -> Any:
         from pvar.pipeline.evaluate import EvalConfig

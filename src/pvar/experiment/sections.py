@@ -107,14 +107,17 @@ class ArmConfig(Section):
     count: int | None = Field(None, ge=1, description="Budget override for this arm (a cap with fraction).")
     minimum: float | None = Field(None, description="Threshold arms: keep prompts with score >= minimum.")
     weight_by: str | None = Field(None, description="Pairs column scaling each pair's DPO loss (e.g. pvar).")
-    usable: bool = Field(False, description="Random arms: draw only among prompts that yield a pair (PVar > 0), "
-                         "at the same budget; separates 'PVar avoids tied prompts' from 'PVar finds informative "
-                         "ones'.")
+    usable: bool = Field(False, description="Select only among prompts that yield a pair (PVar > 0), at the same "
+                         "budget: random-usable separates 'PVar avoids tied prompts' from 'PVar finds informative "
+                         "ones'; top by reward_mean among usable is the 'easiest usable' selector.")
+    max_steps: int | None = Field(None, ge=-1, description="This arm's training steps (default: train.max_steps); -1 "
+                                  "= one pass over its own pairs: a label budget, where arms get the same number of "
+                                  "gold-labelled prompts, each trained on once.")
     train_seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, description="Training seeds (offsets "
                                    "of the run seed) of non-random arms: several give one run each (NAME-tSEED), so "
                                    "training noise enters the comparison. A random arm's training seed is its seed.")
 
-    omit_at_default = ("stratum",)  # added later: run folders made before still resume
+    omit_at_default = ("stratum", "max_steps")  # added later: run folders made before still resume
 
     @field_validator("name")
     @classmethod
@@ -127,8 +130,8 @@ class ArmConfig(Section):
     def _threshold(self) -> Self:
         if self.select == "threshold" and self.minimum is None:
             raise ValueError("a threshold arm needs a minimum")
-        if self.usable and self.select != "random":
-            raise ValueError("usable applies to random arms only")
+        if self.usable and self.select in ("full", "threshold", "rip"):
+            raise ValueError(f"usable applies to selections at a budget, not {self.select}")
         if self.select != "stratified" and self.stratum != SelectConfig.model_fields["stratum"].default:
             raise ValueError("stratum applies to stratified arms only")
         return self

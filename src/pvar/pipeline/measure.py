@@ -10,14 +10,16 @@ import pyarrow as pa
 from pydantic import Field
 
 from pvar.config import InputFormat, Rating, Seed, StageConfig
-from pvar.core.stats import measured_stats
+from pvar.core.stats import measured_stats, preference_variance
 from pvar.core.summary import PoolSummary, summarize
 from pvar.io.arrow import float_column, list_to_padded
 from pvar.io.paths import check_output
 from pvar.io.rows import read_rows
 from pvar.io.writers import open_output
 
-COLUMNS = ("pvar", "pvar_low", "pvar_high", "reward_mean", "reward_std", "reward_range", "n_valid")
+COLUMNS = ("pvar", "pvar_low", "pvar_high", "reward_mean", "reward_std", "reward_range", "n_valid", "pvar_half")
+HALF = "pvar_half"
+"""PVar of each prompt's first half of samples: what half the gold labels would select (a cheaper proxy)."""
 
 
 class MeasureConfig(StageConfig):
@@ -33,8 +35,9 @@ class MeasureConfig(StageConfig):
 
 def measure_batch(data: pa.RecordBatch, cfg: MeasureConfig) -> pa.RecordBatch:
     """Append (or replace) the measure columns of one batch of scored rows."""
-    stats, low, high = measured_stats(list_to_padded(data.column("rewards")), cfg.scale, n_boot=cfg.n_boot,
-                                      confidence=cfg.confidence, seed=cfg.seed)
+    padded = list_to_padded(data.column("rewards"))
+    stats, low, high = measured_stats(padded, cfg.scale, n_boot=cfg.n_boot, confidence=cfg.confidence, seed=cfg.seed)
+    half = preference_variance(padded[:, : max(2, padded.shape[1] // 2)], cfg.scale)
     new = {
         "pvar": float_column(stats.pvar),
         "pvar_low": float_column(low),
@@ -43,6 +46,7 @@ def measure_batch(data: pa.RecordBatch, cfg: MeasureConfig) -> pa.RecordBatch:
         "reward_std": float_column(stats.reward_std),
         "reward_range": float_column(stats.reward_range),
         "n_valid": pa.array(stats.n_valid, type=pa.int64()),
+        HALF: float_column(half),
     }
     keep = [n for n in data.schema.names if n not in new]
     arrays = [data.column(n) for n in keep] + list(new.values())

@@ -21,7 +21,7 @@ class PromptSetConfig(StageConfig):
                                            "overlaps the pool).")
     seed: Seed = Field(0, description="Which prompts of the split to take.")
     task: str | None = Field(None, description="Attach a verifiable task family (pvar.tasks: ifeval, format, "
-                             "phrase) to each prompt; the reference then holds its spec for the gold reward.")
+                             "phrase, graded) to each prompt; the reference then holds its spec for the gold reward.")
 
 
 def run(source: str, output: str | Path, cfg: PromptSetConfig) -> int:

@@ -28,7 +28,7 @@ from pvar.tasks.constraints import (
     make_constraint,
 )
 
-FAMILIES = ("ifeval", "format", "phrase")
+FAMILIES = ("ifeval", "format", "phrase", "graded")
 
 # Parameter lists are short and easy on purpose: a 135M chat model should satisfy each instruction
 # some of the time, so sampled replies differ in gold score and preference pairs carry signal.
@@ -132,16 +132,19 @@ def draw_spec(family: str, prompt_id: str, seed: int) -> TaskSpec:
         return TaskSpec("phrase", (StartPhrase(start_phrase=rng.choice(PHRASES)),))
     if family == "format":
         return TaskSpec("format", (rng.choice(_FORMAT_DRAWS)(rng),))
-    if family != "ifeval":
+    if family not in ("ifeval", "graded"):
         raise ValueError(f"unknown task family {family!r}; known: {', '.join(FAMILIES)}")
+    # graded: 2 or 3 instructions, so gold (the fraction met) takes 3-4 levels and PVar is no longer a
+    # function of the success rate alone (as it is under 0/1 gold, where it ranks exactly as reward std)
+    count = (2 if rng.random() < 0.5 else 3) if family == "graded" else (1 if rng.random() < 0.5 else 2)
     pool = list(_IFEVAL_DRAWS)
     chosen: list[Constraint] = []
-    for _ in range(1 if rng.random() < 0.5 else 2):
+    for _ in range(count):
         i = rng.choices(range(len(pool)), weights=[w for _, w, _ in pool])[0]
         cid, _, make = pool.pop(i)
         chosen.append(make(rng))
         pool = [d for d in pool if frozenset((cid, d[0])) not in _CLASHES]
-    return TaskSpec("ifeval", tuple(chosen))
+    return TaskSpec(family, tuple(chosen))
 
 
 def constrained_prompt(prompt: str, spec: TaskSpec) -> str:
