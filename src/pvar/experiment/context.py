@@ -23,6 +23,7 @@ BASE_EVAL = Path("base") / "eval"
 AA_EVAL = Path("base") / "eval-aa"
 HELDOUT_PAIRS = Path("heldout") / "pairs.jsonl"
 UNTRAINED = "untrained.json"  # marks an arm with no pairs: its policy is the base policy
+SHARED = "shared.json"  # marks an arm whose pairs and training equal an earlier arm's: its model is that one's
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,11 @@ class RunContext:
     # -- an arm's models ----------------------------------------------------------------------------
 
     def final_model(self, name: str) -> Path:
-        """The arm's model: its last round's checkpoint, or an earlier one where a round had no pairs."""
+        """The arm's model: its last round's checkpoint, or an earlier one where a round had no pairs; for
+        an arm that shares an earlier arm's training, that arm's."""
+        shared = self.paths.arm(name) / "model" / SHARED
+        if shared.is_file():
+            return self.final_model(json.loads(shared.read_text(encoding="utf-8"))["with"])
         for r in range(self.cfg.rounds, 0, -1):
             model = self.paths.round(name, r) / "model"
             if (model / "train_log.jsonl").is_file() and not (model / UNTRAINED).is_file():

@@ -13,7 +13,7 @@ from typing import Any
 
 from pvar import status
 from pvar.experiment.config import ArmConfig, RunConfig
-from pvar.experiment.context import UNTRAINED, RunContext, count_lines, write_json
+from pvar.experiment.context import SHARED, UNTRAINED, RunContext, count_lines, write_json
 from pvar.experiment.step import Step, Target
 from pvar.io.writers import atomic_write_text
 
@@ -107,6 +107,14 @@ def train_folder(ctx: RunContext, t: Target, folder: Path, tcfg: Any) -> dict[st
         atomic_write_text(model / "train_log.jsonl", "")
         ctx.log(f"[yellow]  {t.name}: no pairs (every selected prompt tied); not trained[/yellow]")
         return {"steps": 0, "n_pairs": 0, "untrained": True}
+    twin = _twin(ctx, t, folder, tcfg)
+    if twin is not None:  # the same pairs under the same training: one run serves both arms
+        write_json(model / SHARED, {"with": twin})
+        shutil.copyfile(ctx.paths.arm(twin) / "model" / "train_log.jsonl", model / "train_log.jsonl")
+        ctx.log(f"  {t.name}: the same pairs and training as {twin}; its model is shared, not trained again")
+        done = ctx.ledger.data["steps"].get(f"train:{twin}", {}) if ctx.ledger else {}
+        skip = ("key", "done", "seconds", "computed", "finished")
+        return {**{k: v for k, v in done.items() if k not in skip}, "shared_with": twin}
     if ctx.cfg.train.launcher == "accelerate":
         res = _launch(ctx, folder, model, tcfg)
         return {**{k: v for k, v in res.items() if k not in ("out_dir", "seconds")}, "total_seconds": res["seconds"]}
@@ -121,6 +129,27 @@ def train_folder(ctx: RunContext, t: Target, folder: Path, tcfg: Any) -> dict[st
         result = train(folder / "pairs.jsonl", model, tcfg, ref_cache=ctx.paths.ref_cache, progress=advance)
     info = {k: v for k, v in result.to_dict().items() if k not in ("out_dir", "seconds")}
     return {**info, "total_seconds": result.seconds}
+
+
+def _twin(ctx: RunContext, t: Target, folder: Path, tcfg: Any) -> str | None:
+    """An earlier arm run trained on byte-identical pairs with the same training settings (its own model,
+    not a shared one), whose model this arm can share: arms whose selections come out equal (top-PVar and
+    top reward-std under 0/1 gold) spend no compute twice."""
+    if ctx.cfg.rounds > 1 or t.round > 1:
+        return None
+    pairs = (folder / "pairs.jsonl").read_bytes()
+    fingerprint = tcfg.fingerprint()
+    for name, arm, _ in ctx.cfg.arm_runs():
+        if name == t.name:
+            return None
+        other = ctx.paths.arm(name)
+        model = other / "model"
+        trained = (model / "train_log.jsonl").is_file() and not (model / UNTRAINED).is_file() and \
+            not (model / SHARED).is_file()
+        if trained and (other / "pairs.jsonl").is_file() and (other / "pairs.jsonl").read_bytes() == pairs and \
+                ctx.train_config(name, arm).fingerprint() == fingerprint:
+            return name
+    return None
 
 
 def _launch(ctx: RunContext, folder: Path, model: Path, tcfg: Any) -> dict[str, Any]:

@@ -62,6 +62,11 @@ def _arm(ctx: RunContext, t: Target) -> dict[str, Any]:
     for f in shared:  # shared: generated once
         if (base / f).is_file() and not (out / f).is_file():
             shutil.copyfile(base / f, out / f)
+    owner = ctx.final_model(t.name).parent  # an arm sharing another's model shares its answers (same key)
+    if not _untrained(ctx, t) and owner != ctx.paths.arm(t.name):
+        for f in ("outputs_policy.jsonl", "outputs_policy.key.json"):
+            if (owner / "eval" / f).is_file() and not (out / f).is_file():
+                shutil.copyfile(owner / "eval" / f, out / f)
     res = evaluate(_arm_config(ctx, t), out)
     shutil.rmtree(out / "merged-policy", ignore_errors=True)  # 0.5 GB per arm; outputs are cached
     return {"win_rate": res.hard.estimate, "lc_win_rate": res.length_controlled.estimate,
