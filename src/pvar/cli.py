@@ -292,7 +292,8 @@ def run(
         help="Built-in config: quick (default: the verifiable testbed, ~10 min CPU) | cpu-full (the testbed, "
              "<= 75 min CPU) | sharegpt-proxy (embedding reward and judge) | paper (8 x 80 GB GPUs + hub) | "
              "paper-1gpu (one 80 GB GPU, LoRA) | ultrafeedback (rated data, no generation) | score (the pool's "
-             "PVar only: ShareGPT, SmolLM2, MiniLM reward).")] = None,
+             "PVar only: ShareGPT, SmolLM2, MiniLM reward) | board-format, board-graded (`pvar board`'s testbeds).")
+    ] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Run folder (default runs/NAME).")] = None,
     overrides: dict | None = None,
     force: Annotated[bool, typer.Option(help="Continue a run folder made with a different config.")] = False,
@@ -323,6 +324,32 @@ def _run_experiment(config: Path | None, preset: str | None, output: Path | None
     if headline:
         render.run_headline(report_dir)
     return folder
+
+
+@app.command()
+def board(
+    preset: Annotated[list[str] | None, typer.Option(help="Testbed presets to run (default: board-format, the 0/1 "
+                                                          "gold testbed, and board-graded, graded gold).")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder of the testbeds' run folders and the "
+                                                                "leaderboard.")] = Path("runs/board"),
+    force: Annotated[bool, typer.Option(help="Continue run folders made with a different config.")] = False,
+    table_only: Annotated[bool, typer.Option(help="Rebuild the leaderboard from the run folders; run nothing.")
+                          ] = False,
+) -> None:
+    """The selector leaderboard: every prompt selector under one harness on each testbed, then one table.
+
+    Each testbed is a resumable `pvar run` (OUTPUT/PRESET); rerunning continues where it stopped.
+    """
+    from pvar.experiment.board import write_board
+    from pvar.experiment.presets import BOARD
+
+    names = preset or list(BOARD)
+    if not table_only:
+        for name in names:
+            _run_experiment(None, name, output / name, {}, force=force, show_config=False)
+    table = write_board([output / name for name in names], output)
+    render.out.print(table.read_text(encoding="utf-8"), markup=False, highlight=False)
+    render.out.print(f"leaderboard: {table} (and leaderboard.json)")
 
 
 @app.command()

@@ -152,6 +152,36 @@ PRESETS["paper-1gpu"] = merge(PRESETS["paper"], {
               "trl_args": {"gradient_accumulation_steps": 16}},
     "scoring": {"shard_size": 512},
 })
+
+
+def _board(name: str, task: str, random_seeds: list[int], fixed_seeds: list[int]) -> dict[str, Any]:
+    """A testbed of ``pvar board``: every selector under one harness, compute-matched, plus label-budget arms."""
+    fixed = {"train_seeds": fixed_seeds}
+    return merge(PRESETS["quick"], {
+        "name": name,
+        "prompts": {"pool": 160, "eval": 96, "task": task},
+        "budget": 0.25,
+        "primary": ["top-pvar", "random"],
+        "arms": [
+            {"name": "top-pvar", "select": "top", "by": "pvar", **fixed},
+            {"name": "random", "select": "random", "seeds": random_seeds},
+            {"name": "top-std", "select": "top", "by": "reward_std", **fixed},
+            {"name": "top-margin", "select": "top", "by": "reward_range", **fixed},  # arXiv 2502.14560
+            {"name": "easiest-usable", "select": "top", "by": "reward_mean", "usable": True, **fixed},
+            {"name": "stratified", "select": "stratified", "by": "pvar", **fixed},
+            {"name": "proxy-half", "select": "top", "by": "pvar_half", **fixed},  # half the gold labels
+            {"name": "random-usable", "select": "random", "usable": True, "seeds": random_seeds[:2]},
+            {"name": "full", "select": "full", **fixed},
+            # the label budget: the same number of gold-labelled prompts, one pass each
+            {"name": "top-pvar-label", "select": "top", "by": "pvar", "max_steps": -1, **fixed},
+            {"name": "random-label", "select": "random", "max_steps": -1, "seeds": random_seeds[:2]},
+        ],
+    })
+
+
+BOARD = ("board-format", "board-graded")  # `pvar board`'s testbeds: 0/1 gold, and graded gold
+PRESETS["board-format"] = _board("board-format", "format", list(range(8)), [0, 1])
+PRESETS["board-graded"] = _board("board-graded", "graded", list(range(8)), [0, 1])
 DEFAULT_PRESET = "quick"
 
 

@@ -36,11 +36,12 @@ class PromptsConfig(Section):
     eval_source: str = Field("sharegpt", description="Held-out eval prompts: 'sharegpt' (its eval split, disjoint "
                              "from the pool split) or a file of rows with prompt_id, prompt, reference.")
     eval: int = Field(64, ge=2, le=10_000_000, description="Eval prompts (sharegpt eval source).")
-    task: Literal["ifeval", "format", "phrase"] | None = Field(
+    task: Literal["ifeval", "format", "phrase", "graded"] | None = Field(
         None, description="Verifiable task family (pvar.tasks) attached to the sharegpt prompts: ifeval (1-2 "
         "IFEval-style constraints checked by code, keywords and bullets included), format (one constraint on the "
-        "reply's shape: lowercase, no commas, opening word, under 20 words, closing phrase) or phrase (open with a "
-        "given phrase). Each row's reference then holds its task spec, read by the exact 'gold' reward and judge.")
+        "reply's shape: lowercase, no commas, opening word, under 20 words, closing phrase), phrase (open with a "
+        "given phrase) or graded (2-3 ifeval constraints: gold, the fraction met, takes levels). Each row's "
+        "reference then holds its task spec, read by the exact 'gold' reward and judge.")
 
     @model_validator(mode="after")
     def _task_needs_sharegpt(self) -> Self:
