@@ -16,7 +16,7 @@ import numpy as np
 
 from pvar.experiment.analysis import read_jsonl
 
-LEARNED = 0.05  # a constraint type counts as learned by an arm that beats the base by this much (absolute)
+LEARNED = 0.10  # a constraint type counts as learned by an arm that beats the base by this much (absolute)
 
 
 def judged_answers(root: Path, cfg: Any) -> list[dict[str, Any]]:
