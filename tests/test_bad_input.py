@@ -127,7 +127,7 @@ TRACEBACKS = {
                       ["scale", "finite"]),
     "shard size -1": Case(lambda t: ["generate", str(write_jsonl(t / "in.jsonl", PROMPTS)), "-o",
                                      str(t / "out.jsonl"), "--backend", "fake", "--shard-size", "-1"],
-                          ["shard_size", ">= 1"]),
+                          ["shard_size", "greater than or equal to 1"]),
     "reward function raises": Case(_reward_fn("""
         def score(prompts, responses, references):
             raise RuntimeError("backend down")
@@ -179,13 +179,13 @@ def _alias_bomb(tmp: Path, *extra: str) -> list[str]:
 HANGS = {
     "shard size 0": Case(lambda t: ["generate", str(write_jsonl(t / "in.jsonl", PROMPTS)), "-o",
                                     str(t / "out.jsonl"), "--backend", "fake", "--shard-size", "0"],
-                         ["shard_size", ">= 1"]),
+                         ["shard_size", "greater than or equal to 1"]),
     "yaml alias bomb --show-config": Case(lambda t: _alias_bomb(t, "--show-config"), ["cfg.yaml", "expands"]),
     "yaml alias bomb run": Case(_alias_bomb, ["cfg.yaml", "expands"]),
     "reward shard size 0": Case(lambda t: ["reward", _scored(t), "-o", str(t / "out.jsonl"), "--reward", "fake",
                                            "--shard-size", "0"], ["shard_size"]),
     "workers 0": Case(lambda t: ["generate", str(write_jsonl(t / "in.jsonl", PROMPTS)), "-o", str(t / "o.jsonl"),
-                                 "--backend", "fake", "--workers", "0"], ["workers", ">= 1"]),
+                                 "--backend", "fake", "--workers", "0"], ["workers", "greater than or equal to 1"]),
 }
 
 

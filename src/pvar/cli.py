@@ -9,6 +9,7 @@ import typer
 
 from pvar import render
 from pvar.cli_fields import options
+from pvar.engines.config import EngineConfig
 from pvar.experiment.config import PromptsConfig as RunPrompts
 from pvar.experiment.config import RunConfig, ScoringConfig
 from pvar.pipeline.evaluate import EvalConfig
@@ -19,7 +20,6 @@ from pvar.pipeline.potential import PotentialConfig
 from pvar.pipeline.prompts import PromptSetConfig
 from pvar.pipeline.reward import RewardConfig
 from pvar.pipeline.select import SelectConfig
-from pvar.pipeline.sharded import EngineConfig
 from pvar.pipeline.theory import TheoryConfig
 from pvar.pipeline.train import TrainConfig
 

@@ -13,6 +13,7 @@ from typing import Any, Literal, Self, TypeVar
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pvar.config import Device, Dtype, Section, Seed, StageConfig, auto_dtype, section_of
+from pvar.engines.config import EngineConfig
 from pvar.errors import ConfigError, short_repr
 from pvar.experiment.sections import (
     ArmConfig,
@@ -26,7 +27,6 @@ from pvar.experiment.sections import (
 from pvar.pipeline.diagnostics import GoldPairsConfig, SignalConfig
 from pvar.pipeline.evaluate import EvalConfig
 from pvar.pipeline.generate import GenerateConfig
-from pvar.pipeline.sharded import EngineConfig
 
 S = TypeVar("S", bound=StageConfig)
 # Stages whose dtype is the run's generation dtype (they sample or answer); others keep their own rule.

@@ -107,7 +107,7 @@ class RunContext:
 
     def engine_opts(self) -> dict[str, Any]:
         """Where the sharded stages run: the engine, its shard size and, for Ray, the address and resources."""
-        from pvar.pipeline.sharded import EngineConfig
+        from pvar.engines.config import EngineConfig
 
         return self.cfg.stage(EngineConfig, self.cfg, shard_size=self.cfg.scoring.shard_size).options()
 

@@ -12,6 +12,7 @@ from typing import Literal, Self
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pvar.config import Dtype, Section, Seed, like, section_of
+from pvar.engines.config import EngineConfig
 from pvar.pipeline.adaptive import AdaptiveConfig
 from pvar.pipeline.diagnostics import GoldPairsConfig, SignalConfig
 from pvar.pipeline.evaluate import EvalConfig
@@ -82,7 +83,7 @@ class ScoringConfig(section_of(
 
     generate: bool = Field(True, description="Sample responses; False reads rated rows (UltraFeedback schema or "
                            "rows with responses and rewards) from prompts.source instead.")
-    shard_size: int = Field(32, ge=1, description="Prompts per resumable shard.")
+    shard_size: int = like(EngineConfig, "shard_size", default=32)  # smaller shards: resumes lose less on a CPU
     adaptive: AdaptiveSection | None = Field(None, description="Sample adaptively instead of n per prompt (n is "
                                              "then unused): the selection cut is the run's budget.")
 
