@@ -54,9 +54,11 @@ def test_every_selector_is_on_the_board_with_its_interval_and_composition(board)
     assert set(rows) == set(SELECTORS)
     assert rows["random"]["runs"] == 3 and rows["top-pvar"]["runs"] == 2 and rows["random-label"]["runs"] == 2
     assert rows["random"]["vs_random"] is None and tb["primary"] == rows["top-pvar"]["vs_random"]
+    assert rows["top-pvar-label"]["rival"] == "random-label" and rows["random-label"]["vs_random"] is None
+    assert rows["top-pvar-label"]["vs_random"]["b"] == "random-label" and rows["top-margin"]["rival"] == "random"
     for name, r in rows.items():
         assert r["gain"]["ci_low"] <= r["gain"]["estimate"] <= r["gain"]["ci_high"], name
-        if name != "random":
+        if name not in ("random", "random-label"):
             assert r["vs_random"]["boot_low"] <= r["vs_random"]["boot_high"], name
     assert rows["top-pvar-label"]["label_budget"] and not rows["top-pvar"]["label_budget"]
     assert rows["stratified"]["composition"] and tb["pool_shares"]
@@ -90,3 +92,4 @@ def test_the_table_rebuilds_from_the_folders_on_the_command_line(board, cli):
     md = (board / "leaderboard.md").read_text()
     assert "# Prompt-selector leaderboard" in md and "| top-pvar-label (label budget) |" in md
     assert "Primary (named before the run): top-pvar − random" in md and "| proxy of gold PVar |" in md
+    assert "Learning gate (random − base): " in md

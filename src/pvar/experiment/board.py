@@ -46,20 +46,24 @@ def testbed_board(run_dir: Path) -> dict[str, Any]:
     report = json.loads((root / "report" / "report.json").read_text(encoding="utf-8"))
     profile = report.get("answers") or {}
     shares = (report.get("composition") or {}).get("shares", {})
+    label = {a.name for a in cfg.arms if a.max_steps == -1}
     rows = []
     for arm, x in mats.items():
         gain = verdict.difference(arm, x, "base", base, run_a=rv[arm], run_b=verdict.UNTRAINED, alpha=alpha,
                                   seed=seed)
-        vs = None if arm == RANDOM or RANDOM not in mats else verdict.difference(
-            arm, x, RANDOM, mats[RANDOM], run_a=rv[arm], run_b=rv[RANDOM], alpha=alpha, seed=seed)
+        # each budget against its own random arm: compute-matched arms against random, label-budget ones
+        # against the label-budget random arm (the same labelled prompts, one pass)
+        rival = next((a for a in sorted(label) if a.startswith(RANDOM)), RANDOM) if arm in label else RANDOM
+        vs = None if arm == rival or rival not in mats else verdict.difference(
+            arm, x, rival, mats[rival], run_a=rv[arm], run_b=rv[rival], alpha=alpha, seed=seed)
         shared = sorted({steps.get(f"train:{r}", {}).get("shared_with") for r in groups[arm]} - {None})
         prof = profile.get("arms", {}).get(arm, {})
-        rows.append({"selector": arm, "runs": len(groups[arm]), "mean": float(x.mean()),
+        rows.append({"selector": arm, "runs": len(groups[arm]), "mean": float(x.mean()), "rival": rival,
                      "gain": gain.as_dict(), "vs_random": None if vs is None else vs.as_dict(),
                      "run_sd": float(np.sqrt(rv[arm].var)), "run_sd_source": rv[arm].source,
                      "guard": prof.get("guard_rate"), "mean_words": prof.get("mean_words"),
                      "composition": shares.get(arm), "shares_runs_with": shared,
-                     "label_budget": any(a.max_steps == -1 for a in cfg.arms if a.name == arm)})
+                     "label_budget": arm in label})
     rows.sort(key=lambda r: -r["mean"])
     primary = next((r["vs_random"] for r in rows if r["selector"] == "top-pvar"), None)
     return {"testbed": cfg.name, "task": cfg.prompts.task, "metric": cfg.eval.metric, "n_prompts": len(ids),
@@ -105,7 +109,8 @@ def _top(shares: dict[str, float] | None) -> str:
     if not shares:
         return "—"
     best = sorted(shares.items(), key=lambda kv: -kv[1])[:2]
-    return ", ".join(f"{s.split(':')[-1] or '(none)'} {100 * v:.0f}%" for s, v in best)
+    return ", ".join(f"{'+'.join(part.split(':')[-1] for part in s.split('+')) or '(none)'} {100 * v:.0f}%"
+                     for s, v in best)
 
 
 def to_markdown(boards: list[dict[str, Any]]) -> str:
@@ -114,11 +119,19 @@ def to_markdown(boards: list[dict[str, Any]]) -> str:
     for b in boards:
         out += [f"## {b['testbed']} ({b['task']} prompts; metric {b['metric']}; {b['n_prompts']} eval prompts; "
                 f"base {b['base_mean']:.3f})", ""]
+        gate = next((r["gain"] for r in b["rows"] if r["selector"] == RANDOM), None)
+        if gate is not None:
+            passed = gate["ci_low"] > 0
+            out += [f"Learning gate (random − base): {_ci(gate)}: " + ("passed." if passed else
+                    "**failed**: training did not learn beyond noise here, so no ranking of selectors on this "
+                    "testbed means anything; the rows are shown for diagnosis only."), ""]
         p = b["primary"]
         if p is not None:
             out += [f"Primary (named before the run): top-pvar − random = {_ci(p)}; MDE {p['mde']:.3f} at 80% "
                     f"power; power {100 * p['power']:.0f}%.", ""]
-        out += ["| selector | runs | mean | gain over base | vs random (pooled) | run SD | guard | words | "
+        out += ["Compute-matched selectors are compared with `random`, label-budget ones with the label-budget "
+                "random arm; intervals are Welch 95 % with the hierarchical bootstrap in brackets.", "",
+                "| selector | runs | mean | gain over base | vs its random arm (pooled) | run SD | guard | words | "
                 "top strata | tied with |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in b["rows"]:
             name = r["selector"] + (" (label budget)" if r["label_budget"] else "")
