@@ -362,22 +362,9 @@ def verdict(
                                                                        "(default: FOLDER).")] = None,
 ) -> None:
     """Rebuild a run's verdict from its exported per-prompt data alone, with this version's variance method."""
-    import json
+    from pvar.experiment.reanalysis import write_verdict
 
-    from pvar.errors import ConfigError
-    from pvar.experiment.reanalysis import export_verdict, to_markdown
-    from pvar.io.jsonable import jsonable
-    from pvar.io.writers import atomic_write_text
-
-    for m in metric or []:
-        if m not in ("judge", "gold", "gold-guarded"):
-            raise ConfigError(f"--metric: {m!r} is not judge, gold or gold-guarded")
-    results = [export_verdict(folder, m) for m in (metric or [None])]
-    out = output or folder
-    atomic_write_text(out / "verdict.json", json.dumps(jsonable(results), indent=2) + "\n")
-    md = "\n".join(to_markdown(r) for r in results)
-    atomic_write_text(out / "verdict.md", md)
-    render.out.print(md, markup=False, highlight=False)
+    render.out.print(write_verdict(folder, metric or [None], output or folder), markup=False, highlight=False)
 
 
 @app.command()

@@ -59,3 +59,13 @@ def test_a_folder_without_exported_answers_is_one_clean_error(tmp_path, cli):
     (tmp_path / "config.yaml").write_text("name: x\n")
     code, _, err = cli("verdict", tmp_path)
     assert code == 2 and err.count("\n") == 1 and "no data/eval_answers.jsonl" in err
+
+
+def test_an_unknown_metric_is_one_clean_error_and_the_files_are_written(tmp_path, cli):
+    _export(tmp_path, ANSWERS)
+    code, _, err = cli("verdict", tmp_path, "--metric", "bleu")
+    assert code == 2 and err == "error: --metric: 'bleu' is not judge, gold or gold-guarded\n"
+    code, out, err = cli("verdict", tmp_path, "--metric", "gold", "-o", tmp_path / "v")
+    assert code == 0, err
+    assert json.loads((tmp_path / "v" / "verdict.json").read_text())[0]["metric"] == "gold"
+    assert "Primary top − random" in (tmp_path / "v" / "verdict.md").read_text() and "Primary top" in out

@@ -110,3 +110,25 @@ def to_markdown(result: dict[str, Any]) -> str:
                     if d["sd"] is not None)
     lines += [f"- Run SD of each arm, net of prompt noise: {sds}.", f"- Method: {v['method']}.", ""]
     return "\n".join(lines)
+
+
+METRICS = ("judge", "gold", "gold-guarded")
+
+
+def write_verdict(folder: str | Path, metrics: list[str | None], out_dir: str | Path) -> str:
+    """``verdict.json`` and ``verdict.md`` of ``folder`` under each metric, in ``out_dir``; returns the Markdown."""
+    import json
+
+    from pvar.errors import ConfigError
+    from pvar.io.jsonable import jsonable
+    from pvar.io.writers import atomic_write_text
+
+    for m in metrics:
+        if m is not None and m not in METRICS:
+            raise ConfigError(f"--metric: {m!r} is not {', '.join(METRICS[:-1])} or {METRICS[-1]}")
+    results = [export_verdict(folder, m) for m in metrics]
+    out = Path(out_dir)
+    atomic_write_text(out / "verdict.json", json.dumps(jsonable(results), indent=2) + "\n")
+    md = "\n".join(to_markdown(r) for r in results)
+    atomic_write_text(out / "verdict.md", md)
+    return md
