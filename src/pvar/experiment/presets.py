@@ -63,7 +63,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "arms": [{"name": "top-pvar", "select": "top", "by": "pvar"},
                  {"name": "random", "select": "random", "seeds": [0, 1, 2, 3]}],
         "train": {"max_steps": 32, "batch_size": 4, "lr": 5e-4, "lora_layers": 8, "max_length": 320},
-        "eval": {"max_new_tokens": 48, "batch_size": 40, "aa_batch_size": 0, "lc_boot": 100},
+        # The ten-minute demo keeps the judge's gold as its metric (the content guard is reported beside
+        # it): at this size, gold x guard gains +0.03 to +0.06 over the base, within noise on 80 prompts, so
+        # its learning gate would call every quick run void. The experiments below pre-register gold x guard.
+        "eval": {"metric": "judge", "max_new_tokens": 48, "batch_size": 40, "aa_batch_size": 0, "lc_boot": 100},
         "theory": {"prompts": 0},
     }),
     "cpu-full": merge(_TESTBED, {
@@ -161,6 +164,7 @@ def _board(name: str, task: str, random_seeds: list[int], fixed_seeds: list[int]
         "name": name,
         "prompts": {"pool": 160, "eval": 96, "task": task},
         "budget": 0.25,
+        "eval": {"metric": "gold-guarded"},
         "primary": ["top-pvar", "random"],
         "arms": [
             {"name": "top-pvar", "select": "top", "by": "pvar", **fixed},
