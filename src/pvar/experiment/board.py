@@ -33,11 +33,9 @@ def testbed_board(run_dir: Path) -> dict[str, Any]:
     cfg = validate(read_yaml(root / "config.yaml"), str(root / "config.yaml"))
     answers = quality.judged_answers(root, cfg)
     scores = quality.metric_scores(answers, cfg.eval.metric)
-    groups = {arm: [r for r in runs if r in scores] for arm, runs in cfg.groups().items()}
-    groups = {arm: runs for arm, runs in groups.items() if runs}
-    ids = sorted(set.intersection(*(set(scores[r]) for runs in groups.values() for r in runs), set(scores["base"])))
-    mats = {arm: np.array([[scores[r][p] for p in ids] for r in runs]) for arm, runs in groups.items()}
-    base = np.array([[scores["base"][p] for p in ids]])
+    ids, groups, per_run, base_scores = quality.aligned_scores(scores, cfg.groups())
+    mats = {arm: np.stack([per_run[r] for r in runs]) for arm, runs in groups.items()}
+    base = base_scores[None, :]
     steps = read_state(root)["steps"]
     untrained = frozenset(a for a, runs in groups.items() if all(steps.get(f"train:{r}", {}).get("untrained")
                                                                   for r in runs))

@@ -62,6 +62,17 @@ def metric_scores(rows: list[dict[str, Any]], metric: str) -> dict[str, dict[str
     return dict(out)
 
 
+def aligned_scores(scores: dict[str, dict[str, float]], planned: dict[str, list[str]]
+                   ) -> tuple[list[str], dict[str, list[str]], dict[str, np.ndarray], np.ndarray]:
+    """The prompts every scored run and the base share, each arm's runs that have scores, each run's scores
+    on those prompts and the base's: what the verdict compares (a run without answers is left out)."""
+    groups = {arm: [r for r in runs if r in scores] for arm, runs in planned.items()}
+    groups = {arm: runs for arm, runs in groups.items() if runs}
+    ids = sorted(set(scores["base"]).intersection(*(set(scores[r]) for runs in groups.values() for r in runs)))
+    per_run = {r: np.array([scores[r][p] for p in ids]) for runs in groups.values() for r in runs}
+    return ids, groups, per_run, np.array([scores["base"][p] for p in ids])
+
+
 def answer_profile(rows: list[dict[str, Any]], groups: dict[str, list[str]]) -> dict[str, Any]:
     """Per arm (its runs pooled) and the base: answers, mean words, guard rate, success per constraint type;
     and the constraint types no arm learned (no arm beats the base by ``LEARNED``)."""

@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pvar.experiment import quality, verdict
 from pvar.experiment.analysis import read_jsonl
 
@@ -55,12 +53,8 @@ def export_verdict(folder: str | Path, metric: str | None = None) -> dict[str, A
     metric = metric or cfg.eval.metric
     scores = _gold(rows) if metric == "gold" else quality.metric_scores(rows, metric)
     planned = cfg.groups()
-    groups = {arm: [r for r in runs if r in scores] for arm, runs in planned.items()}
-    groups = {arm: runs for arm, runs in groups.items() if runs}
     missing = [r for runs in planned.values() for r in runs if r not in scores]
-    ids = sorted(set(scores["base"]).intersection(*(set(scores[r]) for runs in groups.values() for r in runs)))
-    per_run = {r: np.array([scores[r][p] for p in ids]) for runs in groups.values() for r in runs}
-    base = np.array([scores["base"][p] for p in ids])
+    ids, groups, per_run, base = quality.aligned_scores(scores, planned)
     outputs = {(r["run"], r["prompt_id"]): r["output"] for r in rows}
     untrained = frozenset(a for a, runs in groups.items()  # an arm that answers as the base did is untrained
                           if all(outputs.get((r, p)) == outputs.get(("base", p)) for r in runs for p in ids))

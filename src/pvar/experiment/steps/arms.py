@@ -57,30 +57,34 @@ def _pool(ctx: RunContext, t: Target) -> tuple[Path, str]:
     return (ctx.paths.potential, "potential") if needs_potential(ctx, t) else (ctx.paths.measured, "measure")
 
 
-def _run_pairs(ctx: RunContext, t: Target) -> dict[str, Any]:
+def select_and_pair(pool: Path, folder: Path, scfg: Any, pcfg: Any, *, usable: bool = False) -> dict[str, Any]:
+    """Select from ``pool`` into ``folder/selected.parquet`` (all of it when ``scfg`` is None; first the prompts
+    that yield a pair when ``usable``), then pair the selection into ``folder/pairs.jsonl``; returns counters."""
     from pvar.pipeline import pairs, select
 
-    assert t.arm is not None
-    scfg, pcfg = _configs(ctx, t)
-    folder = ctx.paths.arm(t.name)
     selected, pair_file = folder / "selected.parquet", folder / "pairs.jsonl"
     folder.mkdir(parents=True, exist_ok=True)
-    source = pool = _pool(ctx, t)[0]
+    source = pool
     info: dict[str, Any] = {}
     if scfg is not None:
-        if t.arm.usable:  # random among prompts that yield a pair: PVar > 0 first, then the draw
-            usable = folder / "usable.parquet"
-            got = select.run(pool, usable, select.SelectConfig.make(by="pvar", mode="threshold", minimum=TIED))
+        if usable:  # among prompts that yield a pair: PVar > 0 first, then the selection
+            got = select.run(pool, folder / "usable.parquet",
+                             select.SelectConfig.make(by="pvar", mode="threshold", minimum=TIED))
             info["usable"] = got.n_kept
-            got = select.run(usable, selected, scfg)
-        else:
-            got = select.run(pool, selected, scfg)
+            pool = folder / "usable.parquet"
+        got = select.run(pool, selected, scfg)
         source = selected
         info.update(kept=got.n_kept, eligible=got.n_eligible)
         if got.n_kept == 0:  # nothing eligible (e.g. every AP undefined): an arm with no pairs
             atomic_write_text(pair_file, "")
             return {**info, "pairs": 0}
     return {**info, "pairs": pairs.run(source, pair_file, pcfg).n_pairs}
+
+
+def _run_pairs(ctx: RunContext, t: Target) -> dict[str, Any]:
+    assert t.arm is not None
+    scfg, pcfg = _configs(ctx, t)
+    return select_and_pair(_pool(ctx, t)[0], ctx.paths.arm(t.name), scfg, pcfg, usable=t.arm.usable)
 
 
 def _pairs_settings(ctx: RunContext, t: Target) -> tuple[Any, ...]:

@@ -10,8 +10,7 @@ from typing import Any
 
 from pvar.experiment.context import RunContext
 from pvar.experiment.step import Step, Target
-from pvar.experiment.steps.arms import select_args, train_folder
-from pvar.io.writers import atomic_write_text
+from pvar.experiment.steps.arms import select_and_pair, select_args, train_folder
 
 
 def _measured(ctx: RunContext, t: Target) -> Path:
@@ -59,20 +58,8 @@ def _configs(ctx: RunContext, t: Target) -> tuple[Any, Any]:
 
 
 def _pick(ctx: RunContext, t: Target) -> dict[str, Any]:
-    from pvar.pipeline import pairs, select
-
-    rdir = ctx.paths.round(t.name, t.round)
     scfg, pcfg = _configs(ctx, t)
-    source = _measured(ctx, t)
-    info: dict[str, Any] = {}
-    if scfg is not None:
-        got = select.run(source, rdir / "selected.parquet", scfg)
-        info.update(kept=got.n_kept, eligible=got.n_eligible)
-        source = rdir / "selected.parquet"
-        if got.n_kept == 0:
-            atomic_write_text(rdir / "pairs.jsonl", "")
-            return {**info, "pairs": 0}
-    return {**info, "pairs": pairs.run(source, rdir / "pairs.jsonl", pcfg).n_pairs}
+    return select_and_pair(_measured(ctx, t), ctx.paths.round(t.name, t.round), scfg, pcfg)
 
 
 def _pairs_settings(ctx: RunContext, t: Target) -> tuple[Any, ...]:
