@@ -122,6 +122,39 @@ def check_noise(device: str) -> tuple[bool, str]:
                                    f"{agree:.0%} of 64 rows (need >= 98 %; a logit an ulp apart can flip a near-tie)"
 
 
+def check_shared_prefix(model: str, device: str) -> tuple[bool, str]:
+    """Shared-prompt attention on the device: the per-row cache's samples, and sdpa's outputs in fp32 and bf16."""
+    import math
+
+    import torch
+
+    from pvar.backends import shared_prefix
+    from pvar.backends.hf_policy import HFPolicy
+
+    runs = []
+    for shared in (False, True):
+        policy = HFPolicy(model, max_new_tokens=16, device=device, batch_size=64, temperature=1.3)
+        policy.setup()
+        policy.shared_prefix = shared
+        runs.append(policy.generate(PROMPTS, 4, list(range(len(PROMPTS)))).responses)
+    gen = torch.Generator().manual_seed(0)
+    worst = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        q = torch.randn(64, 9, 1, 64, generator=gen)
+        k, v = torch.randn(64, 3, 40, 64, generator=gen), torch.randn(64, 3, 40, 64, generator=gen)
+        pk, pv = torch.randn(4, 3, 300, 64, generator=gen), torch.randn(4, 3, 300, 64, generator=gen)
+        mask = (torch.arange(340)[None, :] >= torch.arange(64)[:, None] * 3)[:, None, None, :]
+        full_k = torch.cat([pk.repeat_interleave(16, 0), k], 2).repeat_interleave(3, 1)
+        full_v = torch.cat([pv.repeat_interleave(16, 0), v], 2).repeat_interleave(3, 1)
+        want = torch.nn.functional.scaled_dot_product_attention(q, full_k, full_v, attn_mask=mask).transpose(1, 2)
+        got = shared_prefix.decode_step(*(t.to(device, dtype) for t in (q, k, v, pk, pv)), mask.to(device),
+                                        1 / math.sqrt(64))
+        worst[dtype] = float((got.float().cpu() - want).abs().max())
+    ok = runs[0] == runs[1] and worst[torch.float32] < 1e-4 and worst[torch.bfloat16] < 5e-2
+    return ok, f"samples equal to the per-row cache's: {runs[0] == runs[1]}; max |out - sdpa| fp32 " \
+               f"{worst[torch.float32]:.1e} (need < 1e-4), bf16 {worst[torch.bfloat16]:.1e} (need < 5e-2)"
+
+
 def check_reward(folder: Path, device: str) -> tuple[bool, str]:
     import numpy as np
     from scipy.stats import spearmanr
@@ -457,6 +490,7 @@ def main() -> int:
                        lambda: check_reward(tiny_reward_model(tmp / "tiny-rm", TEXTS), device)))
     checks += [
         (f"sampling noise {device} vs cpu", lambda: check_noise(device)),
+        (f"shared-prompt attention ({device})", lambda: check_shared_prefix(str(tiny), device)),
         (f"gradient signal ({device})", lambda: check_signal(base, device, tmp, tokens=tokens)),
         (f"ray actors and generate on ray ({device})", lambda: check_ray(device, tiny, tmp)),
         (f"dpo 4 steps under accelerate launch ({device})", lambda: check_training(base, device, tmp)),

@@ -10,8 +10,9 @@ pytest.importorskip("trl")
 pytest.importorskip("ray")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
-# sampling, reward, gradient signal, Ray, DPO under accelerate, greedy eval, held-out pairs, `pvar run`
-CHECKS = 9
+# sampling, noise, shared-prompt attention, reward, gradient signal, Ray, DPO under accelerate,
+# greedy eval, held-out pairs, `pvar run`
+CHECKS = 10
 
 
 def test_gpu_check_runs_every_check_on_cpu(tmp_path):

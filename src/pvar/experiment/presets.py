@@ -136,15 +136,17 @@ PRESETS["gpu-full"] = merge(PRESETS["cpu-full"], {
     # The cpu-full testbed at 4x the prompts and 2x the samples and steps, for one H200-class GPU: 4 training
     # seeds of top-PVar and 8 random seeds. Batch sizes are speed knobs only: samples are seeded per row, eval
     # answers are greedy float32 at one batch size for every policy, and the A/A eval regenerates the base's
-    # at another.
+    # at another. A decoding step of a 135M model costs the GPU far less than launching its ~2,000 kernels,
+    # so sampling takes its 10,240 rows in two batches (of 320 prompts x 16 samples: each prompt's keys and
+    # values held once, ~6 GB of bf16 buffers for the generated part), not twenty.
     "name": "gpu-full",
     "device": "cuda",
     "prompts": {"pool": 640, "eval": 512},
-    "scoring": {"n": 16, "max_new_tokens": 48, "shard_size": 640, "batch_size": 512},
+    "scoring": {"n": 16, "max_new_tokens": 48, "shard_size": 640, "batch_size": 5120},
     "arms": _testbed_arms([0, 1, 2, 3, 4, 5, 6, 7], [0, 1], [0, 1, 2, 3])[:4],
     "primary": ["top-pvar", "random"],
     "train": {"max_steps": 64, "batch_size": 8, "lr": 5e-4, "lora_layers": 8, "max_length": 320},
-    "eval": {"max_new_tokens": 48, "dtype": "float32", "batch_size": 256, "aa_batch_size": 64},
+    "eval": {"max_new_tokens": 48, "dtype": "float32", "batch_size": 512, "aa_batch_size": 64},
     "theory": {"signal_prompts": 32, "signal_samples": 8, "heldout_pairs": 256, "heldout_samples": 4},
 })
 PRESETS["paper-1gpu"] = merge(PRESETS["paper"], {
