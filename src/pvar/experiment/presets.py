@@ -57,7 +57,7 @@ def _testbed_arms(random_seeds: list[int], usable_seeds: list[int], top_seeds: l
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": merge(_TESTBED, {
         "name": "quick",
-        "prompts": {"pool": 128, "eval": 80},
+        "prompts": {"pool": 192, "eval": 128},
         "scoring": {"n": 8, "max_new_tokens": 48, "shard_size": 32},
         "budget": 0.5,
         "arms": [{"name": "top-pvar", "select": "top", "by": "pvar"},
@@ -66,7 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # The ten-minute demo keeps the judge's gold as its metric (the content guard is reported beside
         # it): at this size, gold x guard gains +0.03 to +0.06 over the base, within noise on 80 prompts, so
         # its learning gate would call every quick run void. The experiments below pre-register gold x guard.
-        "eval": {"metric": "judge", "max_new_tokens": 48, "batch_size": 40, "aa_batch_size": 0, "lc_boot": 100},
+        "eval": {"metric": "judge", "max_new_tokens": 48, "batch_size": 128, "aa_batch_size": 0, "lc_boot": 100},
         "theory": {"prompts": 0},
     }),
     "cpu-full": merge(_TESTBED, {
@@ -166,7 +166,7 @@ def _board(name: str, task: str, random_seeds: list[int], fixed_seeds: list[int]
         "name": name,
         "prompts": {"pool": 160, "eval": 96, "task": task},
         "budget": 0.25,
-        "eval": {"metric": "gold-guarded"},
+        "eval": {"metric": "gold-guarded", "batch_size": 40},  # as the committed board ran
         "primary": ["top-pvar", "random"],
         "arms": [
             {"name": "top-pvar", "select": "top", "by": "pvar", **fixed},
