@@ -55,7 +55,8 @@ def enable(model: Any) -> bool:
         return True
     if getattr(config, "_attn_implementation", None) != "sdpa":
         return False
-    if not all(hasattr(m, "layer_idx") for m in _attention_modules(model)):
+    modules = _attention_modules(model)
+    if not modules or not all(hasattr(m, "layer_idx") for m in modules):
         return False
     AttentionInterface.register(NAME, attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
@@ -64,7 +65,7 @@ def enable(model: Any) -> bool:
 
 
 def _attention_modules(model: Any) -> list[Any]:
-    return [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "o_proj")]
+    return [m for m in model.modules() if type(m).__name__.endswith("Attention")]
 
 
 @contextlib.contextmanager
@@ -148,7 +149,8 @@ def decode_step(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pre
 
     ``query [B, H, 1, d]``; ``key``/``value [B, kv, Ls, d]``; ``prefix_* [P, kv, Lp, d]`` with
     B = P x G rows adjacent by prompt; ``mask`` (bool: attend, or additive float) broadcasts to
-    ``[B, 1, 1, Lp + Ls]``. Scores and softmax in float32.
+    ``[B, 1, 1, Lp + Ls]``. The products run in the inputs' dtype and the softmax in float32, as in
+    transformers' eager attention (in bf16 the scores are rounded to bf16 before the softmax).
     """
     import torch
 

@@ -57,16 +57,19 @@ def _testbed_arms(random_seeds: list[int], usable_seeds: list[int], top_seeds: l
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": merge(_TESTBED, {
         "name": "quick",
-        "prompts": {"pool": 192, "eval": 128},
+        "prompts": {"pool": 128, "eval": 96},
         "scoring": {"n": 8, "max_new_tokens": 48, "shard_size": 32},
         "budget": 0.5,
         "arms": [{"name": "top-pvar", "select": "top", "by": "pvar"},
-                 {"name": "random", "select": "random", "seeds": [0, 1, 2, 3]}],
-        "train": {"max_steps": 32, "batch_size": 4, "lr": 5e-4, "lora_layers": 8, "max_length": 320},
+                 {"name": "random", "select": "random", "seeds": [0, 1, 2]}],
+        # 48 steps: at 32 the gate failed on one run seed in five (random - base +0.04 on seed 3, where 48
+        # steps give +0.08); lr 1e-3 at 32 steps also passed there, by a degenerate shortcut (content guard
+        # 81 % -> 30-66 %, answers half as long).
+        "train": {"max_steps": 48, "batch_size": 4, "lr": 5e-4, "lora_layers": 8, "max_length": 320},
         # The ten-minute demo keeps the judge's gold as its metric (the content guard is reported beside
-        # it): at this size, gold x guard gains +0.03 to +0.06 over the base, within noise on 80 prompts, so
+        # it): at this size, gold x guard gained +0.03 to +0.06 over the base, within noise on 80 prompts, so
         # its learning gate would call every quick run void. The experiments below pre-register gold x guard.
-        "eval": {"metric": "judge", "max_new_tokens": 48, "batch_size": 128, "aa_batch_size": 0, "lc_boot": 100},
+        "eval": {"metric": "judge", "max_new_tokens": 48, "batch_size": 48, "aa_batch_size": 0, "lc_boot": 100},
         "theory": {"prompts": 0},
     }),
     "cpu-full": merge(_TESTBED, {
@@ -167,6 +170,7 @@ def _board(name: str, task: str, random_seeds: list[int], fixed_seeds: list[int]
         "prompts": {"pool": 160, "eval": 96, "task": task},
         "budget": 0.25,
         "eval": {"metric": "gold-guarded", "batch_size": 40},  # as the committed board ran
+        "train": {"max_steps": 32},
         "primary": ["top-pvar", "random"],
         "arms": [
             {"name": "top-pvar", "select": "top", "by": "pvar", **fixed},
