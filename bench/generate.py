@@ -5,12 +5,14 @@
 
 Measures in one process, on the same weights: (a) one ``model.generate(do_sample=True,
 num_return_sequences=n)`` per prompt, the loop a user would write; (b) ``HFPolicy.generate`` over all
-prompts at each batch size (fixed length-sorted batches, in-place key/value buffers, counter-based
-noise: the default path); (c) the same rows by continuous batching (backends/decode.py) at the
-largest batch size. Tokens count each sequence up to and including its EOS. Also measures fp32
-matmul GFLOP/s to estimate a compute ceiling of GFLOP/s / (2 x params) generated tokens per second
-(prefill and attention not counted), and the share of (b)'s wall time spent computing the sampling
-noise. The last line is ``ceiling: NN%``, the best (b) rate against that ceiling.
+prompts at each batch size (fixed length-sorted batches, in-place key/value buffers, shared-prompt
+attention, counter-based noise: the default path), and at the largest batch size the same without
+shared-prompt attention (per-row key/value copies of each prompt, the path before it); (c) the same
+rows by continuous batching (backends/decode.py) at the largest batch size. Tokens count each
+sequence up to and including its EOS. Also measures fp32 matmul GFLOP/s to estimate a compute
+ceiling of GFLOP/s / (2 x params) generated tokens per second (prefill and attention not counted),
+and the share of (b)'s wall time spent computing the sampling noise. The last line is
+``ceiling: NN%``, the best default-path (b) rate against that ceiling.
 ``--quick``: 8 prompts, 32 tokens.
 """
 
@@ -165,6 +167,14 @@ def main() -> None:
               f"({rate / ceiling:5.1%} of ceiling)  ratio {rate / base:4.2f}x  noise {noise_seconds[0]:.3f} s  "
               f"[{load_note()}]")
     noise.uniforms = real_uniforms
+    policy.shared_prefix = False
+    seconds, gen = run_policy(policy, prompts, args.n, seeds, batch_sizes[-1])
+    policy.shared_prefix = True
+    outputs["per-row"] = gen.responses
+    rate = gen.new_tokens / seconds
+    print(f"(b) per-row prompt copies, {batch_sizes[-1]:<4d}:   {gen.new_tokens:6d} tokens in {seconds:7.1f} s = "
+          f"{rate:6.1f} tok/s  ({rate / ceiling:5.1%} of ceiling)  shared-prompt attention "
+          f"{results[batch_sizes[-1]] / rate:4.2f}x  [{load_note()}]")
     seconds, gen = run_policy(policy, prompts, args.n, seeds, batch_sizes[-1], continuous=True)
     slots = gen.new_tokens / seconds
     outputs["continuous"] = gen.responses
@@ -176,7 +186,7 @@ def main() -> None:
         print(f"note: the matmul rate moved from {rates[0]:.0f} to {rates[1]:.0f} GFLOP/s during the run (a noisy "
               f"machine); the ceiling below is the higher one ({top:.0f} tok/s)")
     first = outputs[batch_sizes[0]]
-    for bs in [*batch_sizes[1:], "continuous"]:
+    for bs in [*batch_sizes[1:], "per-row", "continuous"]:
         same = sum(a == b for x, y in zip(first, outputs[bs], strict=True) for a, b in zip(x, y, strict=True))
         print(f"samples identical at batch_size={bs} and {batch_sizes[0]}: {same}/{args.prompts * args.n}")
     if args.profile:
