@@ -200,6 +200,7 @@ def test_the_verdict_scores_the_preregistered_metric(run, tmp_path):
 
     judge = json.loads((run / "report" / "report.json").read_text())
     assert judge["metric"] == "judge"
+    guarded_gate = judge["verdict"]["gate_guarded"]  # the judge's report carries the gate under gold x guard
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     cfg = yaml.safe_load((copy / "config.yaml").read_text())
@@ -208,6 +209,7 @@ def test_the_verdict_scores_the_preregistered_metric(run, tmp_path):
     write_report(copy)
     report = json.loads((copy / "report" / "report.json").read_text())
     assert report["metric"] == "gold-guarded"
+    assert report["verdict"]["gate"] == guarded_gate and "gate_guarded" not in report["verdict"]
     rows = [json.loads(x) for x in (run / "report" / "data" / "eval_answers.jsonl").read_text().splitlines()]
     mean = {}
     for r in rows:

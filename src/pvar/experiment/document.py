@@ -14,7 +14,7 @@ from pvar.experiment.blocks import Block
 from pvar.experiment.blocks import fmt as _f
 from pvar.experiment.blocks import pct as _pct
 from pvar.experiment.document_answers import answers, composition
-from pvar.experiment.report_data import Comparison, Interval, Report, RunSD, Test
+from pvar.experiment.report_data import Comparison, Interval, Report, RunSD, Test, Verdict
 from pvar.pipeline.evaluate import LC_NAME
 
 
@@ -91,6 +91,9 @@ def verdict(r: Report) -> list[Block]:
         blocks.append(("p", f"Learning gate {word}: the {g.a} arm ({g.runs_a} runs) minus the base policy "
                             f"= {_d(g)} mean eval score ({conf} CI, p = {_f(g.p_value, '.3g')}; "
                             f"hierarchical bootstrap {_boot(g)})."))
+    warning = _guard_warning(v, [a.name for a in r.arms if g is not None and a.group == g.a])
+    if warning:
+        blocks.append(("p", warning))
     if v.void:
         blocks.append(("p", "**The comparison is void**: the budget-matched random arm does not beat the base policy "
                             "beyond noise, so training did not learn enough for any ranking of arms to mean "
@@ -132,6 +135,28 @@ def verdict(r: Report) -> list[Block]:
                             + ", ".join(f"{k} {_pct(x)}%" for k, x in v.guard.items())
                             + ". A gold gain with a guard drop would be a degenerate shortcut."))
     return blocks + _matching(r) + _reliability(r)
+
+
+GUARD_DROP = 0.10  # the gate arm's content guard this far below the base's flags its gain as partly a shortcut
+
+
+def _guard_warning(v: Verdict, runs: list[str]) -> str | None:
+    """A gate passed while the gate arm's share of real answers (over its ``runs``) fell: say how much of
+    the gain holds under gold x guard."""
+    g, alt = v.gate, v.gate_guarded
+    if g is None or not g.passed or not v.guard or "base" not in v.guard or alt is None:
+        return None
+    runs = [n for n in runs if n in v.guard]
+    if not runs:
+        return None
+    arm = sum(v.guard[n] for n in runs) / len(runs)
+    if v.guard["base"] - arm <= GUARD_DROP:
+        return None
+    holds = "still passes" if alt.passed else "**fails**"
+    return (f"**Shortcut warning**: the {g.a} arm's content guard fell from {_pct(v.guard['base'])}% (base) to "
+            f"{_pct(arm)}% (its runs averaged), so part of its gold gain is answers that are too short, loop or "
+            f"echo the prompt. Under gold × guard the gate {holds}: {_d(alt)} (hierarchical bootstrap "
+            f"{_boot(alt)}).")
 
 
 def _matching(r: Report) -> list[Block]:

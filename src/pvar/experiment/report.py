@@ -257,6 +257,14 @@ def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged], untrained
             guards.setdefault(r["run"], []).append(float(r["guard"]))
     if guards and all(n in guards for n in names):
         out["guard"] = {n: float(np.mean(v)) for n, v in guards.items()}
+        if cfg.eval.metric == "judge":  # the gate again under gold x guard: a shortcut's gain shrinks there
+            guarded = quality.metric_scores(answers, "gold-guarded")
+            if all(pid in guarded.get(run, {}) for run in [*names, "base"] for pid in ids):
+                alt = verdict.analyse({n: np.array([guarded[n][pid] for pid in ids]) for n in names},
+                                      np.array([guarded["base"][pid] for pid in ids]), groups, primary=pair,
+                                      gate_arm=pair[1], alpha=1 - cfg.eval.confidence, untrained=untrained,
+                                      seed=cfg.seed)
+                out["gate_guarded"] = alt["gate"]
     return out
 
 

@@ -74,6 +74,7 @@ class Verdict(_Data):
     aa_batches: Test | None = None
     aa_runs: Test | None = None
     guard: dict[str, float] | None = None
+    gate_guarded: Test | None = None  # the gate under gold x guard, where the verdict's metric is the judge's
 
 
 class ArmEval(_Data):
