@@ -13,7 +13,8 @@ sequence up to and including its EOS. Also measures fp32 matmul GFLOP/s to estim
 ceiling of GFLOP/s / (2 x params) generated tokens per second (prefill and attention not counted),
 and the share of (b)'s wall time spent computing the sampling noise. The last line is
 ``ceiling: NN%``, the best default-path (b) rate against that ceiling.
-``--quick``: 8 prompts, 32 tokens.
+``--quick``: 8 prompts, 32 tokens. ``--join K``: each prompt is K ShareGPT prompts joined (long prompts,
+where a per-row cache holds and reads each prompt n times: ``--join 12 --prompts 16 --n 8 --tokens 32``).
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--batch-sizes", default="64,128")
+    parser.add_argument("--join", type=int, default=1, help="join K ShareGPT prompts into each prompt (long prompts)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
     parser.add_argument("--device", default="cpu", help="torch device (cuda: the ceiling is the device's fp32 rate)")
     parser.add_argument("--profile", action="store_true",
@@ -120,9 +122,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-    rows = sharegpt_prompts(args.prompts, "pool")
-    prompts = [r["prompt"] for r in rows]
-    seeds = [prompt_seed(0, r["prompt_id"]) for r in rows]
+    rows = sharegpt_prompts(args.prompts * args.join, "pool")
+    prompts = [" ".join(r["prompt"] for r in rows[i:i + args.join]) for i in range(0, len(rows), args.join)]
+    seeds = [prompt_seed(0, r["prompt_id"]) for r in rows[::args.join]]
     policy = HFPolicy("smollm2", max_new_tokens=args.tokens, temperature=TEMPERATURE, top_p=TOP_P, device=DEVICE)
     policy.setup()
     n_params = sum(p.numel() for p in policy.model.parameters())
