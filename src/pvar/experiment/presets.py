@@ -139,9 +139,10 @@ PRESETS["gpu-full"] = merge(PRESETS["cpu-full"], {
     # The cpu-full testbed at 4x the prompts and 2x the samples and steps, for one H200-class GPU: 4 training
     # seeds of top-PVar and 8 random seeds. Batch sizes are speed knobs only: samples are seeded per row, eval
     # answers are greedy float32 at one batch size for every policy, and the A/A eval regenerates the base's
-    # at another. A decoding step of a 135M model costs the GPU far less than launching its ~2,000 kernels,
-    # so sampling takes its 10,240 rows in two batches (of 320 prompts x 16 samples: each prompt's keys and
-    # values held once, ~6 GB of bf16 buffers for the generated part), not twenty.
+    # at another. A decoding step of a 135M model is a few ms of arithmetic but ~2,000 torch operations to
+    # launch (87 ms a step at 512 rows on an H200), so sampling takes its 10,240 rows in two batches (of 320
+    # prompts x 16 samples: each prompt's keys and values held once, ~6 GB of bf16 buffers for the
+    # generated part), not twenty. Not yet timed on a GPU.
     "name": "gpu-full",
     "device": "cuda",
     "prompts": {"pool": 640, "eval": 512},
