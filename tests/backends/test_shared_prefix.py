@@ -120,3 +120,21 @@ def test_models_not_on_sdpa_are_left_alone(tmp_path) -> None:
     model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager")
     assert not shared_prefix.enable(model)
     assert model.config._attn_implementation == "eager"
+
+
+def test_a_config_knob_reaches_the_policy_and_keeps_old_fingerprints(tiny_model: str) -> None:
+    """``shared_prefix`` (generate, and the run's scoring section) is left out of dumps at its default,
+    so every fingerprint and run folder made before it stays put; turning it off reaches HFPolicy."""
+    from pathlib import Path
+
+    from pvar.experiment.presets import load_config
+    from pvar.experiment.runner import Experiment
+    from pvar.pipeline.generate import GenerateConfig, make_policy
+
+    on, off = GenerateConfig.make(model=tiny_model), GenerateConfig.make(model=tiny_model, shared_prefix=False)
+    assert "shared_prefix" not in on.model_dump() and on.fingerprint() != off.fingerprint()
+    assert make_policy(on).shared_prefix and not make_policy(off).shared_prefix
+    cfg = load_config(preset="quick", overrides={"scoring": {"shared_prefix": False}})
+    gen, _ = Experiment(cfg, Path("/nonexistent/run")).ctx.sampling(cfg.policy, cfg.seed)
+    assert gen.shared_prefix is False
+    assert "shared_prefix" not in load_config(preset="quick").scoring.model_dump()

@@ -41,7 +41,8 @@ class HFPolicy:
     """
 
     def __init__(self, model: str, *, max_new_tokens: int = 128, temperature: float = 0.8, top_p: float = 0.95,
-                 batch_size: int = 128, device: str = "cpu", dtype: str = "float32", greedy: bool = False) -> None:
+                 batch_size: int = 128, device: str = "cpu", dtype: str = "float32", greedy: bool = False,
+                 shared_prefix: bool = True) -> None:
         check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size)
         self.model_name = model
         self.max_new_tokens = max_new_tokens
@@ -59,7 +60,7 @@ class HFPolicy:
         self._logits_to_keep = False
         self.share_prompt = True  # prefill each prompt once for its n samples (see _generate_batch)
         self.preallocate = True  # key/value buffers written in place (backends/kv_cache.py), not concatenated
-        self.shared_prefix = True  # a prompt's keys/values held and read once for its samples (shared_prefix.py)
+        self.shared_prefix = shared_prefix  # a prompt's keys/values held and read once for its samples
         # Continuous batching (backends/decode.py), for models whose layers are all full attention. Off by
         # default: on a 2-core CPU it measured 0.91x (32 slots) to 0.99-1.12x (128 slots) model.generate in
         # length-sorted fixed batches (bench/generate.py), where most rows run to max_new_tokens anyway.

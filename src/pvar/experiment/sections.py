@@ -71,7 +71,7 @@ class AdaptiveSection(section_of((AdaptiveConfig, ("n0", "step", "n_max", "max_s
 
 
 class ScoringConfig(section_of(
-        (GenerateConfig, ("n", "max_new_tokens", "temperature", "top_p", "batch_size")),
+        (GenerateConfig, ("n", "max_new_tokens", "temperature", "top_p", "batch_size", "shared_prefix")),
         (RewardConfig, {"reward": "reward", "reward_max_length": "max_length"}),
         (MeasureConfig, ("scale",)),
         # the same sampling, reward and scale wherever the run samples or measures again
@@ -80,6 +80,8 @@ class ScoringConfig(section_of(
         (GoldPairsConfig, ("reward", "max_new_tokens", "temperature", "top_p")),
         defaults={"max_new_tokens": 64, "scale": 10.0}, base=Section)):
     """Sampling from the policy and scoring with the selection reward: done once, shared by every arm."""
+
+    omit_at_default = ("shared_prefix",)  # added later: run folders made before still resume
 
     generate: bool = Field(True, description="Sample responses; False reads rated rows (UltraFeedback schema or "
                            "rows with responses and rewards) from prompts.source instead.")

@@ -28,6 +28,8 @@ class GenerateConfig(StageConfig):
     start: int = Field(0, ge=0, le=1_000_000, description="Index of the first sample: adaptive sampling asks for "
                        "samples start.. of prompts it has sampled before; earlier samples never change.")
     batch_size: int = Field(128, ge=1, le=65_536, description="Sequences per model call (hf): a speed knob.")
+    shared_prefix: bool = Field(True, description="hf: hold and read each prompt's keys/values once for its "
+                                "samples (the same samples; off: per-row copies of the prompt): a speed knob.")
     device: Device = Field("cpu", description="torch device for the hf backend.")
     dtype: Dtype = Field(
         "auto", description="Weights dtype. auto: float32 for hf on CPU (reproducible), the checkpoint's own "
@@ -37,7 +39,7 @@ class GenerateConfig(StageConfig):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1,
                                           description="vllm: share of each GPU's memory the engine may take.")
 
-    omit_at_default = ("start", "tensor_parallel_size", "gpu_memory_utilization")
+    omit_at_default = ("start", "shared_prefix", "tensor_parallel_size", "gpu_memory_utilization")
 
     def fingerprint(self) -> str:
         """The settings' hash; for hf, also the sampling noise's version: samples drawn with other noise
@@ -64,7 +66,8 @@ def make_policy(cfg: GenerateConfig, *, greedy: bool = False) -> Policy:
                           gpu_memory_utilization=cfg.gpu_memory_utilization, **opts)
     from pvar.backends.hf_policy import HFPolicy
 
-    return HFPolicy(cfg.model, device=cfg.device, dtype=hf_dtype(cfg.dtype, cfg.device), **opts)
+    return HFPolicy(cfg.model, device=cfg.device, dtype=hf_dtype(cfg.dtype, cfg.device),
+                    shared_prefix=cfg.shared_prefix, **opts)
 
 
 def hf_dtype(dtype: str, device: str) -> str:
