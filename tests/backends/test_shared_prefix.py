@@ -138,3 +138,13 @@ def test_a_config_knob_reaches_the_policy_and_keeps_old_fingerprints(tiny_model:
     gen, _ = Experiment(cfg, Path("/nonexistent/run")).ctx.sampling(cfg.policy, cfg.seed)
     assert gen.shared_prefix is False
     assert "shared_prefix" not in load_config(preset="quick").scoring.model_dump()
+
+
+def test_a_multi_token_step_over_a_shared_prompt_is_refused() -> None:
+    """The cache hands attention the generated part only: sdpa over it would silently drop the prompt."""
+    from types import SimpleNamespace
+
+    layer = SimpleNamespace(prefix_keys=torch.zeros(1, 1, 3, 4), prefix_values=torch.zeros(1, 1, 3, 4))
+    q, k = torch.zeros(2, 1, 2, 4), torch.zeros(2, 1, 2, 4)
+    with shared_prefix.active(SimpleNamespace(layers=[layer])), pytest.raises(RuntimeError, match="one token"):
+        shared_prefix.attention(SimpleNamespace(layer_idx=0), q, k, k, None)

@@ -41,8 +41,8 @@ def preallocated_cache(model: Any, capacity: int) -> Any:
                 self.lazy_initialization(key_states, value_states)
             end = self.length + key_states.shape[-2]
             while end > self.keys.shape[-2]:
-                self.keys = _grow(self.keys)
-                self.values = _grow(self.values)
+                self.keys = grow(self.keys)
+                self.values = grow(self.values)
             self.keys[:, :, self.length:end] = key_states
             self.values[:, :, self.length:end] = value_states
             self.length = end
@@ -83,7 +83,7 @@ def preallocated_cache(model: Any, capacity: int) -> Any:
     return Cache(layers=[_Layer() for _ in range(n_layers)])
 
 
-def _grow(buffer: torch.Tensor) -> torch.Tensor:
+def grow(buffer: torch.Tensor) -> torch.Tensor:
     """The buffer with twice the columns (dim 2), the old ones kept."""
     import torch
 
