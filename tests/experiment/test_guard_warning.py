@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from pvar.experiment.document import GUARD_DROP, _guard_warning
-from pvar.experiment.report_data import Test, Verdict
+from pvar.experiment.report_data import Test as Gate  # "Test*" names would be collected by pytest
+from pvar.experiment.report_data import Verdict
 
 
 def verdict(guard: dict[str, float], passed: bool = True, holds: bool = False) -> Verdict:
-    gate = Test(a="random", b="base", estimate=0.17, ci_low=0.04, ci_high=0.29, passed=passed,
+    gate = Gate(a="random", b="base", estimate=0.17, ci_low=0.04, ci_high=0.29, passed=passed,
                 boot_low=0.06, boot_high=0.27)
-    alt = Test(a="random", b="base", estimate=0.056 if not holds else 0.1, ci_low=-0.034 if not holds else 0.01,
+    alt = Gate(a="random", b="base", estimate=0.056 if not holds else 0.1, ci_low=-0.034 if not holds else 0.01,
                ci_high=0.145, passed=holds, boot_low=-0.02, boot_high=0.13)
     return Verdict(gate=gate, gate_guarded=alt, guard=guard)
 
