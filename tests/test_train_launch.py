@@ -104,3 +104,24 @@ arms:
     state = json.loads((tmp_path / "run" / "state.json").read_text())["steps"]
     assert state["train:top"]["num_processes"] == 2 and state["train:top"]["steps"] == 2
     assert (tmp_path / "run" / "arms" / "top" / "model" / "adapter_config.json").is_file()
+
+
+def test_a_launched_process_shuts_its_process_group_down(tmp_path: Path, monkeypatch) -> None:
+    """``python -m pvar.pipeline.train`` destroys the process group before it exits, after a failure too:
+    a process that exits with it alive can abort in its threads' teardown."""
+    from accelerate import PartialState
+
+    from pvar.pipeline import train as train_module
+
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"pairs": "p", "out": "o", "config": {}, "ref_cache": None}))
+    calls = []
+    monkeypatch.setattr(PartialState, "destroy_process_group", lambda self, group=None: calls.append(group))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("training failed")
+
+    monkeypatch.setattr(train_module, "train", boom)
+    with pytest.raises(RuntimeError, match="training failed"):
+        train_module.main([str(job)])
+    assert calls == [None]

@@ -279,11 +279,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("usage: python -m pvar.pipeline.train JOB.json")
     job_file = Path(args[0])
     job = json.loads(job_file.read_text(encoding="utf-8"))
-    result = train(job["pairs"], job["out"], TrainConfig.make(**job["config"]), ref_cache=job["ref_cache"])
-    if PartialState().is_main_process:
-        info = result.to_dict()
-        info["num_processes"] = PartialState().num_processes
-        atomic_write_text(result_path(job_file), json.dumps(info, indent=2))
+    state = PartialState()
+    try:
+        result = train(job["pairs"], job["out"], TrainConfig.make(**job["config"]), ref_cache=job["ref_cache"])
+        if state.is_main_process:
+            info = result.to_dict()
+            info["num_processes"] = state.num_processes
+            atomic_write_text(result_path(job_file), json.dumps(info, indent=2))
+    finally:
+        # A process that exits with its process group alive can abort in the group's threads' teardown
+        # ("terminate called without an active exception", seen once under 2 CPU processes): shut it
+        # down first, as accelerate's own `end_training` does.
+        state.destroy_process_group()
 
 
 if __name__ == "__main__":
