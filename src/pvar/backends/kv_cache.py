@@ -39,14 +39,7 @@ def preallocated_cache(model: Any, capacity: int) -> Any:
                    **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
-            end = self.length + key_states.shape[-2]
-            while end > self.keys.shape[-2]:
-                self.keys = grow(self.keys)
-                self.values = grow(self.values)
-            self.keys[:, :, self.length:end] = key_states
-            self.values[:, :, self.length:end] = value_states
-            self.length = end
-            return self.keys[:, :, :end], self.values[:, :, :end]
+            return append(self, key_states, value_states)
 
         def put(self, rows: torch.Tensor, key_states: torch.Tensor, value_states: torch.Tensor, batch: int) -> None:
             """Write a prefix into ``rows`` of a ``batch``-row buffer, ending at column ``self.length``."""
@@ -83,7 +76,19 @@ def preallocated_cache(model: Any, capacity: int) -> Any:
     return Cache(layers=[_Layer() for _ in range(n_layers)])
 
 
-def grow(buffer: torch.Tensor) -> torch.Tensor:
+def append(layer: Any, key_states: torch.Tensor, value_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write a step's keys and values into ``layer``'s buffers at column ``layer.length`` (doubling the
+    buffers if they are full) and return the filled part, as a cache layer's ``update`` does."""
+    end = layer.length + key_states.shape[-2]
+    while end > layer.keys.shape[-2]:
+        layer.keys, layer.values = _grow(layer.keys), _grow(layer.values)
+    layer.keys[:, :, layer.length:end] = key_states
+    layer.values[:, :, layer.length:end] = value_states
+    layer.length = end
+    return layer.keys[:, :, :end], layer.values[:, :, :end]
+
+
+def _grow(buffer: torch.Tensor) -> torch.Tensor:
     """The buffer with twice the columns (dim 2), the old ones kept."""
     import torch
 

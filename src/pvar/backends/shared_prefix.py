@@ -89,7 +89,7 @@ def shared_prefix_cache(model: Any, input_ids: torch.Tensor, mask: torch.Tensor,
     import torch
     from transformers.cache_utils import Cache, DynamicLayer
 
-    from pvar.backends.kv_cache import grow, prefill
+    from pvar.backends.kv_cache import append, prefill
 
     prompts, width = input_ids.shape
     source = prefill(model, input_ids, mask, torch.arange(prompts, device=input_ids.device), width,
@@ -112,13 +112,7 @@ def shared_prefix_cache(model: Any, input_ids: torch.Tensor, mask: torch.Tensor,
                 self.keys = key_states.new_zeros(*shape, key_states.shape[-1])
                 self.values = value_states.new_zeros(*shape, value_states.shape[-1])
                 self.device, self.dtype, self.is_initialized = key_states.device, key_states.dtype, True
-            end = self.length + key_states.shape[-2]
-            while end > self.keys.shape[-2]:
-                self.keys, self.values = grow(self.keys), grow(self.values)
-            self.keys[:, :, self.length:end] = key_states
-            self.values[:, :, self.length:end] = value_states
-            self.length = end
-            return self.keys[:, :, :end], self.values[:, :, :end]
+            return append(self, key_states, value_states)
 
         def get_seq_length(self) -> int:
             return self.prefix_keys.shape[-2] + self.length

@@ -230,11 +230,10 @@ def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged], untrained
     pos = {pid: i for i, pid in enumerate(first.ids.tolist())}
     base = first.baseline[[pos[pid] for pid in ids]]
     if cfg.eval.metric != "judge":
-        metric = quality.metric_scores(answers, cfg.eval.metric)
-        if not all(pid in metric.get(run, {}) for run in [*names, "base"] for pid in ids):
+        scored = _scored(answers, cfg.eval.metric, names, ids)
+        if scored is None:
             return None  # an answer lacks what the metric needs (a prompt without a task spec)
-        scores = {n: np.array([metric[n][pid] for pid in ids]) for n in names}
-        base = np.array([metric["base"][pid] for pid in ids])
+        scores, base = scored
     groups = cfg.groups()
     untrained = frozenset(arm for arm, runs in groups.items() if all(r in untrained_runs for r in runs))
     out = verdict.analyse(scores, base, groups, primary=pair, gate_arm=pair[1], alpha=1 - cfg.eval.confidence,
@@ -257,15 +256,23 @@ def _verdict(cfg: Any, root: Path, judged: dict[str, analysis.Judged], untrained
             guards.setdefault(r["run"], []).append(float(r["guard"]))
     if guards and all(n in guards for n in names):
         out["guard"] = {n: float(np.mean(v)) for n, v in guards.items()}
-        if cfg.eval.metric == "judge":  # the gate again under gold x guard: a shortcut's gain shrinks there
-            guarded = quality.metric_scores(answers, "gold-guarded")
-            if all(pid in guarded.get(run, {}) for run in [*names, "base"] for pid in ids):
-                alt = verdict.analyse({n: np.array([guarded[n][pid] for pid in ids]) for n in names},
-                                      np.array([guarded["base"][pid] for pid in ids]), groups, primary=pair,
-                                      gate_arm=pair[1], alpha=1 - cfg.eval.confidence, untrained=untrained,
-                                      seed=cfg.seed)
-                out["gate_guarded"] = alt["gate"]
+        guarded = _scored(answers, "gold-guarded", names, ids) if cfg.eval.metric == "judge" else None
+        if guarded is not None:  # the gate again under gold x guard: a shortcut's gain shrinks there
+            out["gate_guarded"] = verdict.analyse(*guarded, groups, primary=pair, gate_arm=pair[1],
+                                                  alpha=1 - cfg.eval.confidence, untrained=untrained,
+                                                  seed=cfg.seed)["gate"]
     return out
+
+
+def _scored(answers: list[dict[str, Any]], metric: str, names: list[str], ids: np.ndarray
+            ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """Each run's and the base's scores on ``ids`` under ``metric``; None where an answer lacks what the
+    metric needs (a prompt without a task spec)."""
+    by_run = quality.metric_scores(answers, metric)
+    if not all(pid in by_run.get(run, {}) for run in [*names, "base"] for pid in ids):
+        return None
+    return ({n: np.array([by_run[n][pid] for pid in ids]) for n in names},
+            np.array([by_run["base"][pid] for pid in ids]))
 
 
 def _composition(cfg: Any, root: Path, selections: dict[str, np.ndarray | None]) -> dict[str, Any]:
