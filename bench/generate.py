@@ -4,15 +4,17 @@
                              [--profile]
 
 Measures in one process, on the same weights: (a) one ``model.generate(do_sample=True,
-num_return_sequences=n)`` per prompt, the loop a user would write; (b) ``HFPolicy.generate`` over all
-prompts at each batch size (fixed length-sorted batches, in-place key/value buffers, shared-prompt
-attention, counter-based noise: the default path), and at the largest batch size the same without
-shared-prompt attention (per-row key/value copies of each prompt, the path before it); (c) the same
-rows by continuous batching (backends/decode.py) at the largest batch size. Tokens count each
-sequence up to and including its EOS. Also measures fp32 matmul GFLOP/s to estimate a compute
-ceiling of GFLOP/s / (2 x params) generated tokens per second (prefill and attention not counted),
-and the share of (b)'s wall time spent computing the sampling noise. The last line is
-``ceiling: NN%``, the best default-path (b) rate against that ceiling.
+num_return_sequences=n)`` per prompt, the loop a user would write (transformers' own layers);
+(b) ``HFPolicy.generate`` over all prompts at each batch size (fixed length-sorted batches, in-place
+key/value buffers, shared-prompt attention, counter-based noise, oneDNN linears on the CPU: the
+default path), and at the largest batch size the same without shared-prompt attention (per-row
+key/value copies of each prompt) and without oneDNN (the BLAS torch links); (c) the same rows by
+continuous batching (backends/decode.py) at the largest batch size. Tokens count each sequence up
+to and including its EOS. Also measures the fastest fp32 product the device offers (BLAS matmul
+or, on the CPU, oneDNN) to estimate a compute ceiling of GFLOP/s / (2 x params) generated tokens per
+second (prefill and attention not counted), and the share of (b)'s wall time spent computing the
+sampling noise. The last line is ``ceiling: NN%``, the best default-path (b) rate against that
+ceiling.
 ``--quick``: 8 prompts, 32 tokens. ``--join K``: each prompt is K ShareGPT prompts joined (long prompts,
 where a per-row cache holds and reads each prompt n times: ``--join 12 --prompts 16 --n 8 --tokens 32``).
 """
@@ -25,7 +27,7 @@ import time
 
 import torch
 
-from pvar.backends import noise
+from pvar.backends import noise, onednn
 from pvar.backends.base import Generation
 from pvar.backends.hf_policy import HFPolicy
 from pvar.core.seeding import prompt_seed
@@ -48,19 +50,29 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def matmul_gflops(size: int = 2048, repeat: int = 5) -> float:
-    """Best fp32 matmul rate over a few repeats on the bench's device, in GFLOP/s (2 n^3 FLOPs per product)."""
+def matmul_gflops(size: int = 2048, repeat: int = 5) -> dict[str, float]:
+    """Best fp32 product rates over a few repeats on the bench's device, in GFLOP/s (2 n^3 FLOPs per
+    product): torch's matmul (the linked BLAS: MKL on x86) and, on the CPU, oneDNN's linear. The
+    ceiling takes the faster, so a path that switches kernels cannot beat its own ceiling."""
+    from pvar.backends import onednn
+
     a, b = torch.randn(size, size, device=DEVICE), torch.randn(size, size, device=DEVICE)
     out = torch.empty(size, size, device=DEVICE)
-    torch.matmul(a, b, out=out)
-    best = float("inf")
-    for _ in range(repeat):
-        sync()
-        start = time.perf_counter()
-        torch.matmul(a, b, out=out)
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+    kernels = {"blas": lambda: torch.matmul(a, b, out=out)}
+    if DEVICE == "cpu" and onednn.available():
+        kernels["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    rates = {}
+    for name, product in kernels.items():
+        product()
+        best = float("inf")
+        for _ in range(repeat):
+            sync()
+            start = time.perf_counter()
+            product()
+            sync()
+            best = min(best, time.perf_counter() - start)
+        rates[name] = 2 * size**3 / best / 1e9
+    return rates
 
 
 def tokens_to_eos(new: torch.Tensor, eos: set[int]) -> int:
@@ -131,10 +143,12 @@ def main() -> None:
     print(f"SmolLM2: {n_params / 1e6:.1f}M params, {args.prompts} prompts x {args.n} samples x {args.tokens} tokens, "
           f"fp32, torch threads {torch.get_num_threads()}")
 
-    gflops = matmul_gflops()
+    kernels = matmul_gflops()
+    gflops = max(kernels.values())
     ceiling = gflops * 1e9 / (2 * n_params)
-    print(f"fp32 matmul 2048^2: {gflops:.0f} GFLOP/s -> ceiling {ceiling:.0f} generated tokens/s "
-          f"({2 * n_params / 1e9:.2f} GFLOP/token, prefill not counted)  [{load_note()}]")
+    print(f"fp32 2048^2 products: {', '.join(f'{k} {v:.0f}' for k, v in kernels.items())} GFLOP/s -> ceiling "
+          f"{ceiling:.0f} generated tokens/s ({2 * n_params / 1e9:.2f} GFLOP/token, prefill not counted)  "
+          f"[{load_note()}]")
 
     # warm-up: first calls allocate and pick kernels
     plain_loop(policy, prompts[:1], 2, 4)
@@ -142,7 +156,9 @@ def main() -> None:
     run_policy(policy, prompts[:2], 2, seeds[:2], 4)
     policy.max_new_tokens = args.tokens
 
+    blas = onednn.disable(policy.model)  # the loop a user writes runs transformers' own layers
     seconds, tokens = plain_loop(policy, prompts, args.n, args.tokens)
+    onednn.enable(policy.model)
     base = tokens / seconds
     print(f"(a) plain loop, 1 generate/prompt:  {tokens:6d} tokens in {seconds:7.1f} s = {base:6.1f} tok/s  "
           f"({base / ceiling:5.1%} of ceiling)  [{load_note()}]")
@@ -177,18 +193,27 @@ def main() -> None:
     print(f"(b) per-row prompt copies, {batch_sizes[-1]:<4d}:   {gen.new_tokens:6d} tokens in {seconds:7.1f} s = "
           f"{rate:6.1f} tok/s  ({rate / ceiling:5.1%} of ceiling)  shared-prompt attention "
           f"{results[batch_sizes[-1]] / rate:4.2f}x  [{load_note()}]")
+    if blas:
+        onednn.disable(policy.model)
+        seconds, gen = run_policy(policy, prompts, args.n, seeds, batch_sizes[-1])
+        onednn.enable(policy.model)
+        outputs["blas"] = gen.responses
+        rate = gen.new_tokens / seconds
+        print(f"(b) BLAS linears (no oneDNN), {batch_sizes[-1]:<4d}: {gen.new_tokens:6d} tokens in {seconds:7.1f} s = "
+              f"{rate:6.1f} tok/s  ({rate / ceiling:5.1%} of ceiling)  oneDNN {results[batch_sizes[-1]] / rate:4.2f}x  "
+              f"[{load_note()}]")
     seconds, gen = run_policy(policy, prompts, args.n, seeds, batch_sizes[-1], continuous=True)
     slots = gen.new_tokens / seconds
     outputs["continuous"] = gen.responses
     print(f"(c) continuous batching, {batch_sizes[-1]:<4d} slots: {gen.new_tokens:6d} tokens in {seconds:7.1f} s = "
           f"{slots:6.1f} tok/s  ({slots / ceiling:5.1%} of ceiling)  [{load_note()}]")
-    rates = [gflops, matmul_gflops()]
+    rates = [gflops, max(matmul_gflops().values())]
     top = max(rates) * 1e9 / (2 * n_params)
     if top > ceiling * 1.05:
         print(f"note: the matmul rate moved from {rates[0]:.0f} to {rates[1]:.0f} GFLOP/s during the run (a noisy "
               f"machine); the ceiling below is the higher one ({top:.0f} tok/s)")
     first = outputs[batch_sizes[0]]
-    for bs in [*batch_sizes[1:], "per-row", "continuous"]:
+    for bs in [*batch_sizes[1:], "per-row", *(["blas"] if blas else []), "continuous"]:
         same = sum(a == b for x, y in zip(first, outputs[bs], strict=True) for a, b in zip(x, y, strict=True))
         print(f"samples identical at batch_size={bs} and {batch_sizes[0]}: {same}/{args.prompts * args.n}")
     if args.profile:

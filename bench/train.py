@@ -20,6 +20,8 @@ Pairs: the first --pairs ShareGPT pool prompts as chat messages; chosen = the re
 - lora8-plain: the same with train.skip_unused false: the frozen blocks run at every step and the LM
              head scores every position (the path before these shortcuts). The last line is
              `speedup: N.Nx`, lora8-plain / lora8-warm train time.
+- ARM-blas:  any arm with ``PVAR_ONEDNN=0``: linear layers on torch's BLAS (MKL) instead of oneDNN
+             (backends/onednn.py); the ratio ARM-blas / ARM is printed.
 
 Prints wall time (whole call and trainer.train), s/step, CPU time and peak RSS of the child process
 (os.wait4), and first/final loss of each arm,
@@ -68,6 +70,7 @@ def worker(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     from pvar.pipeline.train import TrainConfig, train
 
+    args.arm = args.arm.removesuffix("-blas")  # the environment says which kernels
     settings = {"model": "smollm2", "algo": "dpo", "lora": args.arm.startswith("lora"),
                 "lr": 5e-5 if args.arm.startswith("lora") else 5e-6, "max_steps": args.steps,
                 "batch_size": args.batch, "max_length": args.max_length, "seed": 0}
@@ -90,6 +93,8 @@ def run_arm(arm: str, args: argparse.Namespace, work: Path) -> dict:
            "--out", str(work / arm), "--cache", str(work / "ref_logps"), "--steps", str(args.steps),
            "--batch", str(args.batch), "--max-length", str(args.max_length), "--threads", str(args.threads)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    if arm.endswith("-blas"):
+        env["PVAR_ONEDNN"] = "0"
     t = time.perf_counter()
     with open(work / f"{arm}.stdout", "w") as out, open(work / f"{arm}.stderr", "w") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
@@ -112,7 +117,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--arms", default="lora8-plain,lora8-warm",
+    ap.add_argument("--arms", default="lora8-warm-blas,lora8-plain,lora8-warm",
                     help="arms to run, in order; repeat one to take medians (pvar-warm/lora-warm need the cache "
                     "filled by an earlier pvar-cold, in this run or in the same --workdir)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -158,6 +163,14 @@ def main() -> None:
         ratios = ", ".join(f"{label} {med('lora-warm', key) / med('lora8-warm', key):.2f}x" for label, key in
                            (("train time", "train_seconds"), ("CPU time", "cpu_s")))
         print(f"lora-warm / lora8-warm (all blocks vs the top 8; medians over runs): {ratios}")
+    for arm in [a for a in by_arm if a.endswith("-blas") and a.removesuffix("-blas") in by_arm]:
+        fast = arm.removesuffix("-blas")
+        ratios = ", ".join(f"{label} {med(arm, key) / med(fast, key):.2f}x" for label, key in
+                           (("train time", "train_seconds"), ("CPU time", "cpu_s")))
+        plain, ours = by_arm[arm][0]["losses"], by_arm[fast][0]["losses"]
+        gap = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(plain, ours, strict=True))
+        print(f"{arm} / {fast} (BLAS vs oneDNN linears; medians): {ratios}; largest relative loss difference "
+              f"{gap:.1e}")
     if "lora8-plain" in by_arm and "lora8-warm" in by_arm:
         plain, fast = by_arm["lora8-plain"][0]["losses"], by_arm["lora8-warm"][0]["losses"]
         gap = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(plain, fast, strict=True))

@@ -158,6 +158,9 @@ def load_model(folder: str, name: str, dtype: str = "float32") -> tuple[Any, Any
         raise ConfigError(f"model: cannot load {name!r} ({folder}): {_one_line(exc)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    from pvar.backends import onednn
+
+    onednn.enable(model)  # frozen float32 layers (LoRA's base, the reference pass) through oneDNN on the CPU
     return tokenizer, model
 
 
