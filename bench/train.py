@@ -18,10 +18,12 @@ Pairs: the first --pairs ShareGPT pool prompts as chat messages; chosen = the re
              presets use): each sequence runs through the 22 frozen blocks below once, and later steps
              start at block 22 (training/frozen_blocks.py). Ratio against lora-warm printed.
 - lora8-plain: the same with train.skip_unused false: the frozen blocks run at every step and the LM
-             head scores every position (the path before these shortcuts). The last line is
-             `speedup: N.Nx`, lora8-plain / lora8-warm train time.
+             head scores every position (the path before these shortcuts).
 - ARM-blas:  any arm with ``PVAR_ONEDNN=0``: linear layers on torch's BLAS (MKL) instead of oneDNN
              (backends/onednn.py); the ratio ARM-blas / ARM is printed.
+
+The last line is `speedup: N.Nx`: the train time of the path before these shortcuts and kernels
+(lora8-plain-blas; lora8-plain when that arm is not run, as the line before it says) over lora8-warm's.
 
 Prints wall time (whole call and trainer.train), s/step, CPU time and peak RSS of the child process
 (os.wait4), and first/final loss of each arm,
@@ -117,7 +119,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--arms", default="lora8-warm-blas,lora8-plain,lora8-warm",
+    ap.add_argument("--arms", default="lora8-plain-blas,lora8-plain,lora8-warm",
                     help="arms to run, in order; repeat one to take medians (pvar-warm/lora-warm need the cache "
                     "filled by an earlier pvar-cold, in this run or in the same --workdir)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -179,6 +181,10 @@ def main() -> None:
         cpu = med("lora8-plain", "cpu_s") / med("lora8-warm", "cpu_s")
         print(f"lora8-plain / lora8-warm (frozen blocks every step vs once; medians): train time {speedup:.2f}x, "
               f"CPU time of the whole call {cpu:.2f}x")
+        before = "lora8-plain-blas" if "lora8-plain-blas" in by_arm else "lora8-plain"
+        speedup = med(before, "train_seconds") / med("lora8-warm", "train_seconds")
+        print(f"{before} / lora8-warm (the path before{' these kernels and' if before != 'lora8-plain' else ''} "
+              f"these shortcuts; medians): train time {speedup:.2f}x")
         print(f"speedup: {speedup:.1f}x")
     if "trl" in by_arm:
         for arm in ("pvar-warm", "pvar-cold"):

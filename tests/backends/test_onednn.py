@@ -111,3 +111,23 @@ def test_hf_policy_runs_on_onednn_with_the_same_samples(tmp_path, monkeypatch: p
         assert bool(seen) == on
         monkeypatch.undo()
     assert out[True] == out[False]
+
+
+def test_training_and_reward_loaders_switch_their_models(tmp_path) -> None:
+    from pvar.backends.hf_reward import HFReward
+    from pvar.testing import tiny_reward_model
+    from pvar.training.trainers import load_model
+
+    _, model = load_model(str(tiny_causal_lm(tmp_path / "llama", TEXTS, arch="llama")), "tiny")
+    kinds = {type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    assert kinds == {"OneDNNLinear"}
+    reward = HFReward(str(tiny_reward_model(tmp_path / "reward", TEXTS)))
+    reward.score(["why is the sky blue"], [["because of air"]], [None])
+    assert "OneDNNLinear" in {type(m).__name__ for m in reward._model.modules()}
+
+
+def test_the_environment_can_turn_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PVAR_ONEDNN", "0")
+    assert onednn.available.__wrapped__() is False
+    monkeypatch.setenv("PVAR_ONEDNN", "1")
+    assert onednn.available.__wrapped__() is True

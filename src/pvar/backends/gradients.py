@@ -152,6 +152,9 @@ def load_policy(model: str, device: str = "auto", params: str = "all") -> tuple[
         device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(path)
     policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    from pvar.backends import onednn
+
+    onednn.enable(policy)  # frozen float32 CPU layers through oneDNN; the chosen parameters keep autograd
     chosen = select_parameters(policy, params)
     keep = {id(p) for _, p in chosen}
     for p in policy.parameters():

@@ -210,6 +210,9 @@ def pair_preferences(adapter: str | Path, pairs_file: str | Path, *, beta: float
 
     pairs = [json.loads(x) for x in Path(pairs_file).read_text(encoding="utf-8").splitlines() if x.strip()]
     base = AutoModelForCausalLM.from_pretrained(adapter_base(Path(adapter)), dtype=torch.float32)
+    from pvar.backends import onednn
+
+    onednn.enable(base)  # float32 CPU products through oneDNN (backends/onednn.py)
     model = PeftModel.from_pretrained(base, str(adapter)).to(device).eval()
     tok = AutoTokenizer.from_pretrained(tokenizer_source(str(adapter)))
     seqs = [sequence_ids(tok, p["prompt"], p[side], max_length=max_length) for p in pairs
