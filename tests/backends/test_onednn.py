@@ -75,6 +75,9 @@ def test_other_dtypes_and_missing_kernels_fall_back(monkeypatch: pytest.MonkeyPa
     x, w = torch.randn(2, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
     assert torch.equal(onednn.linear(x, w), torch.nn.functional.linear(x, w))
     assert not seen
+    x, w = torch.randn(2, 6, device="meta"), torch.randn(4, 6, device="meta")  # another device (as CUDA)
+    assert onednn.linear(x, w).shape == (2, 4) and not seen
+    x, w = torch.randn(2, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
     monkeypatch.setattr(onednn, "available", lambda: False)
     x, w = x.float(), w.float()
     assert torch.equal(onednn.linear(x, w), torch.nn.functional.linear(x, w))

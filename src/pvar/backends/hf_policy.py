@@ -93,7 +93,7 @@ class HFPolicy:
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         model.to(self.device).eval()
-        if self.onednn:
+        if self.onednn and str(self.device).startswith("cpu"):
             from pvar.backends import onednn
 
             onednn.enable(model)  # float32 CPU products through oneDNN (2x MKL's rate on AMD AVX-512)

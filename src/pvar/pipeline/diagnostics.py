@@ -212,7 +212,8 @@ def pair_preferences(adapter: str | Path, pairs_file: str | Path, *, beta: float
     base = AutoModelForCausalLM.from_pretrained(adapter_base(Path(adapter)), dtype=torch.float32)
     from pvar.backends import onednn
 
-    onednn.enable(base)  # float32 CPU products through oneDNN (backends/onednn.py)
+    if str(device).startswith("cpu"):
+        onednn.enable(base)  # float32 CPU products through oneDNN (backends/onednn.py)
     model = PeftModel.from_pretrained(base, str(adapter)).to(device).eval()
     tok = AutoTokenizer.from_pretrained(tokenizer_source(str(adapter)))
     seqs = [sequence_ids(tok, p["prompt"], p[side], max_length=max_length) for p in pairs
