@@ -3,10 +3,11 @@
     python bench/eval_generate.py [--prompts 32] [--tokens 48] [--batch-size 64]
 
 Measures in one process, on SmolLM2 and the same held-out ShareGPT prompts: (a) one greedy
-``model.generate`` per prompt in float32, as a plain script does it; (b) ``HFPolicy`` greedy,
-length-bucketed batches, float32; (c) the same in bfloat16 (what ``pvar run`` uses on CPUs with
-native bf16 dot products). Tokens count each answer up to and including its EOS. Also reports how
-many answers (b) and (c) agree on word for word (bf16 rounding changes some greedy paths).
+``model.generate`` per prompt in float32, as a plain script does it (transformers' own layers);
+(b) ``HFPolicy`` greedy, length-bucketed batches, float32 (oneDNN linears on the CPU); (c) the same
+in bfloat16 (what ``pvar run`` uses on CPUs with native bf16 dot products). Tokens count each
+answer up to and including its EOS. Also reports how many answers (b) and (c) agree on word for
+word (bf16 rounding changes some greedy paths).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 
 import torch
 
+from pvar.backends import onednn
 from pvar.backends.hf_policy import HFPolicy
 from pvar.io.sharegpt import sharegpt_prompts
 
@@ -62,6 +64,7 @@ def main() -> None:
 
     fp32 = HFPolicy("smollm2", max_new_tokens=args.tokens, greedy=True)
     fp32.setup()
+    onednn.disable(fp32.model)  # a plain script runs transformers' own layers (torch's BLAS)
     plain_loop(fp32, prompts[:1], 4)  # warm-up
     seconds, tokens = plain_loop(fp32, prompts, args.tokens)
     base = tokens / seconds

@@ -158,7 +158,8 @@ def main() -> None:
 
     blas = onednn.disable(policy.model)  # the loop a user writes runs transformers' own layers
     seconds, tokens = plain_loop(policy, prompts, args.n, args.tokens)
-    onednn.enable(policy.model)
+    if blas:
+        onednn.enable(policy.model)
     base = tokens / seconds
     print(f"(a) plain loop, 1 generate/prompt:  {tokens:6d} tokens in {seconds:7.1f} s = {base:6.1f} tok/s  "
           f"({base / ceiling:5.1%} of ceiling)  [{load_note()}]")
