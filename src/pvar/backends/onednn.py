@@ -12,14 +12,15 @@ state dicts and ``isinstance`` checks see a Linear) whose forward takes oneDNN f
 inputs whose weight is frozen or not being differentiated, and ``F.linear`` otherwise (other
 devices and dtypes, a weight that trains). A frozen layer inside a graph that trains (LoRA's base
 layers) gets its input's gradient from oneDNN as well (`_FrozenLinear`). `disable` switches back;
-``PVAR_ONEDNN=0`` keeps every layer on BLAS. pvar switches the models it loads for sampling,
-evaluation, reward scoring and training.
+``PVAR_ONEDNN=0`` keeps every layer on BLAS, as do CPUs other than x86-64 (not measured). pvar
+switches the models it loads on the CPU for sampling, evaluation, reward scoring and training.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import platform
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,11 +31,12 @@ PROBE_TOLERANCE = 1e-4  # relative: a product that differs by more is not float3
 
 @functools.cache
 def available() -> bool:
-    """Whether this torch has oneDNN's linear and it computes ``F.linear`` (checked once, on a probe);
-    ``PVAR_ONEDNN=0`` in the environment says no (BLAS everywhere, as transformers runs)."""
+    """Whether to use oneDNN's linear: on x86-64 (where it was measured; other CPUs keep their BLAS),
+    when this torch has it and it computes ``F.linear`` (checked once, on a probe). ``PVAR_ONEDNN=0``
+    in the environment says no (BLAS everywhere, as transformers runs)."""
     import torch
 
-    if os.environ.get("PVAR_ONEDNN", "1").strip() == "0":
+    if os.environ.get("PVAR_ONEDNN", "1").strip() == "0" or platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     op = _op()
     if op is None or not torch.backends.mkldnn.is_available():
