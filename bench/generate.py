@@ -54,8 +54,6 @@ def matmul_gflops(size: int = 2048, repeat: int = 5) -> dict[str, float]:
     """Best fp32 product rates over a few repeats on the bench's device, in GFLOP/s (2 n^3 FLOPs per
     product): torch's matmul (the linked BLAS: MKL on x86) and, on the CPU, oneDNN's linear. The
     ceiling takes the faster, so a path that switches kernels cannot beat its own ceiling."""
-    from pvar.backends import onednn
-
     a, b = torch.randn(size, size, device=DEVICE), torch.randn(size, size, device=DEVICE)
     out = torch.empty(size, size, device=DEVICE)
     kernels = {"blas": lambda: torch.matmul(a, b, out=out)}

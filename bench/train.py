@@ -181,7 +181,8 @@ def main() -> None:
         cpu = med("lora8-plain", "cpu_s") / med("lora8-warm", "cpu_s")
         print(f"lora8-plain / lora8-warm (frozen blocks every step vs once; medians): train time {speedup:.2f}x, "
               f"CPU time of the whole call {cpu:.2f}x")
-        before = "lora8-plain-blas" if "lora8-plain-blas" in by_arm else "lora8-plain"
+    before = next((arm for arm in ("lora8-plain-blas", "lora8-plain") if arm in by_arm), None)
+    if before and "lora8-warm" in by_arm:
         speedup = med(before, "train_seconds") / med("lora8-warm", "train_seconds")
         print(f"{before} / lora8-warm (the path before{' these kernels and' if before != 'lora8-plain' else ''} "
               f"these shortcuts; medians): train time {speedup:.2f}x")
