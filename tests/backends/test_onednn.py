@@ -77,6 +77,10 @@ def test_other_dtypes_and_missing_kernels_fall_back(monkeypatch: pytest.MonkeyPa
     assert not seen
     x, w = torch.randn(2, 6, device="meta"), torch.randn(4, 6, device="meta")  # another device (as CUDA)
     assert onednn.linear(x, w).shape == (2, 4) and not seen
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's casts apply to F.linear only
+        assert onednn.linear(torch.randn(2, 6), torch.randn(4, 6)).dtype == torch.bfloat16
+    assert torch.equal(onednn.linear(torch.randn(3, 0), torch.randn(4, 0)), torch.zeros(3, 4))  # oneDNN refuses K=0
+    assert not seen
     x, w = torch.randn(2, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
     monkeypatch.setattr(onednn, "available", lambda: False)
     x, w = x.float(), w.float()

@@ -10,7 +10,7 @@ sum in other orders, so their results differ by rounding, as two machines' do.
 `enable` switches a model's ``nn.Linear`` modules to `OneDNNLinear` (a subclass: deepcopy, peft,
 state dicts and ``isinstance`` checks see a Linear) whose forward takes oneDNN for float32 CPU
 inputs whose weight is frozen or not being differentiated, and ``F.linear`` otherwise (other
-devices and dtypes, a weight that trains). A frozen layer inside a graph that trains (LoRA's base
+devices and dtypes, CPU autocast, a weight that trains). A frozen layer inside a graph that trains (LoRA's base
 layers) gets its input's gradient from oneDNN as well (`_FrozenLinear`). `disable` switches back;
 ``PVAR_ONEDNN=0`` keeps every layer on BLAS, as do CPUs other than x86-64 (not measured). pvar
 switches the models it loads on the CPU for sampling, evaluation, reward scoring and training.
@@ -63,7 +63,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     import torch
 
     if (x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
-            or (bias is not None and bias.dtype != torch.float32) or not available()):
+            or (bias is not None and bias.dtype != torch.float32) or not x.shape[-1]
+            or torch.is_autocast_enabled("cpu") or not available()):  # autocast casts F.linear, not oneDNN
         return torch.nn.functional.linear(x, weight, bias)
     if not torch.is_grad_enabled():
         return _op()(x, weight, bias, "none", [], "")
