@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 from hypothesis import given, settings
@@ -103,6 +104,9 @@ def test_enable_switches_plain_linears_only_and_disable_undoes_it(tmp_path) -> N
         torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-5)
         twin = copy.deepcopy(model)  # TRL and peft copy models
         torch.testing.assert_close(twin(x), want, rtol=1e-5, atol=1e-5)
+        saved = pickle.loads(pickle.dumps(model[0]))  # torch.save of a whole module pickles its class by name
+        assert type(saved) is type(model[0])
+        torch.testing.assert_close(saved(x), model[0](x))
     assert list(model.state_dict()) == keys
     assert onednn.disable(model) == 1 and type(model[0]) is torch.nn.Linear
 

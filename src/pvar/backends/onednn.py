@@ -105,7 +105,15 @@ def _linear_class() -> type:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return linear(x, self.weight, self.bias)
 
+    OneDNNLinear.__module__, OneDNNLinear.__qualname__ = __name__, "OneDNNLinear"  # pickled by name
     return OneDNNLinear
+
+
+def __getattr__(name: str) -> Any:
+    """``pvar.backends.onednn.OneDNNLinear``, built on first use (torch stays unimported until then)."""
+    if name == "OneDNNLinear":
+        return _linear_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def enable(model: Any) -> int:
