@@ -109,6 +109,8 @@ def test_enable_switches_plain_linears_only_and_disable_undoes_it(tmp_path) -> N
         torch.testing.assert_close(saved(x), model[0](x))
     assert list(model.state_dict()) == keys
     assert onednn.disable(model) == 1 and type(model[0]) is torch.nn.Linear
+    elsewhere = torch.nn.Sequential(torch.nn.Linear(8, 16)).to("meta")  # a model on another device (as CUDA)
+    assert onednn.enable(elsewhere) == 0 and type(elsewhere[0]) is torch.nn.Linear
 
 
 def test_hf_policy_runs_on_onednn_with_the_same_samples(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

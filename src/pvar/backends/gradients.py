@@ -154,8 +154,7 @@ def load_policy(model: str, device: str = "auto", params: str = "all") -> tuple[
     policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
     from pvar.backends import onednn
 
-    if str(device).startswith("cpu"):
-        onednn.enable(policy)  # frozen float32 CPU layers through oneDNN; the chosen parameters keep autograd
+    onednn.enable(policy)  # on the CPU, frozen float32 layers through oneDNN; the chosen parameters keep autograd
     chosen = select_parameters(policy, params)
     keep = {id(p) for _, p in chosen}
     for p in policy.parameters():

@@ -93,10 +93,10 @@ class HFPolicy:
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         model.to(self.device).eval()
-        if self.onednn and str(self.device).startswith("cpu"):
+        if self.onednn:
             from pvar.backends import onednn
 
-            onednn.enable(model)  # float32 CPU products through oneDNN (2x MKL's rate on AMD AVX-512)
+            onednn.enable(model)  # on the CPU, float32 products through oneDNN (2x MKL's rate on AMD AVX-512)
 
         eos = model.generation_config.eos_token_id
         if eos is None:

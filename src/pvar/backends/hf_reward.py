@@ -99,8 +99,7 @@ class HFReward:
         self._model = model.to(self.device).eval()
         from pvar.backends import onednn
 
-        if on_cpu:
-            onednn.enable(self._model)  # float32 CPU products through oneDNN
+        onednn.enable(self._model)  # on the CPU, float32 products through oneDNN
         self._tokenizer = tok
         limits = [self.max_length, getattr(model.config.get_text_config(), "max_position_embeddings", None)]
         if isinstance(tok.model_max_length, int) and tok.model_max_length < 1_000_000:

@@ -117,11 +117,13 @@ def __getattr__(name: str) -> Any:
 
 
 def enable(model: Any) -> int:
-    """Switch ``model``'s plain ``nn.Linear`` modules to `OneDNNLinear` where oneDNN is available;
-    returns how many. Subclasses of Linear (quantised or adapter layers) are left alone."""
+    """Switch ``model``'s plain ``nn.Linear`` modules to `OneDNNLinear` where oneDNN is available and
+    the model is on the CPU; returns how many. Subclasses of Linear (quantised or adapter layers) are
+    left alone, as is a model already on another device."""
     import torch
 
-    if not available():
+    first = next(model.parameters(), None)
+    if not available() or (first is not None and first.device.type != "cpu"):
         return 0
     cls = _linear_class()
     count = 0
@@ -136,10 +138,9 @@ def disable(model: Any) -> int:
     """Undo `enable`: `OneDNNLinear` modules become plain ``nn.Linear`` again; returns how many."""
     import torch
 
-    count = 0
     if not available():
-        return count
-    cls = _linear_class()
+        return 0
+    count, cls = 0, _linear_class()
     for module in model.modules():
         if type(module) is cls:
             module.__class__ = torch.nn.Linear

@@ -212,7 +212,7 @@ def pair_preferences(adapter: str | Path, pairs_file: str | Path, *, beta: float
     base = AutoModelForCausalLM.from_pretrained(adapter_base(Path(adapter)), dtype=torch.float32)
     from pvar.backends import onednn
 
-    if str(device).startswith("cpu"):
+    if str(device).startswith("cpu"):  # the base is still on the CPU here, whatever the device
         onednn.enable(base)  # float32 CPU products through oneDNN (backends/onednn.py)
     model = PeftModel.from_pretrained(base, str(adapter)).to(device).eval()
     tok = AutoTokenizer.from_pretrained(tokenizer_source(str(adapter)))
