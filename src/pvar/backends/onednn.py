@@ -52,7 +52,9 @@ def available() -> bool:
     return got.shape == want.shape and bool(((got - want).abs().max() <= PROBE_TOLERANCE * want.abs().max()).item())
 
 
+@functools.cache
 def _op() -> Any:
+    """oneDNN's linear, or None (looked up once: every linear layer's call asks)."""
     import torch
 
     return getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
