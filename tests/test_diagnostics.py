@@ -31,7 +31,8 @@ def test_untrained_adapter_prefers_nothing(tmp_path):
     texts = ["say hi to the cat", "hi cat", "no dog here"]
     base = tiny_causal_lm(tmp_path / "base", texts)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
-                           LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+                           LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM",
+                                      fan_in_fan_out=True))  # the tiny model is GPT-2: Conv1D layers
     model.save_pretrained(str(tmp_path / "adapter"))  # LoRA B starts at zero: policy == reference
     AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(tmp_path / "adapter"))
     pairs = tmp_path / "pairs.jsonl"

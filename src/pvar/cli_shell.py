@@ -9,6 +9,11 @@ from typing import Any
 
 from pvar.errors import PvarError
 
+# Deprecations that libraries trigger in their own code, which a pvar user can do nothing about:
+# transformers 5 deprecates `is_gradient_checkpointing`, and peft (``PeftModel.__init__``) and TRL
+# (``disable_gradient_checkpointing`` around DPOTrainer's reference log-probs) still read it.
+LIBRARY_DEPRECATIONS = (r"`is_gradient_checkpointing` is deprecated",)
+
 
 def _quiet_libraries() -> None:
     """Library progress bars and log chatter off (``--debug`` and ``--verbose`` keep them).
@@ -18,15 +23,19 @@ def _quiet_libraries() -> None:
     maps inside TRL, and hub downloads would print between its lines (and before an error, so the
     one line that names the cause would not be the last). Settings already in the environment
     win, and subprocesses (``accelerate launch``) inherit them. Warnings are not dropped: Python
-    warnings are replayed after a success, and errors still print.
+    warnings are replayed after a success, and errors still print; only `LIBRARY_DEPRECATIONS`
+    are not shown.
     """
     import os
+    import warnings
 
     for key, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
                        ("DATASETS_VERBOSITY", "error"), ("HF_HUB_VERBOSITY", "error"),
                        ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
                        ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(key, value)
+    for message in LIBRARY_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
 
 
 def _is(exc: BaseException, name: str) -> bool:
