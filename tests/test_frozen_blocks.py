@@ -15,6 +15,16 @@ from tests.test_train import TOPICS, make_rows, write_pairs
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
+@pytest.fixture(autouse=True)
+def fresh_store():
+    """Each test starts without the states an earlier test's trainers kept in the shared store."""
+    from pvar.training import frozen_blocks
+
+    frozen_blocks._SHARED.clear()
+    yield
+    frozen_blocks._SHARED.clear()
+
+
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     from pvar.testing import tiny_causal_lm
@@ -58,6 +68,54 @@ def test_first_steps_equal_the_plain_path(tmp_path, tiny_llama, monkeypatch, alg
         assert abs(a - b) <= 1e-4 * abs(a) + 1e-7, (plain, fast)
     assert stats["active"] and stats["reused"] > 0 and stats["computed"] > 0 and stats["kept"] == stats["computed"]
     assert plain[0] != plain[-1]  # it trained
+
+
+def record_exits(monkeypatch) -> list[dict]:
+    """The stats of every `FrozenBlocks` exit, in order (the reference pass, then training)."""
+    import pvar.training.frozen_blocks as fb
+
+    exits: list[dict] = []
+    original = fb.FrozenBlocks.__exit__
+
+    def record(self, *exc):
+        exits.append({**self.stats, "kept": len(self.kept), "store": self.store})
+        return original(self, *exc)
+
+    monkeypatch.setattr(fb.FrozenBlocks, "__exit__", record)
+    return exits
+
+
+def test_the_reference_pass_keeps_the_states_training_uses(tmp_path, tiny_llama, monkeypatch):
+    """DPO's reference log-probs run inside the trainer's frozen blocks: they compute each of the 8
+    sequences (4 pairs) once, and the training steps that follow compute none."""
+    exits = record_exits(monkeypatch)
+    run(tmp_path, tiny_llama, "fast")
+    assert len(exits) == 2  # the reference pass, then training, one FrozenBlocks
+    ref, trained = exits
+    assert ref["computed"] == ref["kept"] == 8 and ref["reused"] == 0
+    assert trained["computed"] == 8 and trained["reused"] > 0  # nothing computed after the reference pass
+
+
+def test_trainers_of_one_model_share_the_kept_states(tmp_path, tiny_llama, monkeypatch):
+    """A second run on the same base model (another arm) computes only the sequences the first did not
+    keep, and its losses equal those of the same run with nothing kept, within 1e-4 relative."""
+    from pvar.training import frozen_blocks
+
+    rows = make_rows(6, chat=True)
+    first = write_pairs(tmp_path / "first.jsonl", rows[:4])
+    second = write_pairs(tmp_path / "second.jsonl", rows[2:])  # 2 pairs in common
+    cfg = TrainConfig.make(model=str(tiny_llama), lora_layers=2, max_steps=4, batch_size=2, lr=5e-3)
+    train(second, tmp_path / "alone", cfg)
+    alone = losses(tmp_path / "alone")
+    frozen_blocks._SHARED.clear()
+    exits = record_exits(monkeypatch)
+    train(first, tmp_path / "a", cfg)
+    train(second, tmp_path / "b", cfg)
+    assert exits[0]["store"] is exits[-1]["store"]
+    assert exits[-1]["computed"] == 4  # the 2 new pairs' chosen and rejected
+    assert exits[-1]["kept"] == 12
+    for a, b in zip(alone, losses(tmp_path / "b"), strict=True):
+        assert abs(a - b) <= 1e-4 * abs(a) + 1e-7
 
 
 def test_a_model_that_transforms_its_inputs_falls_back(tmp_path, tiny_llama, monkeypatch):

@@ -185,7 +185,8 @@ def train(
 
     t0 = time.perf_counter()
     fast = cfg.skip_unused
-    with frozen_blocks_for(trainer, cfg), completion_positions_only() if fast else contextlib.nullcontext():
+    frozen = frozen_blocks_for(trainer, cfg, built.model_id)
+    with frozen, completion_positions_only() if fast else contextlib.nullcontext():
         trainer.train()
     train_seconds = time.perf_counter() - t0
     _save_checkpoint(trainer, built.tokenizer, out, clean=earlier_run)

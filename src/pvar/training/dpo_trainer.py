@@ -8,6 +8,9 @@
   up by key, runs TRL's own ``compute_ref_log_probs`` (same collator, same model or disabled adapter)
   on the missing pairs only, stores them, and attaches both columns. Both columns are in TRL's
   ``_signature_columns``, so they reach the collator, which batches them (B rows each).
+- One pass of the frozen blocks. With LoRA in the top blocks only, the reference pass runs inside
+  the trainer's `FrozenBlocks` (``frozen``, made on first use and kept as ``pvar_frozen`` for
+  training), and with ``compact`` it scores the LM head at completion positions only, as training does.
 - Per-pair weights. A collator wrapper carries the ``pvar_weight`` column as a (B,) tensor; the
   ``compute_loss`` override splits the batch (the DPO layout is [chosen_1..B, rejected_1..B] along dim
   0 for input_ids/attention_mask/completion_mask, B rows for ref_*_logps), calls TRL's loss once per
@@ -16,7 +19,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from pvar.errors import ConfigError
@@ -70,9 +75,13 @@ def pvar_dpo_trainer_class() -> type:
     from trl import DPOTrainer
 
     class PvarDPOTrainer(DPOTrainer):
-        def __init__(self, *args: Any, ref_store: RefLogpCache | None = None, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, ref_store: RefLogpCache | None = None,
+                     frozen: Callable[[Any], Any] | None = None, compact: bool = False, **kwargs: Any) -> None:
             # Set before DPOTrainer.__init__, which calls _prepare_dataset and _precompute_ref_logps.
             self.pvar_ref_store = ref_store
+            self.pvar_frozen_factory = frozen
+            self.pvar_frozen: Any = None
+            self.pvar_compact = compact
             self.pvar_ref_computed: int | None = None
             self.pvar_ref_reused: int | None = None
             self.pvar_truncated: int | None = None
@@ -113,6 +122,18 @@ def pvar_dpo_trainer_class() -> type:
             columns = dataset.column_names or []
             if all(c in columns for c in REF_COLUMNS):
                 return dataset  # already attached: nothing to run
+            if self.pvar_frozen is None and self.pvar_frozen_factory is not None:
+                self.pvar_frozen = self.pvar_frozen_factory(self)
+            with self.pvar_frozen or contextlib.nullcontext(), self._pvar_head():
+                return self._pvar_ref_logps(dataset, name, batch_size)
+
+        def _pvar_head(self) -> Any:
+            from pvar.training.lm_head import completion_positions_only
+
+            return completion_positions_only() if self.pvar_compact else contextlib.nullcontext()
+
+        def _pvar_ref_logps(self, dataset, name, batch_size):
+            columns = dataset.column_names or []
             if self.pvar_ref_store is None or KEY_COLUMN not in columns or self.is_deepspeed_enabled:
                 return super()._precompute_ref_logps(dataset, name, batch_size)
             keys = dataset[KEY_COLUMN]

@@ -13,6 +13,12 @@ run the lower blocks as usual. The first batch checks the shortcut against the p
 architecture that transforms ``inputs_embeds`` (Gemma scales them, GPT-2 adds position embeddings)
 falls back to the plain path with a warning. The kept states cost ``hidden_size`` floats per token;
 past ``budget_bytes``, new sequences run the lower blocks each time, as without this class.
+
+The reference pass sees the same lower blocks: LoRA lives in the top blocks only, so with the
+adapter off they compute what they compute with it on. ``PvarDPOTrainer`` runs its reference
+log-probs inside the same `FrozenBlocks`, so a pair's lower blocks run once for both. On the CPU
+the kept states live in a `StateStore` shared by every trainer of the same base model, blocks and
+dtype in the process: the arms of a run train on overlapping pairs of one pool.
 """
 
 from __future__ import annotations
@@ -40,27 +46,58 @@ def decoder_of(model: Any) -> Any:
     return decoder if decoder is not None and hasattr(decoder, "layers") else None
 
 
-class FrozenBlocks:
-    """Keeps each sequence's input to block ``first`` and skips the blocks below it (see the module)."""
+class StateStore:
+    """Inputs of block ``first`` kept per sequence (keyed by its token ids), within a byte budget."""
 
-    def __init__(self, decoder: Any, first: int, *, budget_bytes: int = 2 * 2**30) -> None:
-        self.decoder = decoder
-        self.first = first
-        self.blocks = list(decoder.layers[:first])
+    def __init__(self, budget_bytes: int = 2 * 2**30) -> None:
         self.budget = budget_bytes
         self.kept: dict[tuple[int, ...], torch.Tensor] = {}
         self.used = 0
+
+    def add(self, key: tuple[int, ...], states: torch.Tensor) -> None:
+        """Keep a copy of ``states`` under ``key`` unless it is there or would pass the budget."""
+        if key not in self.kept and self.used + states.nbytes <= self.budget:
+            self.kept[key] = states.clone()
+            self.used += states.nbytes
+
+
+_SHARED: dict[tuple[Any, ...], StateStore] = {}
+
+
+def shared_store(key: tuple[Any, ...]) -> StateStore:
+    """The process's store for ``key`` (base model id, first trained block, dtype, device). Asking for
+    another key drops the previous store, so one model's states at most are held."""
+    if key not in _SHARED:
+        _SHARED.clear()
+        _SHARED[key] = StateStore()
+    return _SHARED[key]
+
+
+class FrozenBlocks:
+    """Keeps each sequence's input to block ``first`` and skips the blocks below it (see the module).
+    It may be entered several times (the reference pass, then training); ``store`` can be shared."""
+
+    def __init__(self, decoder: Any, first: int, *, budget_bytes: int = 2 * 2**30,
+                 store: StateStore | None = None) -> None:
+        self.decoder = decoder
+        self.first = first
+        self.blocks = list(decoder.layers[:first])
+        self.store = store if store is not None else StateStore(budget_bytes)
         self.stats = {"computed": 0, "reused": 0, "passed": 0}
         self.active = True
         self._busy = False
         self._checked = False
         self._handle: Any = None
 
+    @property
+    def kept(self) -> dict[tuple[int, ...], torch.Tensor]:
+        return self.store.kept
+
     def __enter__(self) -> FrozenBlocks:
         if any(p.requires_grad for block in self.blocks for p in block.parameters()):
             raise ValueError(f"blocks below {self.first} hold trainable weights: they cannot be skipped")
         self._handle = self.decoder.register_forward_pre_hook(self._feed, with_kwargs=True)
-        self._skip(True)
+        self._skip(self.active)  # a shortcut that failed its check keeps the real blocks when entered again
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -98,10 +135,7 @@ class FrozenBlocks:
         fresh = self._compute(ids[todo], mask[todo]) if todo else None
         states = None
         for j, r in enumerate(todo):
-            n = len(keys[r])
-            if self.used + fresh[j, :n].nbytes <= self.budget and keys[r] not in self.kept:
-                self.kept[keys[r]] = fresh[j, :n].clone()
-                self.used += fresh[j, :n].nbytes
+            self.store.add(keys[r], fresh[j, :len(keys[r])])
         for r, key in enumerate(keys):
             row = self.kept.get(key)
             if row is None:
@@ -183,13 +217,23 @@ def _pass_through() -> Any:
     return _pass_through_class()()
 
 
-def frozen_blocks_for(trainer: Any, cfg: Any) -> Any:
+def frozen_blocks_for(trainer: Any, cfg: Any, model_id: str | None = None) -> Any:
     """`FrozenBlocks` for a trainer whose config trains LoRA in the top ``lora_layers`` blocks only (and
     keeps ``skip_unused``); a do-nothing context otherwise (full fine-tunes, LoRA in every block,
-    activation checkpointing, models without a ``layers`` list)."""
+    activation checkpointing, models without a ``layers`` list). The trainer's own, if it made one
+    for its reference pass. With ``model_id`` (the base model's fingerprint) and a CPU model, the
+    kept states go to the process's shared store."""
+    own = getattr(trainer, "pvar_frozen", None)
+    if own is not None:
+        return own
     if not (cfg.lora and cfg.lora_layers and getattr(cfg, "skip_unused", True)) or cfg.gradient_checkpointing:
         return contextlib.nullcontext()
     decoder = decoder_of(trainer.model)
     if decoder is None or cfg.lora_layers >= len(decoder.layers):
         return contextlib.nullcontext()
-    return FrozenBlocks(decoder, len(decoder.layers) - cfg.lora_layers)
+    first = len(decoder.layers) - cfg.lora_layers
+    weight = next(decoder.parameters())
+    store = None
+    if model_id is not None and weight.device.type == "cpu":  # GPU memory is not held between trainers
+        store = shared_store((model_id, first, str(weight.dtype)))
+    return FrozenBlocks(decoder, first, store=store)

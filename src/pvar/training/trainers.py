@@ -29,6 +29,7 @@ class Built:
     n_pairs: int
     manifest: dict[str, Any]
     log_rows: list[dict[str, Any]] = field(default_factory=list)
+    model_id: str | None = None  # the base model's fingerprint: the key of states shared between trainers
 
 
 def build_trainer(pairs_path: str | Path, out: Path, cfg: Any, *, ref_cache: str | Path | None = None) -> Built:
@@ -53,6 +54,7 @@ def build_trainer(pairs_path: str | Path, out: Path, cfg: Any, *, ref_cache: str
               "callbacks": callbacks}
 
     store = None
+    model_id = model_fingerprint(folder)
     if ref_cache is not None and cfg.algo not in LOSS_TYPES:
         warnings.warn(f"ref_cache is used by dpo and ipo only; algo {cfg.algo!r} ignores it", stacklevel=3)
     if cfg.algo in LOSS_TYPES:
@@ -66,8 +68,12 @@ def build_trainer(pairs_path: str | Path, out: Path, cfg: Any, *, ref_cache: str
             settings = {"max_length": args.max_length, "truncation_mode": args.truncation_mode,
                         "ld_alpha": args.ld_alpha}
             data = data.add_column(KEY_COLUMN, row_keys(data, settings))
-            store = RefLogpCache(ref_cache, model_fingerprint(folder), str(folder))
-        trainer = pvar_dpo_trainer_class()(train_dataset=data, ref_store=store, **common)
+            store = RefLogpCache(ref_cache, model_id, str(folder))
+        from pvar.training.frozen_blocks import frozen_blocks_for
+
+        trainer = pvar_dpo_trainer_class()(
+            train_dataset=data, ref_store=store, frozen=lambda t: frozen_blocks_for(t, cfg, model_id),
+            compact=bool(getattr(cfg, "skip_unused", True)), **common)
     elif cfg.algo == "kto":
         from trl import KTOTrainer
         from trl.data_utils import unpair_preference_dataset
@@ -96,7 +102,8 @@ def build_trainer(pairs_path: str | Path, out: Path, cfg: Any, *, ref_cache: str
         "device": "cuda" if cuda else "cpu",
         "versions": _versions(),
     }
-    return Built(trainer=trainer, tokenizer=tokenizer, n_pairs=n_pairs, manifest=manifest, log_rows=log_rows)
+    return Built(trainer=trainer, tokenizer=tokenizer, n_pairs=n_pairs, manifest=manifest, log_rows=log_rows,
+                 model_id=model_id)
 
 
 def trl_config(cfg: Any, out: Path, *, cuda: bool, ref_cache: bool) -> Any:
