@@ -118,6 +118,20 @@ def test_trainers_of_one_model_share_the_kept_states(tmp_path, tiny_llama, monke
         assert abs(a - b) <= 1e-4 * abs(a) + 1e-7
 
 
+def test_the_switch_keeps_each_trainer_to_itself(tmp_path, tiny_llama, monkeypatch):
+    """PVAR_SHARED_STATES=0: the reference pass runs every block, each trainer keeps its own states, and
+    the losses are those of the shared path within 1e-4 relative."""
+    shared, _ = run(tmp_path, tiny_llama, "shared")
+    monkeypatch.setenv("PVAR_SHARED_STATES", "0")
+    exits = record_exits(monkeypatch)
+    alone, _ = run(tmp_path, tiny_llama, "alone")
+    run(tmp_path, tiny_llama, "again")
+    assert len(exits) == 2  # training only, in each run
+    assert exits[0]["store"] is not exits[1]["store"] and exits[1]["computed"] == 8
+    for a, b in zip(shared, alone, strict=True):
+        assert abs(a - b) <= 1e-4 * abs(a) + 1e-7
+
+
 def test_a_model_that_transforms_its_inputs_falls_back(tmp_path, tiny_llama, monkeypatch):
     """A model whose forward changes inputs_embeds before the first block (like Gemma's scaling) fails the
     first-batch check: a warning, and the blocks run as usual (the same losses as the plain path)."""

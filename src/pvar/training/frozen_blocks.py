@@ -18,13 +18,16 @@ The reference pass sees the same lower blocks: LoRA lives in the top blocks only
 adapter off they compute what they compute with it on. ``PvarDPOTrainer`` runs its reference
 log-probs inside the same `FrozenBlocks`, so a pair's lower blocks run once for both. On the CPU
 the kept states live in a `StateStore` shared by every trainer of the same base model, blocks and
-dtype in the process: the arms of a run train on overlapping pairs of one pool.
+dtype in the process: the arms of a run train on overlapping pairs of one pool. ``PVAR_SHARED_STATES=0``
+in the environment turns both off (each trainer keeps its own states, the reference pass runs every
+block), as a switch for comparisons (bench/arms.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +35,11 @@ if TYPE_CHECKING:
     import torch
 
 TOLERANCE = 1e-4  # relative: the shortcut's top hidden states against the plain forward's
+
+
+def sharing() -> bool:
+    """Whether kept states are shared with the reference pass and between trainers (``PVAR_SHARED_STATES``)."""
+    return os.environ.get("PVAR_SHARED_STATES", "1") != "0"
 
 
 class _Stop(Exception):
@@ -234,6 +242,6 @@ def frozen_blocks_for(trainer: Any, cfg: Any, model_id: str | None = None) -> An
     first = len(decoder.layers) - cfg.lora_layers
     weight = next(decoder.parameters())
     store = None
-    if model_id is not None and weight.device.type == "cpu":  # GPU memory is not held between trainers
+    if model_id is not None and weight.device.type == "cpu" and sharing():  # GPU memory is not held
         store = shared_store((model_id, first, str(weight.dtype)))
     return FrozenBlocks(decoder, first, store=store)

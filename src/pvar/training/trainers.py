@@ -69,11 +69,12 @@ def build_trainer(pairs_path: str | Path, out: Path, cfg: Any, *, ref_cache: str
                         "ld_alpha": args.ld_alpha}
             data = data.add_column(KEY_COLUMN, row_keys(data, settings))
             store = RefLogpCache(ref_cache, model_id, str(folder))
-        from pvar.training.frozen_blocks import frozen_blocks_for
+        from pvar.training.frozen_blocks import frozen_blocks_for, sharing
 
+        shared = sharing()  # the reference pass in the frozen blocks, the LM head at completions only
         trainer = pvar_dpo_trainer_class()(
-            train_dataset=data, ref_store=store, frozen=lambda t: frozen_blocks_for(t, cfg, model_id),
-            compact=bool(getattr(cfg, "skip_unused", True)), **common)
+            train_dataset=data, ref_store=store, frozen=(lambda t: frozen_blocks_for(t, cfg, model_id)) if shared
+            else None, compact=shared and bool(getattr(cfg, "skip_unused", True)), **common)
     elif cfg.algo == "kto":
         from trl import KTOTrainer
         from trl.data_utils import unpair_preference_dataset
