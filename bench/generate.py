@@ -13,8 +13,9 @@ continuous batching (backends/decode.py) at the largest batch size. Tokens count
 to and including its EOS. Also measures the fastest fp32 product the device offers (BLAS matmul
 or, on the CPU, oneDNN) to estimate a compute ceiling of GFLOP/s / (2 x params) generated tokens per
 second (prefill and attention not counted), and the share of (b)'s wall time spent computing the
-sampling noise. The last line is ``ceiling: NN%``, the best default-path (b) rate against that
-ceiling.
+sampling noise. A last run with the linear layers timed gives the bound any attention or sampler
+work could reach with these kernels at this batch (the ``bound:`` line). The last line is
+``ceiling: NN%``, the best default-path (b) rate against that ceiling.
 ``--quick``: 8 prompts, 32 tokens. ``--join K``: each prompt is K ShareGPT prompts joined (long prompts,
 where a per-row cache holds and reads each prompt n times: ``--join 12 --prompts 16 --n 8 --tokens 32``).
 """
@@ -107,6 +108,32 @@ def run_policy(policy: HFPolicy, prompts: list[str], n: int, seeds: list[int],
     gen = policy.generate(prompts, n, seeds)
     sync()
     return time.perf_counter() - start, gen
+
+
+def linear_bound(policy: HFPolicy, prompts: list[str], n: int, seeds: list[int], batch_size: int
+                 ) -> tuple[float, float, int]:
+    """(b) once more with every linear layer timed by forward hooks: (their seconds, the run's wall
+    seconds, tokens). The linear layers are the ceiling's own work (2 x params FLOPs a token), so
+    tokens / their seconds bounds what any attention, sampler or decoding loop could reach with
+    these kernels at this batch."""
+    spent, starts = [0.0], {}
+
+    def before(module, args) -> None:
+        sync()
+        starts[module] = time.perf_counter()
+
+    def after(module, args, output) -> None:
+        sync()
+        spent[0] += time.perf_counter() - starts.pop(module)
+
+    linears = [m for m in policy.model.modules() if isinstance(m, torch.nn.Linear)]
+    handles = [h for m in linears for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
+    try:
+        seconds, gen = run_policy(policy, prompts, n, seeds, batch_size)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return spent[0], seconds, gen.new_tokens
 
 
 def main() -> None:
@@ -227,6 +254,10 @@ def main() -> None:
         print(prof.key_averages().table(sort_by=key, row_limit=15))
     best = max(results, key=results.get)
     wall, noise_wall = walls[best]
+    linear, hooked, counted = linear_bound(policy, prompts, args.n, seeds, best)
+    print(f"bound: the linear layers took {linear:.1f} s of a {hooked:.1f} s run (prefill included); with attention, "
+          f"sampling and the rest free, batch_size={best} would reach {counted / linear:.0f} tok/s = "
+          f"{counted / linear / top:.0%} of the ceiling  [{load_note()}]")
     print(f"best batch_size {best}: {results[best]:.1f} tok/s, {results[best] / base:.2f}x the plain loop, "
           f"{results[best] / slots:.2f}x continuous batching; sampling noise {noise_wall / wall:.2%} of the wall time")
     if blas_top < top:
