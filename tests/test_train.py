@@ -1,6 +1,7 @@
 """pvar.pipeline.train: every algorithm trains through TRL on a tiny model; cached reference log-probs; weighted DPO."""
 
 import json
+import math
 
 import pytest
 
@@ -380,3 +381,27 @@ def test_pairs_cut_at_max_length_are_counted(tmp_path, tiny):
     cut = train(pairs, tmp_path / "a", TrainConfig.make(**base, max_length=20))
     whole = train(pairs, tmp_path / "b", TrainConfig.make(**base, max_length=512))
     assert cut.truncated_pairs == 4 and whole.truncated_pairs == 0
+
+
+def test_sft_weight_adds_the_chosen_nll(tmp_path, tiny):
+    """sft_weight > 0: TRL combines the preference loss with the chosen responses' NLL (RPO); the first
+    step's loss is log 2 (policy = reference) plus that NLL times the weight. Left out of dumps at 0."""
+    from pvar.training.trainers import trl_config
+
+    cfg = TrainConfig.make(model=str(tiny), sft_weight=0.5)
+    args = trl_config(cfg, tmp_path / "x", cuda=False, ref_cache=True)
+    assert list(args.loss_type) == ["sigmoid", "sft"] and list(args.loss_weights) == [1.0, 0.5]
+    assert list(trl_config(TrainConfig.make(model=str(tiny)), tmp_path / "y", cuda=False,
+                           ref_cache=True).loss_type) == ["sigmoid"]
+    assert "sft_weight" not in TrainConfig().model_dump() and cfg.model_dump()["sft_weight"] == 0.5
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", make_rows(4))
+    plain = train(pairs, tmp_path / "plain", TrainConfig.make(model=str(tiny), max_steps=1, batch_size=4))
+    rpo = train(pairs, tmp_path / "rpo", TrainConfig.make(model=str(tiny), max_steps=1, batch_size=4, sft_weight=1.0))
+    assert plain.first_loss == pytest.approx(math.log(2), rel=1e-5)
+    assert rpo.first_loss > plain.first_loss + 0.1  # + the chosen answers' mean token NLL
+
+
+def test_sft_weight_is_refused_where_it_has_no_meaning(tiny):
+    with pytest.raises(ConfigError, match="dpo and ipo only"):
+        TrainConfig.make(model=str(tiny), algo="simpo", sft_weight=1.0)

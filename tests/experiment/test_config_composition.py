@@ -67,7 +67,8 @@ def test_section_of_refuses_defaults_for_fields_it_lacks() -> None:
 def test_stage_configs_keep_the_fingerprints_of_the_hand_mappings(monkeypatch) -> None:
     """Every stage config a preset's run builds has the fingerprint the runner's former hand mappings
     gave it (pinned in data/stage_fingerprints.json), so run folders made before still resume. The gold
-    presets' reward and eval pins move on purpose with ``pvar.tasks.VERSION`` (other rules, other scores)."""
+    presets' reward and eval pins move on purpose with ``pvar.tasks.VERSION`` (other rules, other scores),
+    and quick's training pins moved with its ``sft_weight`` (another objective, other models)."""
     import json
     from pathlib import Path
 
@@ -132,8 +133,8 @@ def test_ledger_keys_are_pinned(monkeypatch) -> None:
     """The step table keys every step as the runner before it did, so run folders made before resume
     without recomputing anything. data/ledger_keys.json holds the former runner's keys, rewritten only
     where an output changes on purpose (the task rules' second version re-keys the gold presets' reward
-    and every step after it). Presets that read a prompt file are left out: a file's key holds its path
-    and mtime."""
+    and every step after it; quick's sft_weight re-keys its training). Presets that read a prompt file
+    are left out: a file's key holds its path and mtime."""
     import json
     from pathlib import Path
 

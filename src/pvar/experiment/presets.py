@@ -2,8 +2,8 @@
 
 - ``quick``: the verifiable testbed (ShareGPT prompts with IFEval-style constraints, exact gold
   reward and judge) on a 2-core CPU in under ten minutes from a fresh clone: training that learns
-  (the learning gate passed on the 7 run seeds tried, 0-5 and 7; on most of them the report flags
-  part of the gain as a shortcut), and the primary comparison, too small to decide it. The default of ``pvar run``.
+  (DPO plus the chosen answers' NLL; the learning gate passed on every run seed tried), and the
+  primary comparison, too small to decide it. The default of ``pvar run``.
 - ``cpu-full``: the same testbed with as many prompts, samples and seeds as a 2-core CPU finishes
   in under 75 minutes: 4 random seeds, 2 training seeds of top-PVar, random among usable prompts
   and bottom-PVar, compute-matched (32 LoRA steps each in the top 8 of 30 blocks: ~8 s a step on such
@@ -64,8 +64,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                  {"name": "random", "select": "random", "seeds": [0, 1, 2]}],
         # 48 steps: at 32 the gate failed on one run seed in five (random - base +0.04 on seed 3, where 48
         # steps give +0.08); lr 1e-3 at 32 steps also passed there, by a degenerate shortcut (content guard
-        # 81 % -> 30-66 %, answers half as long).
-        "train": {"max_steps": 48, "batch_size": 4, "lr": 5e-4, "lora_layers": 8, "max_length": 320},
+        # 81 % -> 30-66 %, answers half as long). sft_weight 1 (DPO plus the chosen answers' NLL, RPO): on
+        # seeds 0, 1, 3 and 6 the gate's lower bound rose from +0.005-0.057 to +0.07-0.12, the content guard
+        # fell 5-15 points instead of 8-27, and the shortcut warning fired on one seed instead of three.
+        "train": {"max_steps": 48, "batch_size": 4, "lr": 5e-4, "lora_layers": 8, "max_length": 320,
+                  "sft_weight": 1.0},
         # The ten-minute demo keeps the judge's gold as its metric (the content guard is reported beside
         # it): at this size, gold x guard gained +0.03 to +0.06 over the base, within noise on 80 prompts, so
         # its learning gate would call every quick run void. The experiments below pre-register gold x guard.

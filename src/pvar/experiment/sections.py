@@ -169,13 +169,16 @@ def default_arms() -> list[ArmConfig]:
 
 class TrainSection(section_of(
         (TrainConfig, ("algo", "beta", "lr", "epochs", "max_steps", "batch_size", "lora", "lora_r", "lora_alpha",
-                       "lora_layers", "max_length", "dtype", "bf16", "gradient_checkpointing", "trl_args")),
+                       "lora_layers", "max_length", "dtype", "bf16", "gradient_checkpointing", "sft_weight",
+                       "trl_args")),
         # the trained objective's beta and token cap, wherever the run scores pairs with it
         (TheoryConfig, ("beta",)), (SignalConfig, ("beta", "max_length")), (PotentialConfig, ("max_length",)),
         defaults={"max_steps": 32, "max_length": 320}, base=Section)):
     """Training of every arm: one TRL run each, same settings (see ``pvar train --help``).
 
     The policy and the seed are the run's (each arm's seed offset by its training seed)."""
+
+    omit_at_default = ("sft_weight",)  # added later: run folders made before still resume
 
     pair_rule: PairRule = Field("best-worst", description="Pairs per prompt (an arm's ``rule`` overrides it).")
     matching: Literal["auto", "compute", "data"] = Field(

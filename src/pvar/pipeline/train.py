@@ -80,6 +80,9 @@ class TrainConfig(StageConfig):
                             description="Cap on prompt + completion tokens; longer sequences are cut "
                             "at the end, pairs whose prompt alone fills it are dropped (dpo/ipo).")
     seed: Seed = Field(0, description="Seed for data order, LoRA init and dropout.")
+    sft_weight: float = Field(0.0, ge=0, description="dpo/ipo: add the chosen responses' mean token NLL to the "
+                              "loss with this weight (RPO, arXiv 2404.19733; TRL's loss_type 'sft'), which keeps "
+                              "answers from degenerating while the preference margin grows. 0 = the plain loss.")
     weight_by: str | None = Field(None, description="Column of the pairs file (e.g. 'pvar') that scales each pair's "
                                   "loss, normalised to mean 1; dpo and ipo only. None = unweighted.")
     dtype: Literal["float32", "bfloat16"] = Field(
@@ -94,13 +97,21 @@ class TrainConfig(StageConfig):
     trl_args: dict[str, Any] = Field(default_factory=dict, description="Extra fields of the TRL config "
                                      "(DPOConfig, CPOConfig, ORPOConfig or KTOConfig), applied last.")
 
-    omit_at_default = ("dtype", "bf16", "gradient_checkpointing", "skip_unused")
+    omit_at_default = ("dtype", "bf16", "gradient_checkpointing", "skip_unused", "sft_weight")
 
     @field_validator("batch_size")
     @classmethod
     def _kto_batch(cls, value: int, info: ValidationInfo) -> int:
         if info.data.get("algo") == "kto" and value < 2:
             raise ValueError("kto estimates its KL term within a batch, so it needs batch_size >= 2")
+        return value
+
+    @field_validator("sft_weight")
+    @classmethod
+    def _sft_algos(cls, value: float, info: ValidationInfo) -> float:
+        if value > 0 and info.data.get("algo") not in ("dpo", "ipo"):
+            raise ValueError(f"the chosen responses' NLL is added to dpo and ipo only, not {info.data.get('algo')!r} "
+                             "(orpo has its own)")
         return value
 
     @field_validator("weight_by")

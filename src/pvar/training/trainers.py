@@ -135,6 +135,8 @@ def trl_config(cfg: Any, out: Path, *, cuda: bool, ref_cache: bool) -> Any:
     if cfg.algo in LOSS_TYPES:
         # Precompute: TRL keeps no reference model and runs none per step (None ref_cache: TRL's own cache).
         values.update(loss_type=[LOSS_TYPES[cfg.algo]], precompute_ref_log_probs=True)
+        if getattr(cfg, "sft_weight", 0.0) > 0:  # RPO: the preference loss plus the chosen responses' NLL
+            values.update(loss_type=[LOSS_TYPES[cfg.algo], "sft"], loss_weights=[1.0, cfg.sft_weight])
     elif cfg.algo == "simpo":
         values.update(loss_type="simpo", cpo_alpha=0.0)
     if cfg.algo in ("simpo", "orpo"):
