@@ -73,8 +73,8 @@ _SHARED: dict[tuple[Any, ...], StateStore] = {}
 
 
 def shared_store(key: tuple[Any, ...]) -> StateStore:
-    """The process's store for ``key`` (base model id, first trained block, dtype, device). Asking for
-    another key drops the previous store, so one model's states at most are held."""
+    """The process's store for ``key`` (base model id, first trained block, dtype; CPU models only).
+    Asking for another key drops the previous store, so one model's states at most are held."""
     if key not in _SHARED:
         _SHARED.clear()
         _SHARED[key] = StateStore()
