@@ -65,9 +65,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 48 steps: at 32 the gate failed on one run seed in five (random - base +0.04 on seed 3, where 48
         # steps give +0.08); lr 1e-3 at 32 steps also passed there, by a degenerate shortcut (content guard
         # 81 % -> 30-66 %, answers half as long). sft_weight 1 (DPO plus the chosen answers' NLL, RPO): on
-        # run seeds 0-6 the gate's lower bound went from +0.005-0.123 to +0.071-0.139, the random arm's
-        # content guard fell 3-15 points instead of up to 35, and the shortcut warning fired on one seed
-        # instead of five; the gate under gold x guard passed on four. cpu-full, gpu-full and the board
+        # run seeds 0-7 the gate's lower bound went from +0.005-0.123 to +0.071-0.139, the random arm's
+        # content guard fell 3-15 points instead of up to 35, and the shortcut warning fired on two seeds
+        # instead of six; the gate under gold x guard passed on four (plain DPO: one). cpu-full, gpu-full and the board
         # keep plain DPO, as their committed runs were made.
         "train": {"max_steps": 48, "batch_size": 4, "lr": 5e-4, "lora_layers": 8, "max_length": 320,
                   "sft_weight": 1.0},
