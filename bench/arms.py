@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,9 +56,8 @@ def run_mode(mode: str, names: list[str], args: argparse.Namespace, work: Path) 
     """One child process over every arm; ``alone`` sets PVAR_SHARED_STATES=0."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}
     env["PVAR_SHARED_STATES"] = "0" if mode == "alone" else "1"
-    for old in work.glob(f"{mode}-*"):  # a repeat starts from an empty cache and fresh folders, too
-        subprocess.run(["rm", "-rf", str(old)], check=True)
-    subprocess.run(["rm", "-rf", str(work / f"ref-{mode}")], check=True)
+    for old in [*work.glob(f"{mode}-*"), work / f"ref-{mode}"]:  # a repeat starts from an empty cache, too
+        shutil.rmtree(old, ignore_errors=True)
     cmd = [sys.executable, __file__, "--worker", "--mode", mode, "--work", str(work), "--names", ",".join(names),
            "--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
